@@ -1,0 +1,479 @@
+//! The training configuration: YAML with defaults for every field, validated once on load, and
+//! saved (resolved) next to every run's artefacts.
+//!
+//! YAML is read with `serde_yaml_ng`, a maintained fork of the archived `serde_yaml` with the same
+//! API; the file format is plain YAML.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{ArchError, Architecture};
+use crate::hierarchy::{Hierarchy, HierarchyError, PsiSpec};
+
+/// Why a configuration was refused. Every message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Which training method runs. All share the backbone, heads and schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Meta auxiliary learning: labels from the generator, trained by the meta-gradient.
+    Maxl,
+    /// MAXL without the anti-collapse term (λ = 0): the ablation.
+    MaxlNoEntropy,
+    /// Primary task only.
+    Single,
+    /// Each training image gets a fixed random auxiliary slot inside its class's ψ range.
+    Random,
+    /// Auxiliary labels are the dataset's true fine labels.
+    Human,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Maxl,
+        Method::MaxlNoEntropy,
+        Method::Single,
+        Method::Random,
+        Method::Human,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Maxl => "maxl",
+            Method::MaxlNoEntropy => "maxl-no-entropy",
+            Method::Single => "single",
+            Method::Random => "random",
+            Method::Human => "human",
+        }
+    }
+
+    /// Methods whose auxiliary labels come from the trained label generator.
+    pub fn uses_generator(self) -> bool {
+        matches!(self, Method::Maxl | Method::MaxlNoEntropy)
+    }
+}
+
+/// When the two MAXL stages run (see the method description).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The authors': stage 1 over the whole epoch, then stage 2 over the whole epoch.
+    Reference,
+    /// Per batch: stage 1, then stage 2 on the same batch.
+    Interleaved,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A named architecture (`small`, `vgg16`); ignored when `architecture` is given.
+    pub preset: String,
+    /// A full architecture description, overriding the preset.
+    pub architecture: Option<Architecture>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            preset: "small".into(),
+            architecture: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn resolve(&self) -> Result<Architecture, ArchError> {
+        let arch = match &self.architecture {
+            Some(a) => a.clone(),
+            None => Architecture::preset(&self.preset)?,
+        };
+        arch.validate()?;
+        Ok(arch)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// Fashion-MNIST's IDX files (`.gz` or raw), by default from the Debian package.
+    FashionMnist,
+}
+
+/// A primary class made of several of the dataset's classes: those become its fine labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoarseGroup {
+    pub name: String,
+    /// Indices of the dataset's original classes in this group.
+    pub classes: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetConfig {
+    pub kind: DatasetKind,
+    /// Directory with the dataset's files; `None` means the default location for the kind.
+    pub path: Option<PathBuf>,
+    /// Fraction of the training set held out (seeded) for validation.
+    pub validation_fraction: f64,
+    /// Random crop with this much zero padding (0 disables the crop).
+    pub crop_padding: usize,
+    pub horizontal_flip: bool,
+    /// Train on coarse groups of the dataset's classes, with the original classes as the fine
+    /// labels (this is what the `human` method needs on a flat dataset such as Fashion-MNIST).
+    pub coarse_groups: Option<Vec<CoarseGroup>>,
+    /// Use only the first N training images (after the validation split), for quick runs.
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images, for quick runs.
+    pub test_limit: Option<usize>,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        Self {
+            kind: DatasetKind::FashionMnist,
+            path: None,
+            validation_fraction: 0.1,
+            crop_padding: 2,
+            horizontal_flip: true,
+            coarse_groups: None,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HierarchyConfig {
+    /// One auxiliary-class count per primary class.
+    pub psi: Option<Vec<usize>>,
+    /// The same count for every primary class (used when `psi` is not given).
+    pub psi_per_class: usize,
+}
+
+impl Default for HierarchyConfig {
+    fn default() -> Self {
+        Self {
+            psi: None,
+            psi_per_class: 5,
+        }
+    }
+}
+
+impl HierarchyConfig {
+    pub fn spec(&self) -> PsiSpec {
+        match &self.psi {
+            Some(psi) => PsiSpec::Psi(psi.clone()),
+            None => PsiSpec::PsiPerClass(self.psi_per_class),
+        }
+    }
+
+    pub fn resolve(&self, num_primary: usize) -> Result<Hierarchy, HierarchyError> {
+        Hierarchy::from_spec(&self.spec(), num_primary)
+    }
+}
+
+/// SGD with optional momentum and (L2) weight decay, as `torch.optim.SGD`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// Multiply every learning rate (and so the inner lr α) by `gamma` every `every_epochs` epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrStep {
+    pub every_epochs: usize,
+    pub gamma: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub schedule: Schedule,
+    pub model: ModelConfig,
+    pub dataset: DatasetConfig,
+    pub hierarchy: HierarchyConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// θ1, the multi-task network. Its current lr is also the inner lr α of the meta-step.
+    pub multitask_optimizer: OptimizerConfig,
+    /// θ2, the label generator.
+    pub generator_optimizer: OptimizerConfig,
+    pub lr_step: LrStep,
+    /// λ, the weight of the anti-collapse (entropy) term. Forced to 0 by `maxl-no-entropy`.
+    pub entropy_weight: f64,
+    /// γ of the focal loss.
+    pub focal_gamma: f64,
+}
+
+impl Default for TrainConfig {
+    /// The demo configuration: the `small` preset, MAXL, Fashion-MNIST, a few minutes on two cores.
+    fn default() -> Self {
+        Self {
+            method: Method::Maxl,
+            schedule: Schedule::Interleaved,
+            model: ModelConfig::default(),
+            dataset: DatasetConfig::default(),
+            hierarchy: HierarchyConfig::default(),
+            epochs: 3,
+            batch_size: 100,
+            seed: 0,
+            multitask_optimizer: OptimizerConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.0,
+            },
+            generator_optimizer: OptimizerConfig {
+                lr: 1e-3,
+                momentum: 0.0,
+                weight_decay: 5e-4,
+            },
+            lr_step: LrStep {
+                every_epochs: 2,
+                gamma: 0.5,
+            },
+            entropy_weight: 0.2,
+            focal_gamma: 2.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads, parses and validates a YAML file. Errors name the file and, for syntax or type
+    /// errors, the line and column.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates YAML text; `origin` names the source in errors.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        // An empty file (or only comments) means "all defaults", like an empty mapping.
+        let config: TrainConfig = if text
+            .trim()
+            .lines()
+            .all(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
+        {
+            TrainConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: one_line(&e.to_string()),
+            })?
+        };
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without the dataset.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.resolve().map_err(|e| format!("model: {e}"))?;
+        if let Some(psi) = &self.hierarchy.psi {
+            Hierarchy::new(psi.clone()).map_err(|e| format!("hierarchy: {e}"))?;
+        } else if self.hierarchy.psi_per_class == 0 {
+            return Err("hierarchy: psi_per_class must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return Err("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        let d = &self.dataset;
+        if !(0.0..1.0).contains(&d.validation_fraction) {
+            return Err(format!(
+                "dataset.validation_fraction must be in [0, 1), got {}",
+                d.validation_fraction
+            ));
+        }
+        if d.train_limit == Some(0) || d.test_limit == Some(0) {
+            return Err("dataset.train_limit and dataset.test_limit must be at least 1".into());
+        }
+        if let Some(groups) = &d.coarse_groups {
+            validate_groups(groups)?;
+        }
+        for (name, o) in [
+            ("multitask_optimizer", &self.multitask_optimizer),
+            ("generator_optimizer", &self.generator_optimizer),
+        ] {
+            let ok = o.lr > 0.0
+                && o.lr.is_finite()
+                && (0.0..1.0).contains(&o.momentum)
+                && o.weight_decay >= 0.0;
+            if !ok {
+                return Err(format!(
+                    "{name}: need lr > 0, momentum in [0, 1), weight_decay ≥ 0 (got lr {}, momentum {}, weight_decay {})",
+                    o.lr, o.momentum, o.weight_decay
+                ));
+            }
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if self.lr_step.every_epochs == 0 || !positive(self.lr_step.gamma) {
+            return Err("lr_step: every_epochs must be ≥ 1 and gamma > 0".into());
+        }
+        if !non_negative(self.entropy_weight) || !non_negative(self.focal_gamma) {
+            return Err("entropy_weight and focal_gamma must be ≥ 0".into());
+        }
+        Ok(())
+    }
+
+    /// λ as the method uses it.
+    pub fn effective_entropy_weight(&self) -> f64 {
+        match self.method {
+            Method::MaxlNoEntropy => 0.0,
+            _ => self.entropy_weight,
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a TrainConfig always serialises")
+    }
+}
+
+fn validate_groups(groups: &[CoarseGroup]) -> Result<(), String> {
+    if groups.is_empty() {
+        return Err("dataset.coarse_groups is empty".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for g in groups {
+        if g.classes.is_empty() {
+            return Err(format!(
+                "dataset.coarse_groups: group `{}` has no classes",
+                g.name
+            ));
+        }
+        for &c in &g.classes {
+            if !seen.insert(c) {
+                return Err(format!(
+                    "dataset.coarse_groups: class {c} is in more than one group"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// serde_yaml_ng's messages can span lines (context snippets); errors here are one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TrainConfig, ConfigError> {
+        TrainConfig::from_yaml(text, Path::new("run.yaml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults_and_they_round_trip() {
+        let c = parse("# nothing\n").unwrap();
+        assert_eq!(c, TrainConfig::default());
+        let again = parse(&c.to_yaml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn fields_override_defaults() {
+        let c = parse(
+            "method: human\nschedule: reference\nepochs: 7\nhierarchy:\n  psi: [2, 3]\n\
+             model:\n  preset: vgg16\ndataset:\n  coarse_groups:\n    - {name: a, classes: [0, 1]}\n    - {name: b, classes: [2]}\n",
+        )
+        .unwrap();
+        assert_eq!(c.method, Method::Human);
+        assert_eq!(c.schedule, Schedule::Reference);
+        assert_eq!(c.epochs, 7);
+        assert_eq!(c.hierarchy.resolve(2).unwrap().num_aux(), 5);
+        assert_eq!(c.model.resolve().unwrap().feature_dim(), 512);
+        assert_eq!(c.batch_size, 100);
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let e = parse("epochs: 3\nbatch_size: [1,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("run.yaml: "), "{e}");
+        assert!(e.contains("line"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_unknown_fields_and_values_are_refused() {
+        let e = parse("epochs: many\n").unwrap_err().to_string();
+        assert!(e.contains("epochs") || e.contains("invalid type"), "{e}");
+        let e = parse("epoch: 3\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `epoch`"), "{e}");
+        let e = parse("method: magic\n").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `magic`"), "{e}");
+        let e = parse("model:\n  preset: resnet\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "run.yaml: model: unknown preset `resnet` (known: small, vgg16)"
+        );
+        let e = parse("hierarchy:\n  psi: [2, 0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ψ[1] is 0"), "{e}");
+        let e = parse("hierarchy:\n  psi: []\n").unwrap_err().to_string();
+        assert!(e.contains("ψ is empty"), "{e}");
+        let e = parse("multitask_optimizer: {lr: -1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multitask_optimizer"), "{e}");
+        let e = parse("dataset:\n  validation_fraction: 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("validation_fraction"), "{e}");
+        let e = parse("dataset:\n  coarse_groups:\n    - {name: a, classes: [0]}\n    - {name: b, classes: [0]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than one group"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = TrainConfig::load(Path::new("/nonexistent/cfg.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/nonexistent/cfg.yaml: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn no_entropy_forces_lambda_zero() {
+        let mut c = TrainConfig::default();
+        assert_eq!(c.effective_entropy_weight(), 0.2);
+        c.method = Method::MaxlNoEntropy;
+        assert_eq!(c.effective_entropy_weight(), 0.0);
+    }
+}

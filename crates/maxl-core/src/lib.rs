@@ -1,0 +1,14 @@
+//! Core types of maxl shared by training, export, inference and labelling.
+//!
+//! Nothing here links a native library: the hierarchy ψ, the YAML configuration, the one
+//! architecture description from which every network is built (by tch for training and by the
+//! ONNX exporter for deployment), and the logic that finds the ONNX Runtime library.
+
+pub mod arch;
+pub mod config;
+pub mod discovery;
+pub mod hierarchy;
+
+pub use arch::{Architecture, ConvBlock, InputSpec, ParamKind, ParamSpec};
+pub use config::{ConfigError, Method, Schedule, TrainConfig};
+pub use hierarchy::{Hierarchy, HierarchyError};

@@ -1,0 +1,137 @@
+//! Turning dataset images into normalised float batches, with the reference augmentation:
+//! a random crop of the original size from the image zero-padded by `crop_padding` pixels, and a
+//! horizontal flip with probability ½. Padding is black in pixel space (before normalisation),
+//! as torchvision's `RandomCrop(padding=…)` applied before `Normalize`.
+
+use rand::Rng;
+
+use crate::Dataset;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augment {
+    pub crop_padding: usize,
+    pub horizontal_flip: bool,
+}
+
+/// `x = (pixel / 255 − mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Normalize {
+    fn apply(self, pixel: u8) -> f32 {
+        (pixel as f32 / 255.0 - self.mean) / self.std
+    }
+}
+
+/// The images at `indices` as a flat N × C × H × W buffer, augmented when `augment` is given.
+pub fn assemble<R: Rng>(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: Normalize,
+    mut augment: Option<(Augment, &mut R)>,
+) -> Vec<f32> {
+    let (c, h, w) = (ds.channels, ds.height, ds.width);
+    let mut out = Vec::with_capacity(indices.len() * c * h * w);
+    for &i in indices {
+        let img = ds.image(i);
+        let (mut dy, mut dx, mut flip) = (0isize, 0isize, false);
+        if let Some((aug, rng)) = augment.as_mut() {
+            let p = aug.crop_padding as i64;
+            if p > 0 {
+                dy = rng.random_range(-p..=p) as isize;
+                dx = rng.random_range(-p..=p) as isize;
+            }
+            flip = aug.horizontal_flip && rng.random_bool(0.5);
+        }
+        for ch in 0..c {
+            let plane = &img[ch * h * w..(ch + 1) * h * w];
+            for y in 0..h as isize {
+                let sy = y + dy;
+                for x in 0..w as isize {
+                    let xx = if flip { w as isize - 1 - x } else { x };
+                    let sx = xx + dx;
+                    let pixel = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                        plane[sy as usize * w + sx as usize]
+                    } else {
+                        0
+                    };
+                    out.push(norm.apply(pixel));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn ds() -> Dataset {
+        Dataset {
+            channels: 1,
+            height: 2,
+            width: 3,
+            pixels: vec![0, 51, 102, 153, 204, 255],
+            labels: vec![0],
+            fine_labels: None,
+            class_names: vec!["a".into()],
+            fine_class_names: None,
+        }
+    }
+
+    #[test]
+    fn normalises_without_augmentation() {
+        let n = Normalize {
+            mean: 0.5,
+            std: 0.25,
+        };
+        let out = assemble::<rand::rngs::StdRng>(&ds(), &[0], n, None);
+        let want: Vec<f32> = [0.0f32, 0.2, 0.4, 0.6, 0.8, 1.0]
+            .iter()
+            .map(|p| (p - 0.5) / 0.25)
+            .collect();
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn flips_and_crops_stay_inside_the_padded_image() {
+        let n = Normalize {
+            mean: 0.0,
+            std: 1.0 / 255.0,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let flip_only = Augment {
+            crop_padding: 0,
+            horizontal_flip: true,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let out = assemble(&ds(), &[0], n, Some((flip_only, &mut rng)));
+            let px: Vec<u8> = out.iter().map(|v| v.round() as u8).collect();
+            assert!(
+                px == [0, 51, 102, 153, 204, 255] || px == [102, 51, 0, 255, 204, 153],
+                "{px:?}"
+            );
+            seen.insert(px);
+        }
+        assert_eq!(seen.len(), 2, "both flipped and unflipped images appear");
+        let crop = Augment {
+            crop_padding: 1,
+            horizontal_flip: false,
+        };
+        for _ in 0..20 {
+            let out = assemble(&ds(), &[0], n, Some((crop, &mut rng)));
+            let px: Vec<u8> = out.iter().map(|v| v.round() as u8).collect();
+            // Every pixel is either padding or an original pixel, and the multiset of originals
+            // visible is a contiguous window: check the centre-aligned invariants loosely.
+            assert!(px.iter().all(|p| [0, 51, 102, 153, 204, 255].contains(p)));
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Preparing a dataset for one training run: reading it, grouping classes, resolving ψ for the
+//! method, the seeded validation split, and the fixed auxiliary labels of the `random` and
+//! `human` baselines.
+
+use maxl_core::arch::Architecture;
+use maxl_core::config::{DatasetKind, Method, TrainConfig};
+use maxl_core::hierarchy::Hierarchy;
+use maxl_data::Dataset;
+use rand::{Rng, SeedableRng};
+
+use crate::TrainError;
+
+/// Everything a run trains and evaluates on.
+#[derive(Debug)]
+pub struct PreparedData {
+    pub train: Dataset,
+    pub validation: Dataset,
+    pub test: Dataset,
+    pub hierarchy: Hierarchy,
+    /// The fixed auxiliary slot of every training image (`random` and `human` only).
+    pub fixed_aux: Option<Vec<usize>>,
+}
+
+pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData, TrainError> {
+    let d = &config.dataset;
+    let tt = match d.kind {
+        DatasetKind::FashionMnist => maxl_data::idx::fashion_mnist(d.path.as_deref())?,
+    };
+    let (mut train, mut test) = (tt.train, tt.test);
+    if let Some(groups) = &d.coarse_groups {
+        train.group_classes(groups)?;
+        test.group_classes(groups)?;
+    }
+    let input = &arch.input;
+    if (train.channels, train.height, train.width) != (input.channels, input.height, input.width) {
+        return Err(TrainError::Invalid(format!(
+            "dataset images are {}×{}×{} but the model expects {}×{}×{} (model.preset `{}`)",
+            train.channels,
+            train.height,
+            train.width,
+            input.channels,
+            input.height,
+            input.width,
+            config.model.preset
+        )));
+    }
+    let hierarchy = match config.method {
+        Method::Human => {
+            let psi = train.fine_per_class().ok_or_else(|| {
+                TrainError::Invalid(
+                    "method `human` needs fine labels: this dataset has none; set dataset.coarse_groups to train on \
+                     coarse groups with the original classes as fine labels"
+                        .into(),
+                )
+            })?;
+            let h =
+                Hierarchy::new(psi).map_err(|e| TrainError::Invalid(format!("human ψ: {e}")))?;
+            if let Some(given) = &config.hierarchy.psi
+                && given.as_slice() != h.psi()
+            {
+                return Err(TrainError::Invalid(format!(
+                    "method `human` takes ψ from the fine labels ({:?}), but hierarchy.psi is {given:?}",
+                    h.psi()
+                )));
+            }
+            h
+        }
+        _ => config
+            .hierarchy
+            .resolve(train.num_classes())
+            .map_err(|e| TrainError::Invalid(format!("hierarchy: {e}")))?,
+    };
+    let (mut train, validation) = train.split_validation(d.validation_fraction, config.seed);
+    if let Some(n) = d.train_limit {
+        train = train.subset(&(0..n.min(train.len())).collect::<Vec<_>>());
+    }
+    if let Some(n) = d.test_limit {
+        test = test.subset(&(0..n.min(test.len())).collect::<Vec<_>>());
+    }
+    if train.len() < 2 {
+        return Err(TrainError::Invalid(format!(
+            "only {} training images after the split",
+            train.len()
+        )));
+    }
+    let fixed_aux = match config.method {
+        Method::Random => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5EED_A0C5);
+            Some(
+                train
+                    .labels
+                    .iter()
+                    .map(|&k| {
+                        let r = hierarchy.slots(k);
+                        r.start + rng.random_range(0..r.len())
+                    })
+                    .collect(),
+            )
+        }
+        Method::Human => Some(human_slots(&train, &hierarchy)),
+        _ => None,
+    };
+    Ok(PreparedData {
+        train,
+        validation,
+        test,
+        hierarchy,
+        fixed_aux,
+    })
+}
+
+/// Slot of each image's fine label: fine classes of primary class k, in increasing order, take
+/// the slots of k in that order.
+fn human_slots(train: &Dataset, hierarchy: &Hierarchy) -> Vec<usize> {
+    let fine = train.fine_labels.as_ref().expect("checked by prepare");
+    let mut members = vec![std::collections::BTreeSet::new(); hierarchy.num_primary()];
+    for (&k, &f) in train.labels.iter().zip(fine) {
+        members[k].insert(f);
+    }
+    train
+        .labels
+        .iter()
+        .zip(fine)
+        .map(|(&k, f)| {
+            hierarchy.slots(k).start + members[k].iter().position(|m| m == f).expect("member")
+        })
+        .collect()
+}

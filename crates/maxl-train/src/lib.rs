@@ -1,0 +1,33 @@
+//! maxl-train: trains MAXL's multi-task network f(θ1) and label generator g(θ2) with the exact
+//! second-order meta-gradient, and the baselines MAXL is judged against, on libtorch via tch.
+
+pub mod data;
+pub mod loss;
+pub mod meta;
+pub mod net;
+pub mod optim;
+pub mod run;
+pub mod train;
+
+pub use train::{EpochMetrics, Trainer};
+
+/// Why training could not run. One line each.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] maxl_core::ConfigError),
+    #[error(transparent)]
+    Data(#[from] maxl_data::DataError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {message}")]
+    Output { path: String, message: String },
+    #[error("libtorch: {0}")]
+    Torch(String),
+}
+
+impl From<tch::TchError> for TrainError {
+    fn from(e: tch::TchError) -> Self {
+        TrainError::Torch(e.to_string().lines().next().unwrap_or("").to_string())
+    }
+}

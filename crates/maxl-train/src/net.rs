@@ -1,0 +1,419 @@
+//! The two MAXL networks as *functional* tch forwards: every forward takes the parameter list
+//! explicitly, so the same code runs at the live weights θ and at the fast weights θ1⁺ = θ1 − αG.
+//!
+//! Both networks are built from one [`Architecture`]; parameter order and names come from it
+//! (`Architecture::multitask_params` / `generator_params`), so training, checkpoints and export
+//! cannot disagree about them.
+
+use maxl_core::arch::{AUX_HEAD, Architecture, PRIMARY_HEAD, ParamKind, ParamSpec};
+use maxl_core::hierarchy::Hierarchy;
+use tch::{Device, Kind, Tensor};
+
+use crate::loss::mask_softmax;
+
+/// PyTorch's BatchNorm2d defaults.
+pub const BN_MOMENTUM: f64 = 0.1;
+pub const BN_EPS: f64 = 1e-5;
+
+/// How batch norm behaves in a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchNorm {
+    /// Normalise with batch statistics and update the running statistics (stage 1 only).
+    BatchUpdate,
+    /// Normalise with batch statistics; running statistics untouched (stage 2, fast weights).
+    Batch,
+    /// Normalise with the running statistics (evaluation, export, inference).
+    Running,
+}
+
+/// Initialisation of weights: the reference uses Xavier-uniform for f and Xavier-normal for g.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    XavierUniform,
+    XavierNormal,
+}
+
+/// Named tensors of one network in the architecture's order: trainable parameters (which
+/// require grad) and batch-norm running statistics (which never do).
+#[derive(Debug)]
+pub struct ParamStore {
+    pub specs: Vec<ParamSpec>,
+    /// Trainable tensors, in the order of `specs` filtered by `is_trainable`.
+    pub params: Vec<Tensor>,
+    /// Running mean and variance per conv layer, in the order of `specs` filtered by `!is_trainable`.
+    pub buffers: Vec<Tensor>,
+}
+
+impl ParamStore {
+    /// Freshly initialised tensors: weights by `init`, biases 0, BN γ = 1, β = 0, running
+    /// mean 0 and variance 1. Uses tch's global RNG (seed it with `tch::manual_seed`).
+    pub fn init(specs: Vec<ParamSpec>, init: Init, kind: Kind, device: Device) -> Self {
+        let mut params = Vec::new();
+        let mut buffers = Vec::new();
+        tch::no_grad(|| {
+            for s in &specs {
+                let shape: Vec<i64> = s.shape.iter().map(|&d| d as i64).collect();
+                let t = match s.kind {
+                    ParamKind::ConvWeight | ParamKind::LinearWeight => {
+                        let (fan_in, fan_out) = fans(&s.shape);
+                        let mut t = Tensor::empty(shape.as_slice(), (kind, device));
+                        match init {
+                            Init::XavierUniform => {
+                                let b = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                                t.uniform_(-b, b)
+                            }
+                            Init::XavierNormal => {
+                                let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
+                                t.normal_(0.0, std)
+                            }
+                        }
+                    }
+                    ParamKind::BnWeight | ParamKind::BnRunningVar => {
+                        Tensor::ones(shape.as_slice(), (kind, device))
+                    }
+                    _ => Tensor::zeros(shape.as_slice(), (kind, device)),
+                };
+                if s.kind.is_trainable() {
+                    params.push(t.set_requires_grad(true));
+                } else {
+                    buffers.push(t);
+                }
+            }
+        });
+        Self {
+            specs,
+            params,
+            buffers,
+        }
+    }
+
+    /// Builds a store from named tensors (a checkpoint or a fixture), checking names and shapes.
+    pub fn from_named(
+        specs: Vec<ParamSpec>,
+        named: &[(String, Tensor)],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self, String> {
+        let mut params = Vec::new();
+        let mut buffers = Vec::new();
+        for s in &specs {
+            let t = named
+                .iter()
+                .find(|(n, _)| n == &s.name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("missing tensor `{}`", s.name))?;
+            let want: Vec<i64> = s.shape.iter().map(|&d| d as i64).collect();
+            if t.size() != want {
+                return Err(format!(
+                    "tensor `{}` has shape {:?}, expected {:?}",
+                    s.name,
+                    t.size(),
+                    want
+                ));
+            }
+            let t = t.to_kind(kind).to_device(device).detach().copy();
+            if s.kind.is_trainable() {
+                params.push(t.set_requires_grad(true));
+            } else {
+                buffers.push(t);
+            }
+        }
+        Ok(Self {
+            specs,
+            params,
+            buffers,
+        })
+    }
+
+    /// All tensors with their names, parameters and buffers, in the architecture's order.
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        let (mut p, mut b) = (self.params.iter(), self.buffers.iter());
+        self.specs
+            .iter()
+            .map(|s| {
+                let t = if s.kind.is_trainable() {
+                    p.next()
+                } else {
+                    b.next()
+                };
+                (s.name.clone(), t.expect("store matches its specs").detach())
+            })
+            .collect()
+    }
+
+    /// Names of the trainable parameters, in `params` order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.specs
+            .iter()
+            .filter(|s| s.kind.is_trainable())
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
+/// PyTorch's fan computation for Linear [out, in] and Conv [out, in, kh, kw] weights.
+fn fans(shape: &[usize]) -> (usize, usize) {
+    let receptive: usize = shape[2..].iter().product();
+    (shape[1] * receptive, shape[0] * receptive)
+}
+
+/// Forward through a backbone. `params` starts with the backbone's trainable tensors
+/// (per conv: weight, bias, γ, β); `buffers` holds per conv: running mean, running var.
+/// Returns the flattened features [N, F].
+fn backbone(
+    arch: &Architecture,
+    x: &Tensor,
+    params: &[Tensor],
+    buffers: &[Tensor],
+    bn: BatchNorm,
+) -> Tensor {
+    let mut h = x.shallow_clone();
+    for layer in arch.conv_layers() {
+        let p = &params[4 * layer.index..4 * layer.index + 4];
+        h = h.conv2d(&p[0], Some(&p[1]), [1, 1], [1, 1], [1, 1], 1);
+        let (mean, var) = (&buffers[2 * layer.index], &buffers[2 * layer.index + 1]);
+        h = match bn {
+            BatchNorm::BatchUpdate => h.batch_norm(
+                Some(&p[2]),
+                Some(&p[3]),
+                Some(mean),
+                Some(var),
+                true,
+                BN_MOMENTUM,
+                BN_EPS,
+                false,
+            ),
+            BatchNorm::Batch => h.batch_norm(
+                Some(&p[2]),
+                Some(&p[3]),
+                None::<&Tensor>,
+                None,
+                true,
+                BN_MOMENTUM,
+                BN_EPS,
+                false,
+            ),
+            BatchNorm::Running => h.batch_norm(
+                Some(&p[2]),
+                Some(&p[3]),
+                Some(mean),
+                Some(var),
+                false,
+                BN_MOMENTUM,
+                BN_EPS,
+                false,
+            ),
+        };
+        h = h.relu();
+        if layer.pool_after {
+            h = h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+        }
+    }
+    h.flatten(1, -1)
+}
+
+/// Linear → ReLU → Linear on four tensors (w0, b0, w2, b2).
+fn head(features: &Tensor, p: &[Tensor]) -> Tensor {
+    features
+        .linear(&p[0], Some(&p[1]))
+        .relu()
+        .linear(&p[2], Some(&p[3]))
+}
+
+fn num_backbone_params(arch: &Architecture) -> usize {
+    4 * arch.conv_layers().len()
+}
+
+/// f(θ1): shared backbone, primary head (K classes) and, unless single-task, auxiliary head (A).
+#[derive(Debug)]
+pub struct MultiTaskNet {
+    pub arch: Architecture,
+    pub num_primary: usize,
+    /// 0 for the single-task baseline (no auxiliary head).
+    pub num_aux: usize,
+    pub store: ParamStore,
+}
+
+/// Logits of the multi-task network.
+pub struct MultiTaskOutput {
+    pub primary: Tensor,
+    pub aux: Option<Tensor>,
+}
+
+impl MultiTaskNet {
+    pub fn new(
+        arch: &Architecture,
+        num_primary: usize,
+        num_aux: usize,
+        kind: Kind,
+        device: Device,
+    ) -> Self {
+        let specs = arch.multitask_params(num_primary, num_aux);
+        Self {
+            arch: arch.clone(),
+            num_primary,
+            num_aux,
+            store: ParamStore::init(specs, Init::XavierUniform, kind, device),
+        }
+    }
+
+    pub fn specs(arch: &Architecture, num_primary: usize, num_aux: usize) -> Vec<ParamSpec> {
+        arch.multitask_params(num_primary, num_aux)
+    }
+
+    /// Forward at arbitrary parameters (live or fast), with this network's running statistics.
+    /// `with_aux: false` skips the auxiliary head (stage 2 needs only the primary loss).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        params: &[Tensor],
+        bn: BatchNorm,
+        with_aux: bool,
+    ) -> MultiTaskOutput {
+        let nb = num_backbone_params(&self.arch);
+        let feats = backbone(&self.arch, x, &params[..nb], &self.store.buffers, bn);
+        let primary = head(&feats, &params[nb..nb + 4]);
+        let aux = (with_aux && self.num_aux > 0).then(|| head(&feats, &params[nb + 4..nb + 8]));
+        MultiTaskOutput { primary, aux }
+    }
+
+    /// Forward at the live weights.
+    pub fn forward(&self, x: &Tensor, bn: BatchNorm) -> MultiTaskOutput {
+        self.forward_with(x, &self.store.params, bn, true)
+    }
+
+    /// Names of the heads, for logging and export.
+    pub fn heads(&self) -> Vec<&'static str> {
+        if self.num_aux > 0 {
+            vec![PRIMARY_HEAD, AUX_HEAD]
+        } else {
+            vec![PRIMARY_HEAD]
+        }
+    }
+}
+
+/// g(θ2): its own backbone and a head over the A auxiliary slots, followed by the mask softmax
+/// with the mask of each sample's ground-truth primary class.
+#[derive(Debug)]
+pub struct LabelGenerator {
+    pub arch: Architecture,
+    pub hierarchy: Hierarchy,
+    /// K × A 0/1 mask table (row k = mask of primary class k), in the parameters' kind.
+    pub mask_table: Tensor,
+    pub store: ParamStore,
+}
+
+impl LabelGenerator {
+    pub fn new(arch: &Architecture, hierarchy: &Hierarchy, kind: Kind, device: Device) -> Self {
+        let store = ParamStore::init(
+            arch.generator_params(hierarchy.num_aux()),
+            Init::XavierNormal,
+            kind,
+            device,
+        );
+        Self::with_store(arch, hierarchy, store)
+    }
+
+    pub fn with_store(arch: &Architecture, hierarchy: &Hierarchy, store: ParamStore) -> Self {
+        let (kind, device) = (store.params[0].kind(), store.params[0].device());
+        let mask_table = Tensor::from_slice(&hierarchy.mask_table())
+            .reshape([hierarchy.num_primary() as i64, hierarchy.num_aux() as i64])
+            .to_kind(kind)
+            .to_device(device);
+        Self {
+            arch: arch.clone(),
+            hierarchy: hierarchy.clone(),
+            mask_table,
+            store,
+        }
+    }
+
+    /// Pre-softmax logits over all A slots.
+    pub fn logits_with(&self, x: &Tensor, params: &[Tensor], bn: BatchNorm) -> Tensor {
+        let nb = num_backbone_params(&self.arch);
+        let feats = backbone(&self.arch, x, &params[..nb], &self.store.buffers, bn);
+        head(&feats, &params[nb..nb + 4])
+    }
+
+    /// The soft auxiliary labels: mask softmax of the logits with the mask of each sample's
+    /// primary label `y` (int64 [N], already validated).
+    pub fn forward_with(&self, x: &Tensor, y: &Tensor, params: &[Tensor], bn: BatchNorm) -> Tensor {
+        let mask = self.mask_table.index_select(0, y);
+        mask_softmax(&self.logits_with(x, params, bn), &mask)
+    }
+
+    pub fn forward(&self, x: &Tensor, y: &Tensor, bn: BatchNorm) -> Tensor {
+        self.forward_with(x, y, &self.store.params, bn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maxl_core::arch::{ConvBlock, InputSpec};
+
+    pub(crate) fn tiny_arch() -> Architecture {
+        Architecture {
+            input: InputSpec {
+                channels: 1,
+                height: 4,
+                width: 4,
+                mean: 0.5,
+                std: 0.2,
+            },
+            blocks: vec![ConvBlock {
+                convs: 1,
+                channels: 2,
+            }],
+            head_hidden: 3,
+        }
+    }
+
+    #[test]
+    fn init_follows_the_reference() {
+        tch::manual_seed(0);
+        let arch = tiny_arch();
+        let f = MultiTaskNet::new(&arch, 2, 3, Kind::Double, Device::Cpu);
+        let named = f.store.named();
+        let get = |n: &str| {
+            named
+                .iter()
+                .find(|(k, _)| k == n)
+                .unwrap()
+                .1
+                .shallow_clone()
+        };
+        assert_eq!(
+            get("backbone.0.bn.weight")
+                .sum(Kind::Double)
+                .double_value(&[]),
+            2.0
+        );
+        assert_eq!(
+            get("backbone.0.bn.running_var")
+                .sum(Kind::Double)
+                .double_value(&[]),
+            2.0
+        );
+        assert_eq!(
+            get("backbone.0.conv.bias")
+                .abs()
+                .sum(Kind::Double)
+                .double_value(&[]),
+            0.0
+        );
+        // Xavier-uniform bound for the conv: sqrt(6 / (9 + 18)).
+        let w = get("backbone.0.conv.weight");
+        assert!(w.abs().max().double_value(&[]) <= (6.0f64 / 27.0).sqrt());
+        assert_eq!(f.store.params.len(), 4 + 8);
+        assert_eq!(f.store.buffers.len(), 2);
+        assert!(f.store.params.iter().all(|p| p.requires_grad()));
+        assert!(f.store.buffers.iter().all(|b| !b.requires_grad()));
+        let out = f.forward(
+            &Tensor::randn([5, 1, 4, 4], (Kind::Double, Device::Cpu)),
+            BatchNorm::Batch,
+        );
+        assert_eq!(out.primary.size(), vec![5, 2]);
+        assert_eq!(out.aux.unwrap().size(), vec![5, 3]);
+    }
+}

@@ -1,0 +1,158 @@
+//! A run directory: the resolved config, `metrics.csv` (one row per epoch, flushed as it is
+//! written so an interrupted run keeps what it measured), the trained weights as safetensors
+//! with PyTorch-style names, and `summary.yaml`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use crate::TrainError;
+use crate::train::{EpochMetrics, Trainer};
+
+pub struct RunDir {
+    pub path: PathBuf,
+    metrics: File,
+}
+
+fn out_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Output {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
+/// half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| out_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| out_err(path, e))
+}
+
+impl RunDir {
+    /// Creates the directory. A directory that already holds a run is refused rather than
+    /// overwritten.
+    pub fn create(path: &Path, trainer: &Trainer) -> Result<Self, TrainError> {
+        let metrics_path = path.join("metrics.csv");
+        if metrics_path.exists() {
+            return Err(out_err(
+                path,
+                "already holds a run (metrics.csv exists); choose another --out",
+            ));
+        }
+        std::fs::create_dir_all(path).map_err(|e| out_err(path, e))?;
+        let mut config = trainer.config.clone();
+        config.hierarchy.psi = Some(trainer.data.hierarchy.psi().to_vec());
+        write_atomic(&path.join("config.yaml"), config.to_yaml().as_bytes())?;
+        let mut metrics = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&metrics_path)
+            .map_err(|e| out_err(&metrics_path, e))?;
+        let mut header = String::from(
+            "epoch,lr,primary_loss,aux_loss,meta_loss,regulariser,train_acc,val_acc,test_acc,seconds,generator_sample_entropy",
+        );
+        if trainer.g.is_some() {
+            for name in trainer.data.train.safe_class_names() {
+                header.push_str(&format!(",usage_entropy.{name}"));
+            }
+        }
+        writeln!(metrics, "{header}").map_err(|e| out_err(&metrics_path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            metrics,
+        })
+    }
+
+    pub fn append(&mut self, m: &EpochMetrics) -> Result<(), TrainError> {
+        let mut row = format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.5},{:.5},{:.5},{:.2}",
+            m.epoch,
+            m.lr,
+            m.primary_loss,
+            m.aux_loss,
+            m.meta_loss,
+            m.regulariser,
+            m.train_acc,
+            m.val_acc,
+            m.test_acc,
+            m.seconds
+        );
+        match &m.generator {
+            Some(g) => {
+                row.push_str(&format!(",{:.4}", g.sample_entropy));
+                for e in &g.usage_entropy {
+                    row.push_str(&format!(",{e:.4}"));
+                }
+            }
+            None => row.push_str(",nan"),
+        }
+        let p = self.path.join("metrics.csv");
+        writeln!(self.metrics, "{row}").map_err(|e| out_err(&p, e))?;
+        self.metrics.flush().map_err(|e| out_err(&p, e))
+    }
+
+    /// Saves both networks' weights (parameters and running statistics).
+    pub fn save_weights(&self, trainer: &Trainer) -> Result<(), TrainError> {
+        save_named(
+            &self.path.join("multitask.safetensors"),
+            &trainer.f.store.named(),
+        )?;
+        if let Some(g) = &trainer.g {
+            save_named(
+                &self.path.join("label_generator.safetensors"),
+                &g.store.named(),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn write_summary(
+        &self,
+        trainer: &Trainer,
+        last: &EpochMetrics,
+        seconds: f64,
+    ) -> Result<(), TrainError> {
+        let mut s = format!(
+            "method: {}\nschedule: {}\nepochs: {}\nprimary_test_accuracy: {:.5}\nprimary_validation_accuracy: {:.5}\ntraining_seconds: {:.1}\npsi: {:?}\n",
+            trainer.config.method.name(),
+            match trainer.config.schedule {
+                maxl_core::Schedule::Reference => "reference",
+                maxl_core::Schedule::Interleaved => "interleaved",
+            },
+            last.epoch,
+            last.test_acc,
+            last.val_acc,
+            seconds,
+            trainer.data.hierarchy.psi()
+        );
+        if let Some(g) = &last.generator {
+            s.push_str(&format!(
+                "generator_sample_entropy: {:.4}\ngenerator_usage_entropy:\n",
+                g.sample_entropy
+            ));
+            for (name, e) in trainer
+                .data
+                .train
+                .safe_class_names()
+                .iter()
+                .zip(&g.usage_entropy)
+            {
+                s.push_str(&format!("  {name}: {e:.4}\n"));
+            }
+        }
+        write_atomic(&self.path.join("summary.yaml"), s.as_bytes())
+    }
+}
+
+fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    let cpu: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| out_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| out_err(path, e))
+}

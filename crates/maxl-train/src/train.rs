@@ -1,0 +1,408 @@
+//! The training loop shared by all five methods: same backbone, heads, optimiser and schedule;
+//! the methods differ only in where the auxiliary target comes from (and `single` has none).
+
+use std::time::Instant;
+
+use maxl_core::arch::Architecture;
+use maxl_core::config::{Method, Schedule, TrainConfig};
+use maxl_data::Dataset;
+use maxl_data::batch::{Augment, Normalize, assemble};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::PreparedData;
+use crate::loss::one_hot;
+use crate::meta::{AuxTarget, LossConfig, correct, stage1, stage2};
+use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
+use crate::optim::{Sgd, scheduled_lr};
+
+/// Batch size used for evaluation passes.
+const EVAL_BATCH: usize = 1000;
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub primary_loss: f64,
+    /// NaN for `single`.
+    pub aux_loss: f64,
+    /// L2 and R of stage 2, NaN for methods without a generator.
+    pub meta_loss: f64,
+    pub regulariser: f64,
+    pub train_acc: f64,
+    pub val_acc: f64,
+    pub test_acc: f64,
+    pub seconds: f64,
+    pub generator: Option<GeneratorStats>,
+}
+
+/// How the label generator uses its slots, on the validation set (running statistics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorStats {
+    /// Per primary class: entropy of the histogram of argmax slots, divided by ln ψ_k.
+    /// 0 = every image of the class gets the same slot (collapse), 1 = all slots used equally.
+    pub usage_entropy: Vec<f64>,
+    /// Mean over images of the entropy of g's distribution divided by ln ψ_k.
+    /// Near 1 = near-uniform soft labels (noise), near 0 = confident labels.
+    pub sample_entropy: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub arch: Architecture,
+    pub data: PreparedData,
+    pub f: MultiTaskNet,
+    pub g: Option<LabelGenerator>,
+    opt_f: Sgd,
+    opt_g: Option<Sgd>,
+    rng: StdRng,
+    device: Device,
+    kind: Kind,
+    norm: Normalize,
+    augment: Option<Augment>,
+    pub epochs_done: usize,
+}
+
+struct Accum {
+    primary: f64,
+    aux: f64,
+    meta: f64,
+    reg: f64,
+    correct: i64,
+    seen: usize,
+    batches: usize,
+    meta_batches: usize,
+}
+
+impl Trainer {
+    pub fn new(
+        config: TrainConfig,
+        data: PreparedData,
+        device: Device,
+    ) -> Result<Self, crate::TrainError> {
+        let arch = config
+            .model
+            .resolve()
+            .map_err(|e| crate::TrainError::Invalid(format!("model: {e}")))?;
+        let kind = Kind::Float;
+        tch::manual_seed(config.seed as i64);
+        let num_aux = if config.method == Method::Single {
+            0
+        } else {
+            data.hierarchy.num_aux()
+        };
+        let f = MultiTaskNet::new(&arch, data.hierarchy.num_primary(), num_aux, kind, device);
+        let g = config
+            .method
+            .uses_generator()
+            .then(|| LabelGenerator::new(&arch, &data.hierarchy, kind, device));
+        let opt_f = Sgd::new(config.multitask_optimizer, f.store.params.len());
+        let opt_g = g
+            .as_ref()
+            .map(|g| Sgd::new(config.generator_optimizer, g.store.params.len()));
+        let d = &config.dataset;
+        let augment = (d.crop_padding > 0 || d.horizontal_flip).then_some(Augment {
+            crop_padding: d.crop_padding,
+            horizontal_flip: d.horizontal_flip,
+        });
+        Ok(Self {
+            norm: Normalize {
+                mean: arch.input.mean,
+                std: arch.input.std,
+            },
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            arch,
+            data,
+            f,
+            g,
+            opt_f,
+            opt_g,
+            device,
+            kind,
+            augment,
+            epochs_done: 0,
+        })
+    }
+
+    fn batch(&mut self, ds_is_train: bool, indices: &[usize], augment: bool) -> (Tensor, Tensor) {
+        let ds: &Dataset = if ds_is_train {
+            &self.data.train
+        } else {
+            &self.data.validation
+        };
+        let aug = if augment { self.augment } else { None };
+        let pixels = assemble(ds, indices, self.norm, aug.map(|a| (a, &mut self.rng)));
+        self.to_tensors(ds, indices, pixels)
+    }
+
+    fn to_tensors(&self, ds: &Dataset, indices: &[usize], pixels: Vec<f32>) -> (Tensor, Tensor) {
+        let x = Tensor::from_slice(&pixels)
+            .reshape([
+                indices.len() as i64,
+                ds.channels as i64,
+                ds.height as i64,
+                ds.width as i64,
+            ])
+            .to_kind(self.kind)
+            .to_device(self.device);
+        let labels: Vec<i64> = indices.iter().map(|&i| ds.labels[i] as i64).collect();
+        (x, Tensor::from_slice(&labels).to_device(self.device))
+    }
+
+    fn shuffled_batches(&mut self) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.data.train.len()).collect();
+        order.shuffle(&mut self.rng);
+        order
+            .chunks(self.config.batch_size)
+            // Batch norm needs more than one sample per channel in training mode.
+            .filter(|c| c.len() > 1)
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// Stage 1 on a batch, with the method's auxiliary target.
+    fn stage1(&mut self, x: &Tensor, y: &Tensor, indices: &[usize], lr: f64, acc: &mut Accum) {
+        let target = match self.config.method {
+            Method::Single => AuxTarget::None,
+            Method::Random | Method::Human => {
+                let fixed = self
+                    .data
+                    .fixed_aux
+                    .as_ref()
+                    .expect("fixed labels for random/human");
+                let slots: Vec<i64> = indices.iter().map(|&i| fixed[i] as i64).collect();
+                let slots = Tensor::from_slice(&slots).to_device(self.device);
+                AuxTarget::Fixed(one_hot(&slots, self.data.hierarchy.num_aux(), self.kind))
+            }
+            Method::Maxl | Method::MaxlNoEntropy => {
+                AuxTarget::Generator(self.g.as_ref().expect("generator"))
+            }
+        };
+        let s = stage1(
+            &self.f,
+            target,
+            x,
+            y,
+            &mut self.opt_f,
+            lr,
+            self.config.focal_gamma,
+        );
+        acc.primary += s.primary_loss;
+        acc.aux += s.aux_loss;
+        acc.correct += s.correct;
+        acc.seen += indices.len();
+        acc.batches += 1;
+    }
+
+    /// Stage 2 on a batch (methods with a generator).
+    fn stage2(&mut self, x: &Tensor, y: &Tensor, alpha: f64, lr: f64, acc: &mut Accum) {
+        let (Some(g), Some(opt)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
+            return;
+        };
+        let losses = LossConfig {
+            gamma: self.config.focal_gamma,
+            lambda: self.config.effective_entropy_weight(),
+        };
+        let mg = stage2(&self.f, g, (x, y), opt, alpha, lr, losses);
+        acc.meta += mg.loss;
+        acc.reg += mg.regulariser;
+        acc.meta_batches += 1;
+    }
+
+    /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
+    /// (steps done, steps in the epoch).
+    pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> EpochMetrics {
+        let start = Instant::now();
+        let epoch = self.epochs_done;
+        let lr_f = scheduled_lr(
+            self.config.multitask_optimizer.lr,
+            self.config.lr_step,
+            epoch,
+        );
+        let lr_g = scheduled_lr(
+            self.config.generator_optimizer.lr,
+            self.config.lr_step,
+            epoch,
+        );
+        let mut acc = Accum {
+            primary: 0.0,
+            aux: 0.0,
+            meta: 0.0,
+            reg: 0.0,
+            correct: 0,
+            seen: 0,
+            batches: 0,
+            meta_batches: 0,
+        };
+        let meta = self.g.is_some();
+        let batches = self.shuffled_batches();
+        let passes = if meta && self.config.schedule == Schedule::Reference {
+            2
+        } else {
+            1
+        };
+        let total = batches.len() * passes;
+        let mut done = 0;
+        for idx in &batches {
+            let (x, y) = self.batch(true, idx, true);
+            self.stage1(&x, &y, idx, lr_f, &mut acc);
+            if meta && self.config.schedule == Schedule::Interleaved {
+                self.stage2(&x, &y, lr_f, lr_g, &mut acc);
+            }
+            done += 1;
+            progress(done, total);
+        }
+        if meta && self.config.schedule == Schedule::Reference {
+            // The authors' schedule: a second full pass over freshly shuffled, augmented batches.
+            for idx in self.shuffled_batches() {
+                let (x, y) = self.batch(true, &idx, true);
+                self.stage2(&x, &y, lr_f, lr_g, &mut acc);
+                done += 1;
+                progress(done, total);
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let val_acc = self.accuracy(&self.data.validation);
+        let test_acc = self.accuracy(&self.data.test);
+        let generator = self.generator_stats(&self.data.validation);
+        self.epochs_done += 1;
+        let per = |v: f64, n: usize| if n == 0 { f64::NAN } else { v / n as f64 };
+        EpochMetrics {
+            epoch: epoch + 1,
+            lr: lr_f,
+            primary_loss: per(acc.primary, acc.batches),
+            aux_loss: per(acc.aux, acc.batches),
+            meta_loss: per(acc.meta, acc.meta_batches),
+            regulariser: per(acc.reg, acc.meta_batches),
+            train_acc: acc.correct as f64 / acc.seen.max(1) as f64,
+            val_acc,
+            test_acc,
+            seconds,
+            generator,
+        }
+    }
+
+    fn eval_batches<'a>(
+        &self,
+        ds: &'a Dataset,
+    ) -> impl Iterator<Item = (Vec<usize>, Tensor, Tensor)> + 'a {
+        let (norm, kind, device) = (self.norm, self.kind, self.device);
+        (0..ds.len())
+            .collect::<Vec<_>>()
+            .chunks(EVAL_BATCH)
+            .map(<[usize]>::to_vec)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(move |idx| {
+                let pixels = assemble::<StdRng>(ds, &idx, norm, None);
+                let x = Tensor::from_slice(&pixels)
+                    .reshape([
+                        idx.len() as i64,
+                        ds.channels as i64,
+                        ds.height as i64,
+                        ds.width as i64,
+                    ])
+                    .to_kind(kind)
+                    .to_device(device);
+                let labels: Vec<i64> = idx.iter().map(|&i| ds.labels[i] as i64).collect();
+                let y = Tensor::from_slice(&labels).to_device(device);
+                (idx, x, y)
+            })
+    }
+
+    /// Primary top-1 accuracy with running batch-norm statistics.
+    pub fn accuracy(&self, ds: &Dataset) -> f64 {
+        if ds.is_empty() {
+            return f64::NAN;
+        }
+        let mut right = 0;
+        tch::no_grad(|| {
+            for (_, x, y) in self.eval_batches(ds) {
+                right += correct(
+                    &self
+                        .f
+                        .forward_with(&x, &self.f.store.params, BatchNorm::Running, false)
+                        .primary,
+                    &y,
+                );
+            }
+        });
+        right as f64 / ds.len() as f64
+    }
+
+    /// Slot usage of the generator on `ds` (None without a generator or data).
+    pub fn generator_stats(&self, ds: &Dataset) -> Option<GeneratorStats> {
+        let g = self.g.as_ref()?;
+        if ds.is_empty() {
+            return None;
+        }
+        let h = &self.data.hierarchy;
+        let mut counts = vec![0usize; h.num_aux()];
+        let mut sample_entropy = 0.0;
+        let mut counted = 0usize;
+        tch::no_grad(|| {
+            for (idx, x, y) in self.eval_batches(ds) {
+                let p = g.forward(&x, &y, BatchNorm::Running).to_kind(Kind::Double);
+                let argmax = Vec::<i64>::try_from(&p.argmax(-1, false)).expect("argmax");
+                let ent = Vec::<f64>::try_from(&-(&p * (&p + 1e-30).log()).sum_dim_intlist(
+                    -1,
+                    false,
+                    Kind::Double,
+                ))
+                .expect("entropy");
+                for ((&i, &slot), e) in idx.iter().zip(&argmax).zip(&ent) {
+                    counts[slot as usize] += 1;
+                    let psi = h.psi()[ds.labels[i]];
+                    if psi > 1 {
+                        sample_entropy += e / (psi as f64).ln();
+                        counted += 1;
+                    }
+                }
+            }
+        });
+        let usage_entropy = (0..h.num_primary())
+            .map(|k| normalised_entropy(&counts[h.slots(k)]))
+            .collect();
+        Some(GeneratorStats {
+            usage_entropy,
+            sample_entropy: if counted == 0 {
+                0.0
+            } else {
+                sample_entropy / counted as f64
+            },
+        })
+    }
+}
+
+/// Entropy of a histogram divided by ln(bins); 0 for one bin or an empty histogram.
+pub fn normalised_entropy(counts: &[usize]) -> f64 {
+    let n: usize = counts.iter().sum();
+    if counts.len() < 2 || n == 0 {
+        return 0.0;
+    }
+    let h: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.ln()
+        })
+        .sum();
+    h / (counts.len() as f64).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn normalised_entropy_bounds() {
+        use super::normalised_entropy;
+        assert_eq!(normalised_entropy(&[10, 0, 0]), 0.0);
+        assert!((normalised_entropy(&[5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert_eq!(normalised_entropy(&[7]), 0.0);
+        assert_eq!(normalised_entropy(&[0, 0]), 0.0);
+    }
+}

@@ -1,0 +1,402 @@
+//! The meta-gradient and both MAXL stages against independent references: the PyTorch fixture
+//! written by `scripts/make_fixtures.py` (an independent float64 implementation) and central
+//! finite differences. Also pins down batch-norm behaviour.
+
+use maxl_core::arch::{Architecture, ConvBlock, InputSpec};
+use maxl_core::config::OptimizerConfig;
+use maxl_core::hierarchy::Hierarchy;
+use maxl_train::meta::{AuxTarget, LossConfig, meta_gradient, stage1, stage2};
+use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
+use maxl_train::optim::Sgd;
+use tch::{Device, Kind, Tensor};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/meta_step.safetensors"
+);
+
+/// The fixture's architecture (see scripts/make_fixtures.py).
+fn arch() -> Architecture {
+    Architecture {
+        input: InputSpec {
+            channels: 2,
+            height: 8,
+            width: 8,
+            mean: 0.5,
+            std: 0.2,
+        },
+        blocks: vec![
+            ConvBlock {
+                convs: 2,
+                channels: 3,
+            },
+            ConvBlock {
+                convs: 1,
+                channels: 4,
+            },
+        ],
+        head_hidden: 5,
+    }
+}
+
+struct Fixture {
+    tensors: Vec<(String, Tensor)>,
+}
+
+impl Fixture {
+    fn load() -> Self {
+        Self {
+            tensors: Tensor::read_safetensors(FIXTURE)
+                .expect("fixture (regenerate with scripts/make_fixtures.py)"),
+        }
+    }
+    fn get(&self, name: &str) -> Tensor {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("fixture lacks {name}"))
+            .1
+            .shallow_clone()
+    }
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .filter_map(|(n, t)| {
+                n.strip_prefix(prefix)
+                    .map(|s| (s.to_string(), t.shallow_clone()))
+            })
+            .collect()
+    }
+    fn nets(&self) -> (MultiTaskNet, LabelGenerator) {
+        let a = arch();
+        let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
+        let fs = ParamStore::from_named(
+            a.multitask_params(3, 6),
+            &self.with_prefix("f."),
+            Kind::Double,
+            Device::Cpu,
+        )
+        .unwrap();
+        let gs = ParamStore::from_named(
+            a.generator_params(6),
+            &self.with_prefix("g."),
+            Kind::Double,
+            Device::Cpu,
+        )
+        .unwrap();
+        let f = MultiTaskNet {
+            arch: a.clone(),
+            num_primary: 3,
+            num_aux: 6,
+            store: fs,
+        };
+        (f, LabelGenerator::with_store(&a, &h, gs))
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn assert_close(named: &[(String, Tensor)], fx: &Fixture, prefix: &str, tol: f64) {
+    for (n, t) in named {
+        let want = fx.get(&format!("{prefix}{n}"));
+        let d = max_abs_diff(t, &want);
+        assert!(d <= tol, "{prefix}{n}: max |diff| {d:e} > {tol:e}");
+    }
+}
+
+fn grads_named(g: &LabelGenerator, grads: &[Tensor]) -> Vec<(String, Tensor)> {
+    g.store
+        .param_names()
+        .into_iter()
+        .map(String::from)
+        .zip(grads.iter().map(Tensor::shallow_clone))
+        .collect()
+}
+
+#[test]
+fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    for (lambda, tag) in [(0.0, "lambda0"), (0.2, "lambda0.2")] {
+        let mg = meta_gradient(
+            &f,
+            &g,
+            &x,
+            &y,
+            alpha,
+            LossConfig { gamma: 2.0, lambda },
+            true,
+        );
+        let want_loss = fx.get(&format!("expected.{tag}.loss")).double_value(&[0]);
+        assert!(
+            (mg.loss - want_loss).abs() < 1e-12,
+            "{tag}: L2 {} vs {want_loss}",
+            mg.loss
+        );
+        assert_close(
+            &grads_named(&g, &mg.grads),
+            &fx,
+            &format!("expected.{tag}.grad."),
+            1e-10,
+        );
+        let norm: f64 = mg
+            .grads
+            .iter()
+            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+            .sum();
+        assert!(norm > 1e-8, "{tag}: the meta-gradient must not vanish");
+    }
+}
+
+/// L2(θ2) for the current generator weights.
+fn meta_loss(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    x: &Tensor,
+    y: &Tensor,
+    alpha: f64,
+    lambda: f64,
+) -> f64 {
+    meta_gradient(f, g, x, y, alpha, LossConfig { gamma: 2.0, lambda }, true).loss
+}
+
+#[test]
+fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
+    // λ = 0: the gradient flows into θ2 only through θ1⁺ = θ1 − αG, the second-order path.
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let analytic = meta_gradient(
+        &f,
+        &g,
+        &x,
+        &y,
+        alpha,
+        LossConfig {
+            gamma: 2.0,
+            lambda: 0.0,
+        },
+        true,
+    )
+    .grads;
+    let h = 1e-6;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (p, a) in g.store.params.iter().zip(&analytic) {
+        let flat = p.view([-1]);
+        let a = Vec::<f64>::try_from(&a.view([-1])).unwrap();
+        for (j, &aj) in a.iter().enumerate() {
+            let bump = |delta: f64| {
+                tch::no_grad(|| {
+                    let _ = flat.narrow(0, j as i64, 1).f_add_scalar_(delta).unwrap();
+                })
+            };
+            bump(h);
+            let up = meta_loss(&f, &g, &x, &y, alpha, 0.0);
+            bump(-2.0 * h);
+            let down = meta_loss(&f, &g, &x, &y, alpha, 0.0);
+            bump(h);
+            let fd = (up - down) / (2.0 * h);
+            num += (fd - aj).powi(2);
+            den += aj.powi(2);
+        }
+    }
+    let rel = (num / den).sqrt();
+    assert!(den > 0.0);
+    assert!(
+        rel < 1e-5,
+        "relative error against finite differences: {rel:e}"
+    );
+}
+
+#[test]
+fn create_graph_is_what_carries_the_meta_gradient() {
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let losses = LossConfig {
+        gamma: 2.0,
+        lambda: 0.0,
+    };
+    let without = meta_gradient(&f, &g, &x, &y, alpha, losses, false).grads;
+    let with = meta_gradient(&f, &g, &x, &y, alpha, losses, true).grads;
+    let norm = |gs: &[Tensor]| {
+        gs.iter()
+            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt()
+    };
+    assert_eq!(
+        norm(&without),
+        0.0,
+        "without create_graph G is a constant and θ2 gets no gradient at λ = 0"
+    );
+    assert!(norm(&with) > 1e-6);
+    assert_close(
+        &grads_named(&g, &with),
+        &fx,
+        "expected.lambda0.grad.",
+        1e-10,
+    );
+}
+
+#[test]
+fn stage1_then_stage2_match_pytorch() {
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let mut opt_f = Sgd::new(
+        OptimizerConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        f.store.params.len(),
+    );
+    let s = stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.1, 2.0);
+    let want = fx.get("expected.stage1.loss").double_value(&[0]);
+    let got = s.primary_loss + s.aux_loss;
+    assert!((got - want).abs() < 1e-12, "L1 {got} vs {want}");
+    // θ1 after the step and f's running statistics after exactly one update.
+    assert_close(&f.store.named(), &fx, "expected.stage1.f.", 1e-10);
+    // g's running statistics were updated by the stage-1 forward (its weights were not).
+    let g_bufs: Vec<(String, Tensor)> = g
+        .store
+        .named()
+        .into_iter()
+        .filter(|(n, _)| n.contains("running"))
+        .collect();
+    assert_eq!(g_bufs.len(), 6);
+    assert_close(&g_bufs, &fx, "expected.stage1.g.", 1e-12);
+    let mut opt_g = Sgd::new(
+        OptimizerConfig {
+            lr: 1e-3,
+            momentum: 0.0,
+            weight_decay: 5e-4,
+        },
+        g.store.params.len(),
+    );
+    stage2(
+        &f,
+        &g,
+        (&x, &y),
+        &mut opt_g,
+        alpha,
+        1e-3,
+        LossConfig {
+            gamma: 2.0,
+            lambda: 0.2,
+        },
+    );
+    let g_params: Vec<(String, Tensor)> = g
+        .store
+        .named()
+        .into_iter()
+        .filter(|(n, _)| !n.contains("running"))
+        .collect();
+    assert_close(&g_params, &fx, "expected.stage2.g.", 1e-12);
+}
+
+fn buffers(store: &ParamStore) -> Vec<Tensor> {
+    store.buffers.iter().map(|b| b.copy()).collect()
+}
+
+#[test]
+fn batch_norm_running_statistics_follow_the_method() {
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let (f0, g0) = (buffers(&f.store), buffers(&g.store));
+
+    // Stage 2 (the functional forward at θ1⁺ and the recomputation at θ1) never touches them.
+    let _ = meta_gradient(
+        &f,
+        &g,
+        &x,
+        &y,
+        alpha,
+        LossConfig {
+            gamma: 2.0,
+            lambda: 0.2,
+        },
+        true,
+    );
+    for (a, b) in f0
+        .iter()
+        .zip(&f.store.buffers)
+        .chain(g0.iter().zip(&g.store.buffers))
+    {
+        assert_eq!(
+            max_abs_diff(a, b),
+            0.0,
+            "stage 2 changed a running statistic"
+        );
+    }
+
+    // Stage 1 updates them exactly once per batch: layer 0's running mean moves by
+    // momentum · (batch mean − old), with the batch mean of the first conv's output.
+    let w = f.store.params[0].detach();
+    let b = f.store.params[1].detach();
+    let batch_mean = x.conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1).mean_dim(
+        &[0i64, 2, 3][..],
+        false,
+        Kind::Double,
+    );
+    let mut opt = Sgd::new(
+        OptimizerConfig {
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        f.store.params.len(),
+    );
+    stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt, 0.1, 2.0);
+    let want = &f0[0] * 0.9 + &batch_mean * 0.1;
+    assert!(
+        max_abs_diff(&f.store.buffers[0], &want) < 1e-12,
+        "exactly one momentum update"
+    );
+    assert!(
+        max_abs_diff(&g.store.buffers[0], &g0[0]) > 0.0,
+        "g's stage-1 forward updates g's statistics"
+    );
+
+    // Evaluation uses them: each image's output is independent of the rest of the batch, and
+    // changing the running statistics changes the output of a Running forward only.
+    let eval = |xx: &Tensor| tch::no_grad(|| f.forward(xx, BatchNorm::Running).primary);
+    let batch = |xx: &Tensor| {
+        tch::no_grad(|| {
+            f.forward_with(xx, &f.store.params, BatchNorm::Batch, false)
+                .primary
+        })
+    };
+    let full = eval(&x);
+    assert!(max_abs_diff(&full.narrow(0, 0, 1), &eval(&x.narrow(0, 0, 1))) < 1e-12);
+    let (e0, b0) = (eval(&x), batch(&x));
+    tch::no_grad(|| {
+        let _ = f.store.buffers[0]
+            .shallow_clone()
+            .f_add_scalar_(0.5)
+            .unwrap();
+    });
+    assert!(
+        max_abs_diff(&eval(&x), &e0) > 1e-6,
+        "Running forward reads the running mean"
+    );
+    assert_eq!(
+        max_abs_diff(&batch(&x), &b0),
+        0.0,
+        "Batch forward ignores it"
+    );
+    let stats_before = buffers(&f.store);
+    let _ = eval(&x);
+    for (a, b) in stats_before.iter().zip(&f.store.buffers) {
+        assert_eq!(
+            max_abs_diff(a, b),
+            0.0,
+            "evaluation must not update statistics"
+        );
+    }
+}

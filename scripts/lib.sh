@@ -1,0 +1,14 @@
+# Sourced by the other scripts: runs set-up (quick when everything is present) and exports the
+# env file it writes, so cargo finds libtorch and the binaries find ONNX Runtime.
+MAXL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+maxl_env() {
+  bash "$MAXL_ROOT/scripts/setup.sh"
+  local cache="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/maxl}"
+  set -a
+  # shellcheck disable=SC1091
+  source "$cache/maxl.env"
+  set +a
+  # The venv's Python first on PATH: tests call it for reference fixtures and format checks.
+  export PATH="$MAXL_VENV/bin:$PATH"
+  cd "$MAXL_ROOT"
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs everything maxl needs, idempotently, into a cache directory outside the checkout:
+#   * a Python venv (keyed by the pinned versions) with the full PyTorch 2.11.0 — our libtorch for
+#     `tch` and the reference for test fixtures — plus onnxruntime 1.31.1, onnx, numpy, safetensors;
+#   * the Debian package dataset-fashion-mnist (the default real dataset);
+#   * an env file, sourced by the other scripts and read by the binaries, naming LIBTORCH and
+#     the ONNX Runtime library.
+# Re-running it when everything is present takes about a second.
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+ORT_VERSION=1.31.1
+ONNX_VERSION=1.23.2
+NUMPY_VERSION=2.4.6
+SAFETENSORS_VERSION=0.8.0
+
+CACHE_DIR="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/maxl}"
+PY="${MAXL_PYTHON:-python3}"
+PY_TAG=$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
+VENV="$CACHE_DIR/venv-torch${TORCH_VERSION}-ort${ORT_VERSION}-onnx${ONNX_VERSION}-${PY_TAG}"
+ENV_FILE="$CACHE_DIR/maxl.env"
+FMNIST_DIR=/usr/share/datasets/fashion-mnist
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+mkdir -p "$CACHE_DIR"
+
+# Debian packages: the dataset (and nothing else is needed from apt).
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  log "installing Debian package dataset-fashion-mnist"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+[ -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || { log "Fashion-MNIST not found in $FMNIST_DIR after install"; exit 1; }
+
+# The Python venv. A marker file is written only after every install succeeded, so an
+# interrupted run is resumed (pip skips what is already there) rather than trusted.
+MARKER="$VENV/.maxl-complete"
+if [ ! -f "$MARKER" ]; then
+  log "creating venv $VENV (PyTorch $TORCH_VERSION is a ~2.7 GB download; one time only)"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q \
+    "torch==$TORCH_VERSION" "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" \
+    "numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION"
+  touch "$MARKER"
+fi
+
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+LIBTORCH="$SITE/torch"
+ORT_LIB="$SITE/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
+[ -f "$LIBTORCH/lib/libtorch_cpu.so" ] || { log "libtorch missing: $LIBTORCH/lib/libtorch_cpu.so"; exit 1; }
+[ -f "$ORT_LIB" ] || { log "ONNX Runtime library missing: $ORT_LIB"; exit 1; }
+
+# KEY=VALUE lines: sourced by the scripts, parsed by maxl's library discovery.
+tmp="$ENV_FILE.tmp.$$"
+cat > "$tmp" <<ENV
+# Written by scripts/setup.sh; regenerated on every run.
+MAXL_VENV=$VENV
+MAXL_PYTHON=$VENV/bin/python
+LIBTORCH=$LIBTORCH
+MAXL_ORT_DYLIB=$ORT_LIB
+MAXL_FASHION_MNIST=$FMNIST_DIR
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+ENV
+mv "$tmp" "$ENV_FILE"
+log "ready: $ENV_FILE"

@@ -1,0 +1,81 @@
+//! Helpers for the end-to-end tests: they run the real binaries of the workspace.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A workspace binary next to this test executable (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("spawn");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+impl Run {
+    /// A user-input failure: exit 1, exactly one line on stderr that says `error:`, no panic.
+    pub fn assert_one_line_error(&self, needles: &[&str]) {
+        assert_eq!(self.code, Some(1), "exit code; stderr: {}", self.stderr);
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "one line expected, got: {}", self.stderr);
+        assert!(lines[0].contains("error:"), "{}", lines[0]);
+        for n in needles {
+            assert!(lines[0].contains(n), "`{n}` missing in: {}", lines[0]);
+        }
+    }
+
+    pub fn assert_ok(&self) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// The Fashion-MNIST directory scripts/setup.sh installs. Tests that need it fail, never skip,
+/// when it is missing.
+pub fn fashion_mnist_dir() -> PathBuf {
+    let dir = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is not installed in {}: run scripts/setup.sh (Debian package dataset-fashion-mnist)",
+        dir.display()
+    );
+    dir
+}

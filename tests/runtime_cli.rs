@@ -1,0 +1,98 @@
+//! How the binaries find native libraries, as a user meets it.
+
+mod common;
+
+use std::process::Command;
+
+use common::{bin, run};
+
+#[test]
+fn onnx_runtime_is_found_through_the_setup_env_file() {
+    let r = run(Command::new(bin("maxl-infer"))
+        .arg("runtime")
+        .env_remove("ORT_DYLIB_PATH"));
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("libonnxruntime.so.1.31.1"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("scripts/setup.sh"), "{}", r.stdout);
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_a_one_line_error_naming_the_ways_to_fix_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("libonnxruntime.so");
+    run(Command::new(bin("maxl-infer"))
+        .arg("runtime")
+        .arg("--ort-lib")
+        .arg(&missing))
+    .assert_one_line_error(&["--ort-lib", "ORT_DYLIB_PATH", "libonnxruntime.so"]);
+    run(Command::new(bin("maxl-infer"))
+        .arg("runtime")
+        .env("ORT_DYLIB_PATH", &missing))
+    .assert_one_line_error(&["given by ORT_DYLIB_PATH", "--ort-lib"]);
+    // Nothing configured at all: no option, no variable, no set-up env file.
+    run(Command::new(bin("maxl-infer"))
+        .arg("runtime")
+        .env_remove("ORT_DYLIB_PATH")
+        .env("MAXL_CACHE_DIR", tmp.path()))
+    .assert_one_line_error(&["--ort-lib", "ORT_DYLIB_PATH", "scripts/setup.sh"]);
+    // A file that is not a shared library.
+    let junk = tmp.path().join("junk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    run(Command::new(bin("maxl-infer"))
+        .arg("runtime")
+        .arg("--ort-lib")
+        .arg(&junk))
+    .assert_one_line_error(&["cannot load ONNX Runtime", "junk.so", "ORT_DYLIB_PATH"]);
+}
+
+#[test]
+fn maxl_train_runs_without_ld_library_path() {
+    // libtorch is found through the rpath the build script embeds.
+    let r = run(Command::new(bin("maxl-train"))
+        .arg("--help")
+        .env_remove("LD_LIBRARY_PATH"));
+    r.assert_ok();
+    for flag in [
+        "--config",
+        "--method",
+        "--schedule",
+        "--preset",
+        "--epochs",
+        "--seed",
+        "--data",
+        "--out",
+    ] {
+        assert!(r.stdout.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn inference_crates_do_not_depend_on_libtorch() {
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    for krate in ["maxl-infer", "maxl-core", "maxl-data"] {
+        let r = run(Command::new(cargo)
+            .args([
+                "tree",
+                "--prefix",
+                "none",
+                "-e",
+                "normal,build",
+                "-p",
+                krate,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR")));
+        r.assert_ok();
+        assert!(r.stdout.contains(krate), "{}", r.stdout);
+        for banned in ["tch ", "torch-sys"] {
+            assert!(
+                !r.stdout.contains(banned),
+                "{krate} depends on {banned}:\n{}",
+                r.stdout
+            );
+        }
+    }
+}

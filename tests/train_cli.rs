@@ -1,0 +1,221 @@
+//! maxl-train as a user runs it: real Fashion-MNIST, real run directories, real errors.
+
+mod common;
+
+use std::process::Command;
+
+use common::{bin, fashion_mnist_dir, run};
+
+fn train() -> Command {
+    let mut c = Command::new(bin("maxl-train"));
+    c.arg("--quiet");
+    c
+}
+
+fn quick(c: &mut Command, out: &std::path::Path) {
+    c.args([
+        "--epochs",
+        "1",
+        "--train-limit",
+        "400",
+        "--test-limit",
+        "300",
+        "--threads",
+        "1",
+        "--out",
+    ])
+    .arg(out);
+}
+
+const COARSE: &str = "dataset:\n  coarse_groups:\n    - {name: tops, classes: [0, 2, 4, 6]}\n    - {name: bottoms, classes: [1, 3]}\n    - {name: footwear, classes: [5, 7, 9]}\n    - {name: bags, classes: [8]}\n";
+
+#[test]
+fn all_five_methods_run_and_write_their_run_directory() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("coarse.yaml");
+    std::fs::write(&cfg, COARSE).unwrap();
+    for method in ["maxl", "maxl-no-entropy", "single", "random", "human"] {
+        let out = tmp.path().join(method);
+        let mut c = train();
+        c.args(["--method", method, "--config"]).arg(&cfg);
+        quick(&mut c, &out);
+        let r = run(&mut c);
+        r.assert_ok();
+        assert!(
+            r.stdout
+                .contains(&format!("{method}: primary test accuracy")),
+            "{}",
+            r.stdout
+        );
+        let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let lines: Vec<&str> = metrics.lines().collect();
+        assert_eq!(lines.len(), 2, "{metrics}");
+        let header: Vec<&str> = lines[0].split(',').collect();
+        let row: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(header.len(), row.len());
+        let test_acc: f64 = row[header.iter().position(|h| *h == "test_acc").unwrap()]
+            .parse()
+            .unwrap();
+        assert!(
+            test_acc > 0.25,
+            "{method}: 4 coarse classes, one short epoch: {test_acc}"
+        );
+        let generator = method.starts_with("maxl");
+        assert_eq!(
+            header.iter().any(|h| h.starts_with("usage_entropy.")),
+            generator,
+            "{header:?}"
+        );
+        assert_eq!(out.join("label_generator.safetensors").exists(), generator);
+        assert!(out.join("multitask.safetensors").exists());
+        let config = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+        assert!(config.contains(&format!("method: {method}")), "{config}");
+        if method == "human" {
+            // ψ comes from the fine labels: 4 + 2 + 3 + 1 Fashion-MNIST classes.
+            assert!(config.contains("- 4\n  - 2\n  - 3\n  - 1"), "{config}");
+        }
+    }
+}
+
+#[test]
+fn maxl_learns_fashion_mnist_and_its_generator_neither_collapses_nor_stays_uniform() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let r = run(train()
+        .args([
+            "--epochs",
+            "2",
+            "--train-limit",
+            "10000",
+            "--test-limit",
+            "2000",
+            "--out",
+        ])
+        .arg(&out));
+    r.assert_ok();
+    let summary = std::fs::read_to_string(out.join("summary.yaml")).unwrap();
+    let value = |key: &str| -> f64 {
+        summary
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("{key} missing: {summary}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("primary_test_accuracy") > 0.75, "{summary}");
+    let usage: Vec<f64> = summary
+        .lines()
+        .skip_while(|l| !l.starts_with("generator_usage_entropy:"))
+        .skip(1)
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(usage.len(), 10);
+    let mean = usage.iter().sum::<f64>() / 10.0;
+    assert!(mean > 0.2, "slot usage collapsed: {summary}");
+    assert!(
+        value("generator_sample_entropy") < 0.995,
+        "labels are uniform noise: {summary}"
+    );
+}
+
+#[test]
+fn bad_configs_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let out = tmp.path().join("never");
+    let cases: Vec<(std::path::PathBuf, Vec<&str>)> = vec![
+        (
+            write("syntax.yaml", "epochs: [3\n"),
+            vec!["syntax.yaml", "line"],
+        ),
+        (
+            write("field.yaml", "epoks: 3\n"),
+            vec!["field.yaml", "unknown field `epoks`"],
+        ),
+        (
+            write("preset.yaml", "model: {preset: resnet}\n"),
+            vec!["preset.yaml", "unknown preset `resnet`"],
+        ),
+        (
+            write("zero.yaml", "hierarchy: {psi: [1, 0]}\n"),
+            vec!["zero.yaml", "ψ[1] is 0"],
+        ),
+    ];
+    for (cfg, needles) in cases {
+        let mut c = train();
+        c.arg("--config").arg(&cfg).arg("--out").arg(&out);
+        run(&mut c).assert_one_line_error(&needles);
+    }
+    run(train().args(["--config", "/nonexistent/run.yaml"]))
+        .assert_one_line_error(&["/nonexistent/run.yaml", "cannot read"]);
+    run(train().args(["--preset", "resnet"])).assert_one_line_error(&["unknown preset `resnet`"]);
+    assert!(!out.exists(), "nothing is created for a refused run");
+}
+
+#[test]
+fn data_that_does_not_fit_is_refused() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let psi = tmp.path().join("psi.yaml");
+    std::fs::write(&psi, "hierarchy: {psi: [2, 2, 2]}\n").unwrap();
+    let out = tmp.path().join("never");
+    run(train().arg("--config").arg(&psi).arg("--out").arg(&out))
+        .assert_one_line_error(&["ψ has 3 entries but the dataset has 10 primary classes"]);
+    run(train().args(["--method", "human"]).arg("--out").arg(&out))
+        .assert_one_line_error(&["method `human` needs fine labels"]);
+    run(train().args(["--preset", "vgg16"]).arg("--out").arg(&out))
+        .assert_one_line_error(&["1×28×28", "3×32×32"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn missing_and_truncated_dataset_files_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("never");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    run(train().arg("--data").arg(&empty).arg("--out").arg(&out))
+        .assert_one_line_error(&["train-images-idx3-ubyte.gz", "No such file"]);
+    // A copy of the real test split with a truncated training images file.
+    let src = fashion_mnist_dir();
+    let trunc = tmp.path().join("trunc");
+    std::fs::create_dir(&trunc).unwrap();
+    for f in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(src.join(f), trunc.join(f)).unwrap();
+    }
+    let images = std::fs::read(src.join("train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(
+        trunc.join("train-images-idx3-ubyte.gz"),
+        &images[..images.len() / 2],
+    )
+    .unwrap();
+    run(train().arg("--data").arg(&trunc).arg("--out").arg(&out))
+        .assert_one_line_error(&["train-images-idx3-ubyte.gz", "corrupt gzip"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("metrics.csv"), "precious\n").unwrap();
+    let mut c = train();
+    quick(&mut c, &out);
+    run(&mut c).assert_one_line_error(&["already holds a run"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.csv")).unwrap(),
+        "precious\n"
+    );
+}
