@@ -79,3 +79,11 @@ pub fn fashion_mnist_dir() -> PathBuf {
     );
     dir
 }
+
+/// The Python with torch and safetensors: the venv's (`MAXL_PYTHON`, exported by the scripts
+/// from set-up's env file), else `python3` on PATH (scripts/test.sh puts the venv first).
+pub fn python() -> PathBuf {
+    std::env::var_os("MAXL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}

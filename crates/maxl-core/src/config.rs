@@ -129,6 +129,8 @@ pub struct DatasetConfig {
     pub path: Option<PathBuf>,
     /// Fraction of the training set held out (seeded) for validation.
     pub validation_fraction: f64,
+    /// Shuffle the training set every epoch (off for step-level comparisons).
+    pub shuffle: bool,
     /// Random crop with this much zero padding (0 disables the crop).
     pub crop_padding: usize,
     pub horizontal_flip: bool,
@@ -147,6 +149,7 @@ impl Default for DatasetConfig {
             kind: DatasetKind::FashionMnist,
             path: None,
             validation_fraction: 0.1,
+            shuffle: true,
             crop_padding: 2,
             horizontal_flip: true,
             coarse_groups: None,

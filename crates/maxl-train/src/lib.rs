@@ -1,6 +1,8 @@
 //! maxl-train: trains MAXL's multi-task network f(θ1) and label generator g(θ2) with the exact
 //! second-order meta-gradient, and the baselines MAXL is judged against, on libtorch via tch.
 
+pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod loss;
 pub mod meta;

@@ -1,15 +1,16 @@
-//! `maxl-train`: trains a MAXL model (or a baseline) and writes a run directory.
+//! `maxl-train`: trains a MAXL model (or a baseline) and writes a run directory; `maxl-train
+//! bench` times training iterations.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use maxl_core::config::{Method, Schedule, TrainConfig};
-use maxl_train::Trainer;
+use maxl_train::checkpoint::{self, TrainState};
 use maxl_train::run::RunDir;
+use maxl_train::{EpochMetrics, Trainer};
 use tracing::info;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -27,12 +28,34 @@ enum ScheduleArg {
     Interleaved,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
 /// Train MAXL's multi-task network and label generator (exact second-order meta-gradient), or a
 /// baseline with the same backbone and schedule. With no options: the `small` preset, MAXL,
 /// Fashion-MNIST from the Debian package, a few minutes on two CPU cores.
 #[derive(Parser)]
-#[command(name = "maxl-train", version)]
+#[command(name = "maxl-train", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time training iterations on synthetic data: ms per single-task step and per MAXL
+    /// iteration (both schedules), and their ratio.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
     /// YAML config file; fields not given keep their defaults. Options below override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -47,7 +70,7 @@ struct Cli {
     /// Architecture preset (small, vgg16); ignored when the config gives a full architecture.
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
-    /// Number of epochs.
+    /// Number of epochs (with --resume: the new total).
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
     /// Mini-batch size.
@@ -65,9 +88,25 @@ struct Cli {
     /// Evaluate on only the first N test images (quick runs).
     #[arg(long, value_name = "N")]
     test_limit: Option<usize>,
+    /// Visit training images in file order every epoch (deterministic mode).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// No random crop or flip (deterministic mode).
+    #[arg(long)]
+    no_augment: bool,
+    /// Stop after N stage-1 optimiser steps in total (the last epoch may be partial).
+    #[arg(long, value_name = "N")]
+    max_steps: Option<usize>,
     /// Run directory to create (default: runs/<method>-<UTC time>). An existing run is never overwritten.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
+    /// --epochs, --max-steps, --device, --threads and --quiet may be given with it).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "preset", "batch_size", "seed", "data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
+    resume: Option<PathBuf>,
+    /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     /// libtorch CPU threads (default: libtorch's choice, usually one per core).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -76,9 +115,37 @@ struct Cli {
     quiet: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Architecture preset to time.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Number of primary classes of the synthetic task.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// ψ for every class.
+    #[arg(long, default_value_t = 5)]
+    psi_per_class: usize,
+    /// Timed iterations per measurement (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed warm-up iterations per measurement.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Where to run: cpu, cuda or auto.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// libtorch CPU threads.
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.quiet { "error" } else { "info" };
+    let level = if cli.train.quiet { "error" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,7 +154,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match run(cli) {
+    let result = match cli.command {
+        Some(Command::Bench(args)) => bench(args),
+        None => train(cli.train),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("maxl-train: error: {e:#}");
@@ -96,12 +167,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn resolve_config(cli: &Cli) -> anyhow::Result<TrainConfig> {
-    let mut c = match &cli.config {
+fn device(arg: DeviceArg) -> anyhow::Result<tch::Device> {
+    Ok(match arg {
+        DeviceArg::Cpu => tch::Device::Cpu,
+        DeviceArg::Auto => tch::Device::cuda_if_available(),
+        DeviceArg::Cuda => {
+            if !tch::Cuda::is_available() {
+                bail!(
+                    "--device cuda: libtorch sees no CUDA device (no GPU, no driver, or a CPU-only libtorch)"
+                );
+            }
+            tch::Device::Cuda(0)
+        }
+    })
+}
+
+fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut c = match &a.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
     };
-    if let Some(m) = cli.method {
+    if let Some(m) = a.method {
         c.method = match m {
             MethodArg::Maxl => Method::Maxl,
             MethodArg::MaxlNoEntropy => Method::MaxlNoEntropy,
@@ -110,39 +196,54 @@ fn resolve_config(cli: &Cli) -> anyhow::Result<TrainConfig> {
             MethodArg::Human => Method::Human,
         };
     }
-    if let Some(s) = cli.schedule {
+    if let Some(s) = a.schedule {
         c.schedule = match s {
             ScheduleArg::Reference => Schedule::Reference,
             ScheduleArg::Interleaved => Schedule::Interleaved,
         };
     }
-    if let Some(p) = &cli.preset {
+    if let Some(p) = &a.preset {
         c.model.preset = p.clone();
     }
-    c.epochs = cli.epochs.unwrap_or(c.epochs);
-    c.batch_size = cli.batch_size.unwrap_or(c.batch_size);
-    c.seed = cli.seed.unwrap_or(c.seed);
-    if cli.data.is_some() {
-        c.dataset.path = cli.data.clone();
+    c.epochs = a.epochs.unwrap_or(c.epochs);
+    c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+    c.seed = a.seed.unwrap_or(c.seed);
+    if a.data.is_some() {
+        c.dataset.path = a.data.clone();
     }
-    c.dataset.train_limit = cli.train_limit.or(c.dataset.train_limit);
-    c.dataset.test_limit = cli.test_limit.or(c.dataset.test_limit);
+    c.dataset.train_limit = a.train_limit.or(c.dataset.train_limit);
+    c.dataset.test_limit = a.test_limit.or(c.dataset.test_limit);
+    if a.no_shuffle {
+        c.dataset.shuffle = false;
+    }
+    if a.no_augment {
+        c.dataset.crop_padding = 0;
+        c.dataset.horizontal_flip = false;
+    }
     c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(c)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = resolve_config(&cli)?;
-    if let Some(n) = cli.threads {
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let config = match &a.resume {
+        Some(dir) => {
+            let mut c = TrainConfig::load(&dir.join("config.yaml"))?;
+            c.epochs = a.epochs.unwrap_or(c.epochs);
+            c
+        }
+        None => resolve_config(&a)?,
+    };
+    if let Some(n) = a.threads {
         tch::set_num_threads(n);
     }
+    let device = device(a.device)?;
     let arch = config
         .model
         .resolve()
         .map_err(|e| anyhow::anyhow!("model: {e}"))?;
     let data = maxl_train::data::prepare(&config, &arch)?;
     info!(
-        "{} on {} train / {} validation / {} test images, {} primary classes, ψ = {:?}",
+        "{} on {} train / {} validation / {} test images, {} primary classes, ψ = {:?}, device {device:?}",
         config.method.name(),
         data.train.len(),
         data.validation.len(),
@@ -150,66 +251,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         data.hierarchy.num_primary(),
         data.hierarchy.psi()
     );
-    let out = cli.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}-{}", config.method.name(), utc_stamp()))
-    });
-    let mut trainer = Trainer::new(config, data, tch::Device::Cpu)?;
-    let mut run_dir = RunDir::create(&out, &trainer)?;
+    let mut trainer = Trainer::new(config, data, device)?;
+    let (out, mut run_dir, mut state) = match &a.resume {
+        Some(dir) => {
+            let state = checkpoint::load(&dir.join("checkpoints").join("last"), &mut trainer)?;
+            info!(
+                "resuming {} after epoch {} ({} steps)",
+                dir.display(),
+                state.epochs_done,
+                state.steps_done
+            );
+            (dir.clone(), RunDir::reopen(dir, state.epochs_done)?, state)
+        }
+        None => {
+            let out = a.out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "{}-{}",
+                    trainer.config.method.name(),
+                    utc_stamp()
+                ))
+            });
+            let run_dir = RunDir::create(&out, &trainer)?;
+            let state = TrainState {
+                format: 1,
+                epochs_done: 0,
+                steps_done: 0,
+                best_val_acc: f64::NEG_INFINITY,
+                best_epoch: 0,
+            };
+            (out, run_dir, state)
+        }
+    };
     info!("run directory: {}", out.display());
-    let start = Instant::now();
-    let epochs = trainer.config.epochs;
-    let mut last = None;
-    for e in 0..epochs {
-        let bar = if cli.quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, a.max_steps, a.quiet)?;
+    let Some(last) = last else {
+        println!(
+            "{}: nothing to do, the run already has {} epochs",
+            trainer.config.method.name(),
+            state.epochs_done
         );
-        bar.set_message(format!("{}/{epochs}", e + 1));
-        let m = trainer.train_epoch(&mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        });
-        bar.finish_and_clear();
-        run_dir.append(&m)?;
-        let gen_note = m
-            .generator
-            .as_ref()
-            .map(|g| {
-                let mean = g.usage_entropy.iter().sum::<f64>() / g.usage_entropy.len() as f64;
-                format!(
-                    ", slot usage entropy {mean:.3}, sample entropy {:.3}",
-                    g.sample_entropy
-                )
-            })
-            .unwrap_or_default();
-        info!(
-            "epoch {}/{epochs}: loss {:.4}, train {:.2}%, val {:.2}%, test {:.2}%, {:.1}s{gen_note}",
-            m.epoch,
-            m.primary_loss,
-            100.0 * m.train_acc,
-            100.0 * m.val_acc,
-            100.0 * m.test_acc,
-            m.seconds
-        );
-        last = Some(m);
-    }
-    let last = last.context("no epoch ran")?;
+        return Ok(());
+    };
     run_dir.save_weights(&trainer)?;
-    run_dir.write_summary(&trainer, &last, start.elapsed().as_secs_f64())?;
+    run_dir.write_summary(&trainer, &last, &state)?;
     println!(
-        "{}: primary test accuracy {:.2}% after {} epochs ({:.0}s); run in {}",
+        "{}: primary test accuracy {:.2}% after {} epochs ({} steps); best validation {:.2}% at epoch {}; run in {}",
         trainer.config.method.name(),
         100.0 * last.test_acc,
         last.epoch,
-        start.elapsed().as_secs_f64(),
+        trainer.steps_done,
+        100.0 * state.best_val_acc,
+        state.best_epoch,
         out.display()
     );
     if let Some(g) = &last.generator {
@@ -228,6 +320,114 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             g.sample_entropy
         );
     }
+    Ok(())
+}
+
+/// Trains the remaining epochs, writing metrics and checkpoints after each. Returns the last
+/// epoch's metrics (None when there was nothing left to train).
+fn train_epochs(
+    trainer: &mut Trainer,
+    run_dir: &mut RunDir,
+    state: &mut TrainState,
+    max_steps: Option<usize>,
+    quiet: bool,
+) -> anyhow::Result<Option<EpochMetrics>> {
+    let epochs = trainer.config.epochs;
+    let checkpoints = run_dir.path.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints)
+        .with_context(|| format!("{}: cannot create", checkpoints.display()))?;
+    let mut last = None;
+    while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("{}/{epochs}", trainer.epochs_done + 1));
+        let m = trainer.train_epoch(max_steps, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        });
+        bar.finish_and_clear();
+        run_dir.append(&m)?;
+        state.epochs_done = trainer.epochs_done;
+        state.steps_done = trainer.steps_done;
+        let best = m.val_acc > state.best_val_acc;
+        if best {
+            state.best_val_acc = m.val_acc;
+            state.best_epoch = m.epoch;
+        }
+        checkpoint::save(&checkpoints.join("last"), trainer, state)?;
+        if best {
+            checkpoint::save(&checkpoints.join("best"), trainer, state)?;
+        }
+        log_epoch(&m, epochs);
+        last = Some(m);
+    }
+    Ok(last)
+}
+
+fn log_epoch(m: &EpochMetrics, epochs: usize) {
+    let gen_note = m
+        .generator
+        .as_ref()
+        .map(|g| {
+            let mean = g.usage_entropy.iter().sum::<f64>() / g.usage_entropy.len() as f64;
+            format!(
+                ", slot usage entropy {mean:.3}, sample entropy {:.3}",
+                g.sample_entropy
+            )
+        })
+        .unwrap_or_default();
+    info!(
+        "epoch {}/{epochs}: loss {:.4}, train {:.2}%, val {:.2}%, test {:.2}%, {:.1}s{gen_note}",
+        m.epoch,
+        m.primary_loss,
+        100.0 * m.train_acc,
+        100.0 * m.val_acc,
+        100.0 * m.test_acc,
+        m.seconds
+    );
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = a.threads {
+        tch::set_num_threads(n);
+    }
+    let device = device(a.device)?;
+    let arch =
+        maxl_core::Architecture::preset(&a.preset).map_err(|e| anyhow::anyhow!("--preset: {e}"))?;
+    if a.batch_size < 2 || a.iters == 0 || a.classes == 0 || a.psi_per_class == 0 {
+        bail!("--batch-size must be ≥ 2 and --iters, --classes, --psi-per-class ≥ 1");
+    }
+    let report = maxl_train::bench::run(&maxl_train::bench::BenchConfig {
+        arch: arch.clone(),
+        batch_size: a.batch_size,
+        classes: a.classes,
+        psi_per_class: a.psi_per_class,
+        iters: a.iters,
+        warmup: a.warmup,
+        device,
+    });
+    println!(
+        "preset {} ({}×{}×{}), batch {}, {} classes × ψ {}, device {device:?}, {} timed iterations each",
+        a.preset,
+        arch.input.channels,
+        arch.input.height,
+        arch.input.width,
+        a.batch_size,
+        a.classes,
+        a.psi_per_class,
+        a.iters
+    );
+    print!("{report}");
     Ok(())
 }
 

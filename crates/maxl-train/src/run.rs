@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 use crate::TrainError;
+use crate::checkpoint::TrainState;
 use crate::train::{EpochMetrics, Trainer};
 
 pub struct RunDir {
@@ -66,6 +67,32 @@ impl RunDir {
         })
     }
 
+    /// Reopens a run to continue it after `epochs_done` epochs: rows of later epochs (written
+    /// before an interruption but not covered by the checkpoint) are dropped.
+    pub fn reopen(path: &Path, epochs_done: usize) -> Result<Self, TrainError> {
+        let metrics_path = path.join("metrics.csv");
+        let text = std::fs::read_to_string(&metrics_path).map_err(|e| out_err(&metrics_path, e))?;
+        let kept: Vec<&str> = text.lines().take(1 + epochs_done).collect();
+        if kept.len() != 1 + epochs_done {
+            return Err(out_err(
+                &metrics_path,
+                format!(
+                    "has {} epoch rows but the checkpoint is after epoch {epochs_done}",
+                    kept.len().saturating_sub(1)
+                ),
+            ));
+        }
+        write_atomic(&metrics_path, format!("{}\n", kept.join("\n")).as_bytes())?;
+        let metrics = OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| out_err(&metrics_path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            metrics,
+        })
+    }
+
     pub fn append(&mut self, m: &EpochMetrics) -> Result<(), TrainError> {
         let mut row = format!(
             "{},{},{:.6},{:.6},{:.6},{:.6},{:.5},{:.5},{:.5},{:.2}",
@@ -113,19 +140,21 @@ impl RunDir {
         &self,
         trainer: &Trainer,
         last: &EpochMetrics,
-        seconds: f64,
+        state: &TrainState,
     ) -> Result<(), TrainError> {
         let mut s = format!(
-            "method: {}\nschedule: {}\nepochs: {}\nprimary_test_accuracy: {:.5}\nprimary_validation_accuracy: {:.5}\ntraining_seconds: {:.1}\npsi: {:?}\n",
+            "method: {}\nschedule: {}\nepochs: {}\nsteps: {}\nprimary_test_accuracy: {:.5}\nprimary_validation_accuracy: {:.5}\nbest_validation_accuracy: {:.5}\nbest_epoch: {}\npsi: {:?}\n",
             trainer.config.method.name(),
             match trainer.config.schedule {
                 maxl_core::Schedule::Reference => "reference",
                 maxl_core::Schedule::Interleaved => "interleaved",
             },
             last.epoch,
+            state.steps_done,
             last.test_acc,
             last.val_acc,
-            seconds,
+            state.best_val_acc,
+            state.best_epoch,
             trainer.data.hierarchy.psi()
         );
         if let Some(g) = &last.generator {

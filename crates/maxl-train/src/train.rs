@@ -56,14 +56,18 @@ pub struct Trainer {
     pub data: PreparedData,
     pub f: MultiTaskNet,
     pub g: Option<LabelGenerator>,
-    opt_f: Sgd,
-    opt_g: Option<Sgd>,
+    pub(crate) opt_f: Sgd,
+    pub(crate) opt_g: Option<Sgd>,
+    /// Re-seeded from (seed, epoch) at the start of every epoch, so a run resumed at an epoch
+    /// boundary draws exactly the batches and augmentations of an uninterrupted one.
     rng: StdRng,
     device: Device,
     kind: Kind,
     norm: Normalize,
     augment: Option<Augment>,
     pub epochs_done: usize,
+    /// Stage-1 optimiser steps taken so far (over all epochs).
+    pub steps_done: usize,
 }
 
 struct Accum {
@@ -125,37 +129,27 @@ impl Trainer {
             kind,
             augment,
             epochs_done: 0,
+            steps_done: 0,
         })
     }
 
-    fn batch(&mut self, ds_is_train: bool, indices: &[usize], augment: bool) -> (Tensor, Tensor) {
-        let ds: &Dataset = if ds_is_train {
-            &self.data.train
-        } else {
-            &self.data.validation
-        };
-        let aug = if augment { self.augment } else { None };
-        let pixels = assemble(ds, indices, self.norm, aug.map(|a| (a, &mut self.rng)));
-        self.to_tensors(ds, indices, pixels)
-    }
-
-    fn to_tensors(&self, ds: &Dataset, indices: &[usize], pixels: Vec<f32>) -> (Tensor, Tensor) {
-        let x = Tensor::from_slice(&pixels)
-            .reshape([
-                indices.len() as i64,
-                ds.channels as i64,
-                ds.height as i64,
-                ds.width as i64,
-            ])
-            .to_kind(self.kind)
-            .to_device(self.device);
-        let labels: Vec<i64> = indices.iter().map(|&i| ds.labels[i] as i64).collect();
-        (x, Tensor::from_slice(&labels).to_device(self.device))
+    /// A training batch, augmented as configured.
+    fn train_batch(&mut self, indices: &[usize]) -> (Tensor, Tensor) {
+        let ds = &self.data.train;
+        let pixels = assemble(
+            ds,
+            indices,
+            self.norm,
+            self.augment.map(|a| (a, &mut self.rng)),
+        );
+        to_tensors(ds, indices, &pixels, self.kind, self.device)
     }
 
     fn shuffled_batches(&mut self) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.data.train.len()).collect();
-        order.shuffle(&mut self.rng);
+        if self.config.dataset.shuffle {
+            order.shuffle(&mut self.rng);
+        }
         order
             .chunks(self.config.batch_size)
             // Batch norm needs more than one sample per channel in training mode.
@@ -214,10 +208,16 @@ impl Trainer {
     }
 
     /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
-    /// (steps done, steps in the epoch).
-    pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> EpochMetrics {
+    /// (steps done, steps in the epoch). With `max_steps`, training stops once that many stage-1
+    /// steps have been taken in the whole run (the epoch is then partial).
+    pub fn train_epoch(
+        &mut self,
+        max_steps: Option<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> EpochMetrics {
         let start = Instant::now();
         let epoch = self.epochs_done;
+        self.rng = epoch_rng(self.config.seed, epoch);
         let lr_f = scheduled_lr(
             self.config.multitask_optimizer.lr,
             self.config.lr_step,
@@ -245,11 +245,14 @@ impl Trainer {
         } else {
             1
         };
-        let total = batches.len() * passes;
+        let budget = max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.steps_done));
+        let stage1_batches = batches.len().min(budget);
+        let total = stage1_batches * passes;
         let mut done = 0;
-        for idx in &batches {
-            let (x, y) = self.batch(true, idx, true);
+        for idx in &batches[..stage1_batches] {
+            let (x, y) = self.train_batch(idx);
             self.stage1(&x, &y, idx, lr_f, &mut acc);
+            self.steps_done += 1;
             if meta && self.config.schedule == Schedule::Interleaved {
                 self.stage2(&x, &y, lr_f, lr_g, &mut acc);
             }
@@ -257,9 +260,11 @@ impl Trainer {
             progress(done, total);
         }
         if meta && self.config.schedule == Schedule::Reference {
-            // The authors' schedule: a second full pass over freshly shuffled, augmented batches.
-            for idx in self.shuffled_batches() {
-                let (x, y) = self.batch(true, &idx, true);
+            // The authors' schedule: a second full pass over freshly shuffled, augmented batches
+            // (as many as stage 1 took).
+            let second = self.shuffled_batches();
+            for idx in second.into_iter().take(stage1_batches) {
+                let (x, y) = self.train_batch(&idx);
                 self.stage2(&x, &y, lr_f, lr_g, &mut acc);
                 done += 1;
                 progress(done, total);
@@ -286,6 +291,11 @@ impl Trainer {
         }
     }
 
+    /// Whether a `max_steps` budget has been used up.
+    pub fn steps_exhausted(&self, max_steps: Option<usize>) -> bool {
+        max_steps.is_some_and(|m| self.steps_done >= m)
+    }
+
     fn eval_batches<'a>(
         &self,
         ds: &'a Dataset,
@@ -299,17 +309,7 @@ impl Trainer {
             .into_iter()
             .map(move |idx| {
                 let pixels = assemble::<StdRng>(ds, &idx, norm, None);
-                let x = Tensor::from_slice(&pixels)
-                    .reshape([
-                        idx.len() as i64,
-                        ds.channels as i64,
-                        ds.height as i64,
-                        ds.width as i64,
-                    ])
-                    .to_kind(kind)
-                    .to_device(device);
-                let labels: Vec<i64> = idx.iter().map(|&i| ds.labels[i] as i64).collect();
-                let y = Tensor::from_slice(&labels).to_device(device);
+                let (x, y) = to_tensors(ds, &idx, &pixels, kind, device);
                 (idx, x, y)
             })
     }
@@ -376,6 +376,39 @@ impl Trainer {
             },
         })
     }
+}
+
+/// Images [N, C, H, W] and primary labels [N] of `indices`, on the device.
+fn to_tensors(
+    ds: &Dataset,
+    indices: &[usize],
+    pixels: &[f32],
+    kind: Kind,
+    device: Device,
+) -> (Tensor, Tensor) {
+    let x = Tensor::from_slice(pixels)
+        .reshape([
+            indices.len() as i64,
+            ds.channels as i64,
+            ds.height as i64,
+            ds.width as i64,
+        ])
+        .to_kind(kind)
+        .to_device(device);
+    let labels: Vec<i64> = indices.iter().map(|&i| ds.labels[i] as i64).collect();
+    (x, Tensor::from_slice(&labels).to_device(device))
+}
+
+/// The RNG of one epoch: a SplitMix64 mix of (seed, epoch), so that epochs are independent
+/// streams and any epoch can be replayed.
+fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+    let mut z = seed
+        ^ (epoch as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
 }
 
 /// Entropy of a histogram divided by ln(bins); 0 for one bin or an empty histogram.
