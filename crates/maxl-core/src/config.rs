@@ -110,6 +110,27 @@ impl ModelConfig {
 pub enum DatasetKind {
     /// Fashion-MNIST's IDX files (`.gz` or raw), by default from the Debian package.
     FashionMnist,
+    /// CIFAR-10's binary version (`data_batch_{1..5}.bin`, `test_batch.bin`).
+    Cifar10,
+    /// CIFAR-100's binary version (`train.bin`, `test.bin`): coarse labels are the primary task,
+    /// fine labels the fine classes.
+    Cifar100,
+    /// `path/<class>/*.png|jpg` or `path/<coarse>/<fine>/*`, resized to the model's input.
+    ImageFolder,
+    /// A CSV list of `path,label[,fine_label]` lines.
+    Csv,
+}
+
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::ImageFolder => "image-folder",
+            DatasetKind::Csv => "csv",
+        }
+    }
 }
 
 /// A primary class made of several of the dataset's classes: those become its fine labels.
@@ -125,8 +146,13 @@ pub struct CoarseGroup {
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetConfig {
     pub kind: DatasetKind,
-    /// Directory with the dataset's files; `None` means the default location for the kind.
+    /// The dataset's directory (or CSV file); only Fashion-MNIST has a default location.
     pub path: Option<PathBuf>,
+    /// Image folder / CSV only: a separate test folder or CSV list. Without it a seeded
+    /// `test_fraction` of the images is held out as the test set.
+    pub test_path: Option<PathBuf>,
+    /// Image folder / CSV only: the held-out test fraction when there is no `test_path`.
+    pub test_fraction: f64,
     /// Fraction of the training set held out (seeded) for validation.
     pub validation_fraction: f64,
     /// Shuffle the training set every epoch (off for step-level comparisons).
@@ -148,6 +174,8 @@ impl Default for DatasetConfig {
         Self {
             kind: DatasetKind::FashionMnist,
             path: None,
+            test_path: None,
+            test_fraction: 0.1,
             validation_fraction: 0.1,
             shuffle: true,
             crop_padding: 2,
@@ -315,6 +343,29 @@ impl TrainConfig {
             return Err(format!(
                 "dataset.validation_fraction must be in [0, 1), got {}",
                 d.validation_fraction
+            ));
+        }
+        if d.path.is_none() && d.kind != DatasetKind::FashionMnist {
+            return Err(format!(
+                "dataset.path is required for dataset kind `{}`",
+                d.kind.name()
+            ));
+        }
+        if d.test_path.is_some()
+            && matches!(
+                d.kind,
+                DatasetKind::FashionMnist | DatasetKind::Cifar10 | DatasetKind::Cifar100
+            )
+        {
+            return Err(format!(
+                "dataset.test_path applies to image-folder and csv, not `{}` (it has its own test split)",
+                d.kind.name()
+            ));
+        }
+        if !(0.0..1.0).contains(&d.test_fraction) {
+            return Err(format!(
+                "dataset.test_fraction must be in [0, 1), got {}",
+                d.test_fraction
             ));
         }
         if d.train_limit == Some(0) || d.test_limit == Some(0) {

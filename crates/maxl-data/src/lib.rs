@@ -5,7 +5,9 @@
 //! Readers validate everything they read; every error names the file and the problem.
 
 pub mod batch;
+pub mod cifar;
 pub mod idx;
+pub mod images;
 
 use std::path::PathBuf;
 

@@ -6,6 +6,7 @@ use maxl_core::arch::Architecture;
 use maxl_core::config::{DatasetKind, Method, TrainConfig};
 use maxl_core::hierarchy::Hierarchy;
 use maxl_data::Dataset;
+use maxl_data::images::ImageShape;
 use rand::{Rng, SeedableRng};
 
 use crate::TrainError;
@@ -23,8 +24,24 @@ pub struct PreparedData {
 
 pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData, TrainError> {
     let d = &config.dataset;
+    let shape = ImageShape {
+        channels: arch.input.channels,
+        height: arch.input.height,
+        width: arch.input.width,
+    };
+    // validate() guarantees a path for every kind but Fashion-MNIST.
+    let path = || d.path.as_deref().expect("validated: dataset.path is set");
+    let test = d.test_path.as_deref();
     let tt = match d.kind {
         DatasetKind::FashionMnist => maxl_data::idx::fashion_mnist(d.path.as_deref())?,
+        DatasetKind::Cifar10 => maxl_data::cifar::cifar10(path())?,
+        DatasetKind::Cifar100 => maxl_data::cifar::cifar100(path())?,
+        DatasetKind::ImageFolder => {
+            maxl_data::images::image_folder(path(), test, shape, d.test_fraction, config.seed)?
+        }
+        DatasetKind::Csv => {
+            maxl_data::images::csv_list(path(), test, shape, d.test_fraction, config.seed)?
+        }
     };
     let (mut train, mut test) = (tt.train, tt.test);
     if let Some(groups) = &d.coarse_groups {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use maxl_core::config::{Method, Schedule, TrainConfig};
+use maxl_core::config::{DatasetKind, Method, Schedule, TrainConfig};
 use maxl_train::checkpoint::{self, TrainState};
 use maxl_train::run::RunDir;
 use maxl_train::{EpochMetrics, Trainer};
@@ -26,6 +26,15 @@ enum MethodArg {
 enum ScheduleArg {
     Reference,
     Interleaved,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DatasetArg {
+    FashionMnist,
+    Cifar10,
+    Cifar100,
+    ImageFolder,
+    Csv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,9 +88,16 @@ struct TrainArgs {
     /// Seed for weights, split, shuffling and augmentation.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Dataset directory (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).
-    #[arg(long, value_name = "DIR")]
+    /// Dataset format: fashion-mnist (IDX), cifar10, cifar100 (binary versions), image-folder
+    /// (DIR/<class>/… or DIR/<coarse>/<fine>/…), csv (lines `path,label[,fine_label]`).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetArg>,
+    /// Dataset directory or CSV file (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
+    /// Image folder / CSV: a separate test folder or list (otherwise 10% is held out, seeded).
+    #[arg(long, value_name = "PATH")]
+    test_data: Option<PathBuf>,
     /// Train on only the first N training images (quick runs).
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
@@ -102,7 +118,7 @@ struct TrainArgs {
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
     /// --epochs, --max-steps, --device, --threads and --quiet may be given with it).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "preset", "batch_size", "seed", "data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
     resume: Option<PathBuf>,
     /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
     #[arg(long, value_enum, default_value = "cpu")]
@@ -208,8 +224,20 @@ fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     c.epochs = a.epochs.unwrap_or(c.epochs);
     c.batch_size = a.batch_size.unwrap_or(c.batch_size);
     c.seed = a.seed.unwrap_or(c.seed);
+    if let Some(d) = a.dataset {
+        c.dataset.kind = match d {
+            DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+            DatasetArg::Cifar100 => DatasetKind::Cifar100,
+            DatasetArg::ImageFolder => DatasetKind::ImageFolder,
+            DatasetArg::Csv => DatasetKind::Csv,
+        };
+    }
     if a.data.is_some() {
         c.dataset.path = a.data.clone();
+    }
+    if a.test_data.is_some() {
+        c.dataset.test_path = a.test_data.clone();
     }
     c.dataset.train_limit = a.train_limit.or(c.dataset.train_limit);
     c.dataset.test_limit = a.test_limit.or(c.dataset.test_limit);

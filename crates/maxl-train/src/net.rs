@@ -417,3 +417,29 @@ mod tests {
         assert_eq!(out.aux.unwrap().size(), vec![5, 3]);
     }
 }
+
+#[cfg(test)]
+mod vgg16_tests {
+    use super::*;
+
+    #[test]
+    fn vgg16_preset_builds_and_runs_both_networks() {
+        tch::manual_seed(0);
+        let arch = Architecture::preset("vgg16").unwrap();
+        let h = Hierarchy::new(vec![5; 20]).unwrap();
+        let f = MultiTaskNet::new(&arch, 20, 100, Kind::Float, Device::Cpu);
+        let g = LabelGenerator::new(&arch, &h, Kind::Float, Device::Cpu);
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[3i64, 19]);
+        let out = tch::no_grad(|| f.forward(&x, BatchNorm::Running));
+        assert_eq!(out.primary.size(), vec![2, 20]);
+        assert_eq!(out.aux.unwrap().size(), vec![2, 100]);
+        let t = tch::no_grad(|| g.forward(&x, &y, BatchNorm::Batch));
+        assert_eq!(t.size(), vec![2, 100]);
+        // Sample 0 (class 3) owns slots 15..20; sample 1 (class 19) owns 95..100.
+        let row0 = Vec::<f32>::try_from(&t.get(0)).unwrap();
+        assert!((row0[15..20].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(row0[..15].iter().chain(&row0[20..]).all(|&v| v == 0.0));
+        assert_eq!(f.store.params.len(), 13 * 4 + 8);
+    }
+}

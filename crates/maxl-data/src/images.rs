@@ -1,0 +1,478 @@
+//! Image files as training data: decoding and resizing single images, an image folder
+//! (`root/<class>/*` or `root/<coarse>/<fine>/*`), and a CSV list (`path,label[,fine_label]`).
+//!
+//! Images (PNG, JPEG) are converted to the model's channels (grey for 1, RGB for 3) and resized to
+//! its input size with a triangle filter. A file that cannot be decoded is an error naming it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::{DataError, Dataset, TrainTest};
+
+/// The shape images are converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// File extensions read as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Decodes `path` into channel-first u8 pixels of `shape`.
+pub fn load_image(path: &Path, shape: ImageShape) -> Result<Vec<u8>, DataError> {
+    let fmt = |message: String| DataError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .decode()
+        .map_err(|e| fmt(format!("cannot decode image: {e}")))?;
+    let (w, h) = (shape.width as u32, shape.height as u32);
+    let resize = |i: image::DynamicImage| {
+        if i.width() == w && i.height() == h {
+            i
+        } else {
+            i.resize_exact(w, h, image::imageops::FilterType::Triangle)
+        }
+    };
+    match shape.channels {
+        1 => Ok(resize(img).to_luma8().into_raw()),
+        3 => {
+            let rgb = resize(img).to_rgb8();
+            let plane = (w * h) as usize;
+            let mut out = vec![0u8; 3 * plane];
+            for (i, px) in rgb.pixels().enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = px.0[c];
+                }
+            }
+            Ok(out)
+        }
+        c => Err(fmt(format!(
+            "the model expects {c} channels; images can be read as 1 (grey) or 3 (RGB)"
+        ))),
+    }
+}
+
+/// One labelled image before decoding.
+#[derive(Debug, Clone)]
+struct Item {
+    path: PathBuf,
+    class: String,
+    fine: Option<String>,
+    /// Where the label came from, for errors (a folder or `file:line`).
+    origin: String,
+}
+
+fn sorted_dirs(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            dirs.push(p);
+        } else if is_image(&p) {
+            files.push(p);
+        }
+    }
+    dirs.sort();
+    files.sort();
+    Ok((dirs, files))
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Lists `root/<class>/*` or `root/<coarse>/<fine>/*`.
+fn scan_folder(root: &Path) -> Result<Vec<Item>, DataError> {
+    let (classes, loose) = sorted_dirs(root)?;
+    let bad = |message: String| DataError::Format {
+        path: root.to_path_buf(),
+        message,
+    };
+    if let Some(f) = loose.first() {
+        return Err(bad(format!(
+            "image {} lies directly in the root; put images in one folder per class",
+            name_of(f)
+        )));
+    }
+    if classes.is_empty() {
+        return Err(bad(
+            "no class folders (expected root/<class>/… or root/<coarse>/<fine>/…)".into(),
+        ));
+    }
+    let mut items = Vec::new();
+    let mut nested = None;
+    for class_dir in &classes {
+        let (subdirs, files) = sorted_dirs(class_dir)?;
+        let this_nested = !subdirs.is_empty();
+        if this_nested && !files.is_empty() {
+            return Err(DataError::Format {
+                path: class_dir.clone(),
+                message: "holds both images and sub-folders; use root/<class>/… or root/<coarse>/<fine>/…".into(),
+            });
+        }
+        if *nested.get_or_insert(this_nested) != this_nested {
+            return Err(bad(
+                "mixes root/<class>/… and root/<coarse>/<fine>/… layouts".into(),
+            ));
+        }
+        let class = name_of(class_dir);
+        if this_nested {
+            for fine_dir in subdirs {
+                let (_, files) = sorted_dirs(&fine_dir)?;
+                let fine = name_of(&fine_dir);
+                items.extend(files.into_iter().map(|path| Item {
+                    path,
+                    class: class.clone(),
+                    fine: Some(format!("{class}/{fine}")),
+                    origin: fine_dir.display().to_string(),
+                }));
+            }
+        } else {
+            items.extend(files.into_iter().map(|path| Item {
+                path,
+                class: class.clone(),
+                fine: None,
+                origin: class_dir.display().to_string(),
+            }));
+        }
+    }
+    if items.is_empty() {
+        return Err(bad("no PNG or JPEG images in the class folders".into()));
+    }
+    Ok(items)
+}
+
+/// Reads `path,label[,fine_label]` lines; an optional header line starts with `path,`. Relative
+/// paths are relative to the CSV file's directory.
+fn scan_csv(csv: &Path) -> Result<Vec<Item>, DataError> {
+    let text = std::fs::read_to_string(csv).map_err(|source| DataError::Io {
+        path: csv.to_path_buf(),
+        source,
+    })?;
+    let base = csv.parent().unwrap_or(Path::new("."));
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("path,")) {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        let origin = format!("{}:{}", csv.display(), i + 1);
+        if !(2..=3).contains(&cols.len()) || cols.iter().any(|c| c.is_empty()) {
+            return Err(DataError::Invalid(format!(
+                "{origin}: expected `path,label[,fine_label]`, got `{line}`"
+            )));
+        }
+        let p = Path::new(cols[0]);
+        items.push(Item {
+            path: if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            },
+            class: cols[1].to_string(),
+            fine: cols.get(2).map(|s| s.to_string()),
+            origin,
+        });
+    }
+    if items.is_empty() {
+        return Err(DataError::Format {
+            path: csv.to_path_buf(),
+            message: "no images listed".into(),
+        });
+    }
+    if items.iter().any(|it| it.fine.is_some()) && items.iter().any(|it| it.fine.is_none()) {
+        return Err(DataError::Format {
+            path: csv.to_path_buf(),
+            message: "some lines have a fine label and some do not".into(),
+        });
+    }
+    Ok(items)
+}
+
+/// Decodes items into a dataset with the given class lists; an item whose class is not listed
+/// is an error naming where it came from.
+fn build(
+    items: &[Item],
+    classes: &[String],
+    fines: Option<&[String]>,
+    shape: ImageShape,
+) -> Result<Dataset, DataError> {
+    let mut pixels = Vec::with_capacity(items.len() * shape.channels * shape.height * shape.width);
+    let mut labels = Vec::with_capacity(items.len());
+    let mut fine_labels = fines.map(|_| Vec::with_capacity(items.len()));
+    for it in items {
+        let k = classes.iter().position(|c| *c == it.class).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "{}: class `{}` is not among the training classes {classes:?}",
+                it.origin, it.class
+            ))
+        })?;
+        labels.push(k);
+        if let (Some(fines), Some(out)) = (fines, fine_labels.as_mut()) {
+            let f = it.fine.as_deref().unwrap_or("");
+            let j = fines.iter().position(|c| c == f).ok_or_else(|| {
+                DataError::Invalid(format!(
+                    "{}: fine class `{f}` is not among the training fine classes",
+                    it.origin
+                ))
+            })?;
+            out.push(j);
+        }
+        pixels.extend(load_image(&it.path, shape)?);
+    }
+    Ok(Dataset {
+        channels: shape.channels,
+        height: shape.height,
+        width: shape.width,
+        pixels,
+        labels,
+        fine_labels,
+        class_names: classes.to_vec(),
+        fine_class_names: fines.map(<[String]>::to_vec),
+    })
+}
+
+/// Train and test sets from scanned items: the test items come from `test` when given, else a
+/// seeded `test_fraction` of the training items is held out.
+fn train_test(
+    train_items: Vec<Item>,
+    test_items: Option<Vec<Item>>,
+    shape: ImageShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainTest, DataError> {
+    let classes: Vec<String> = train_items
+        .iter()
+        .map(|i| i.class.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let fines: Option<Vec<String>> = train_items
+        .iter()
+        .map(|i| i.fine.clone())
+        .collect::<Option<BTreeSet<_>>>()
+        .map(|s| s.into_iter().collect());
+    let (train_items, test_items) = match test_items {
+        Some(t) => (train_items, t),
+        None => {
+            let mut order: Vec<usize> = (0..train_items.len()).collect();
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x7E57));
+            let n_test = ((train_items.len() as f64) * test_fraction).round() as usize;
+            let mut test_idx: Vec<usize> = order[..n_test].to_vec();
+            test_idx.sort_unstable();
+            let test: Vec<Item> = test_idx.iter().map(|&i| train_items[i].clone()).collect();
+            let keep: BTreeSet<usize> = test_idx.into_iter().collect();
+            let train = train_items
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !keep.contains(i))
+                .map(|(_, it)| it)
+                .collect();
+            (train, test)
+        }
+    };
+    Ok(TrainTest {
+        train: build(&train_items, &classes, fines.as_deref(), shape)?,
+        test: build(&test_items, &classes, fines.as_deref(), shape)?,
+    })
+}
+
+/// An image folder; `test_root` is a second folder with the same layout.
+pub fn image_folder(
+    root: &Path,
+    test_root: Option<&Path>,
+    shape: ImageShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainTest, DataError> {
+    let train = scan_folder(root)?;
+    let test = test_root.map(scan_folder).transpose()?;
+    train_test(train, test, shape, test_fraction, seed)
+}
+
+/// A CSV list; `test_csv` is a second list.
+pub fn csv_list(
+    csv: &Path,
+    test_csv: Option<&Path>,
+    shape: ImageShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainTest, DataError> {
+    let train = scan_csv(csv)?;
+    let test = test_csv.map(scan_csv).transpose()?;
+    train_test(train, test, shape, test_fraction, seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GREY: ImageShape = ImageShape {
+        channels: 1,
+        height: 4,
+        width: 4,
+    };
+
+    fn png(path: &Path, v: u8, size: u32) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::GrayImage::from_pixel(size, size, image::Luma([v]))
+            .save(path)
+            .unwrap();
+    }
+
+    #[test]
+    fn decodes_resizes_and_converts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jpg");
+        image::RgbImage::from_pixel(10, 6, image::Rgb([200, 100, 50]))
+            .save(&p)
+            .unwrap();
+        let rgb = load_image(
+            &p,
+            ImageShape {
+                channels: 3,
+                height: 3,
+                width: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(rgb.len(), 45);
+        assert!(
+            (rgb[0] as i32 - 200).abs() <= 3
+                && (rgb[15] as i32 - 100).abs() <= 3
+                && (rgb[30] as i32 - 50).abs() <= 3
+        );
+        let grey = load_image(&p, GREY).unwrap();
+        assert_eq!(grey.len(), 16);
+        let bad = dir.path().join("bad.png");
+        std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let e = load_image(&bad, GREY).unwrap_err().to_string();
+        assert!(e.contains("bad.png") && e.contains("cannot decode"), "{e}");
+    }
+
+    #[test]
+    fn flat_and_nested_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("flat");
+        png(&r.join("cat/1.png"), 10, 8);
+        png(&r.join("cat/2.png"), 20, 8);
+        png(&r.join("dog/1.PNG"), 30, 8);
+        std::fs::write(r.join("dog/notes.txt"), "ignored").unwrap();
+        let t = dir.path().join("flat-test");
+        png(&t.join("dog/9.png"), 40, 8);
+        let tt = image_folder(&r, Some(&t), GREY, 0.0, 0).unwrap();
+        assert_eq!(tt.train.class_names, vec!["cat", "dog"]);
+        assert_eq!(tt.train.labels, vec![0, 0, 1]);
+        assert_eq!(tt.train.image(2), &[30; 16]);
+        assert_eq!(tt.test.labels, vec![1]);
+        // Unknown class folder in the test set.
+        png(&t.join("cow/1.png"), 40, 8);
+        let e = image_folder(&r, Some(&t), GREY, 0.0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cow") && e.contains("not among the training classes"),
+            "{e}"
+        );
+        // Nested: coarse/fine, with a held-out test split.
+        let n = dir.path().join("nested");
+        for (i, f) in ["animal/cat", "animal/dog", "thing/cup"].iter().enumerate() {
+            for j in 0..5 {
+                png(&n.join(f).join(format!("{j}.png")), (i * 10 + j) as u8, 4);
+            }
+        }
+        let tt = image_folder(&n, None, GREY, 0.2, 3).unwrap();
+        assert_eq!((tt.train.len(), tt.test.len()), (12, 3));
+        assert_eq!(tt.train.class_names, vec!["animal", "thing"]);
+        assert_eq!(
+            tt.train.fine_class_names.as_ref().unwrap(),
+            &vec!["animal/cat", "animal/dog", "thing/cup"]
+        );
+        assert_eq!(tt.train.fine_per_class(), Some(vec![2, 1]));
+        // A corrupt image fails the read, naming the file.
+        std::fs::write(n.join("thing/cup/broken.png"), b"garbage").unwrap();
+        let e = image_folder(&n, None, GREY, 0.0, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broken.png"), "{e}");
+        let e = image_folder(&dir.path().join("nope"), None, GREY, 0.0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn csv_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        png(&dir.path().join("img/a.png"), 1, 4);
+        png(&dir.path().join("img/b.png"), 2, 4);
+        let csv = dir.path().join("train.csv");
+        std::fs::write(
+            &csv,
+            "path,label,fine_label\nimg/a.png,shoe,boot\nimg/b.png,shirt,tee\n",
+        )
+        .unwrap();
+        let test = dir.path().join("test.csv");
+        std::fs::write(&test, "img/b.png,shirt,tee\n").unwrap();
+        let tt = csv_list(&csv, Some(&test), GREY, 0.0, 0).unwrap();
+        assert_eq!(tt.train.class_names, vec!["shirt", "shoe"]);
+        assert_eq!(tt.train.labels, vec![1, 0]);
+        assert_eq!(tt.train.fine_labels, Some(vec![0, 1]));
+        assert_eq!(tt.test.labels, vec![0]);
+        std::fs::write(&test, "img/b.png,hat,tee\n").unwrap();
+        let e = csv_list(&csv, Some(&test), GREY, 0.0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.csv:1") && e.contains("class `hat`"), "{e}");
+        std::fs::write(&test, "img/b.png\n").unwrap();
+        let e = csv_list(&csv, Some(&test), GREY, 0.0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.csv:1") && e.contains("expected `path,label[,fine_label]`"),
+            "{e}"
+        );
+        std::fs::write(&test, "img/missing.png,shirt,tee\n").unwrap();
+        let e = csv_list(&csv, Some(&test), GREY, 0.0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.png"), "{e}");
+    }
+}

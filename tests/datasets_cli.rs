@@ -1,0 +1,211 @@
+//! maxl-train on the other dataset formats, with files the tests write in each format.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{bin, run};
+
+fn train() -> Command {
+    let mut c = Command::new(bin("maxl-train"));
+    c.args([
+        "--quiet",
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+    ]);
+    c
+}
+
+/// Class k's images are a bright square in a different corner: learnable, not trivial noise.
+fn write_folder(root: &Path, classes: &[&str], per_class: usize, size: u32) {
+    for (k, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(size, size, |x, y| {
+                let corner = (x < size / 2) as usize + 2 * ((y < size / 2) as usize);
+                let v = if corner == k {
+                    220
+                } else {
+                    20 + (i as u8 % 7) * 5
+                };
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            let ext = if i % 2 == 0 { "png" } else { "jpg" };
+            img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+        }
+    }
+}
+
+const TINY_RGB_ARCH: &str = "model:\n  architecture:\n    input: {channels: 3, height: 32, width: 32, mean: 0.5, std: 0.2}\n    blocks: [{convs: 1, channels: 4}, {convs: 1, channels: 8}]\n    head_hidden: 16\n";
+
+#[test]
+fn trains_on_an_image_folder_and_refuses_bad_images_and_unknown_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tr, te) = (tmp.path().join("train"), tmp.path().join("test"));
+    write_folder(&tr, &["a", "b", "c"], 12, 40);
+    write_folder(&te, &["a", "b", "c"], 4, 24);
+    let out = tmp.path().join("run");
+    let r = run(train()
+        .args(["--dataset", "image-folder", "--data"])
+        .arg(&tr)
+        .arg("--test-data")
+        .arg(&te)
+        .arg("--out")
+        .arg(&out));
+    r.assert_ok();
+    let summary = std::fs::read_to_string(out.join("summary.yaml")).unwrap();
+    assert!(summary.contains("psi: [5, 5, 5]"), "{summary}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .next()
+            .unwrap()
+            .contains("usage_entropy.a,usage_entropy.b,usage_entropy.c"),
+        "{metrics}"
+    );
+
+    let never = tmp.path().join("never");
+    std::fs::write(
+        te.join("b").join("broken.png"),
+        b"\x89PNG\r\n\x1a\ntruncated",
+    )
+    .unwrap();
+    run(train()
+        .args(["--dataset", "image-folder", "--data"])
+        .arg(&tr)
+        .arg("--test-data")
+        .arg(&te)
+        .arg("--out")
+        .arg(&never))
+    .assert_one_line_error(&["broken.png", "cannot decode image"]);
+    std::fs::remove_file(te.join("b").join("broken.png")).unwrap();
+    write_folder(&te, &["zebra"], 1, 24);
+    run(train()
+        .args(["--dataset", "image-folder", "--data"])
+        .arg(&tr)
+        .arg("--test-data")
+        .arg(&te)
+        .arg("--out")
+        .arg(&never))
+    .assert_one_line_error(&["zebra", "not among the training classes"]);
+    run(train()
+        .args(["--dataset", "image-folder"])
+        .arg("--out")
+        .arg(&never))
+    .assert_one_line_error(&["dataset.path is required"]);
+    assert!(!never.exists());
+}
+
+#[test]
+fn trains_on_a_csv_list_with_a_held_out_test_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_folder(&tmp.path().join("imgs"), &["x", "y"], 10, 28);
+    let mut csv = String::from("path,label\n");
+    for class in ["x", "y"] {
+        for i in 0..10 {
+            let ext = if i % 2 == 0 { "png" } else { "jpg" };
+            csv.push_str(&format!("imgs/{class}/{i}.{ext},{class}\n"));
+        }
+    }
+    let list = tmp.path().join("list.csv");
+    std::fs::write(&list, csv).unwrap();
+    let out = tmp.path().join("run");
+    let r = run(train()
+        .args(["--dataset", "csv", "--method", "random", "--data"])
+        .arg(&list)
+        .arg("--out")
+        .arg(&out));
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("random: primary test accuracy"),
+        "{}",
+        r.stdout
+    );
+    std::fs::write(&list, "imgs/x/0.png,x\nimgs/x/404.png,x\n").unwrap();
+    run(train()
+        .args(["--dataset", "csv", "--data"])
+        .arg(&list)
+        .arg("--out")
+        .arg(tmp.path().join("never")))
+    .assert_one_line_error(&["404.png"]);
+}
+
+/// CIFAR-100 records: 1 coarse byte, 1 fine byte, 3072 pixel bytes.
+fn write_cifar100(path: &Path, n: usize) {
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let coarse = (i % 20) as u8;
+        let fine = coarse * 5 + (i / 20 % 5) as u8;
+        bytes.extend_from_slice(&[coarse, fine]);
+        bytes.extend((0..3072).map(|p| ((p * 7 + i * 13) % 256) as u8));
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn cifar100_trains_the_human_baseline_and_refuses_bad_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar-100-binary");
+    std::fs::create_dir(&dir).unwrap();
+    write_cifar100(&dir.join("train.bin"), 200);
+    write_cifar100(&dir.join("test.bin"), 40);
+    let cfg = tmp.path().join("arch.yaml");
+    std::fs::write(&cfg, TINY_RGB_ARCH).unwrap();
+    let out = tmp.path().join("run");
+    let r = run(train()
+        .args(["--dataset", "cifar100", "--method", "human", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out));
+    r.assert_ok();
+    let config = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+    assert!(config.contains("kind: cifar100"), "{config}");
+    let summary = std::fs::read_to_string(out.join("summary.yaml")).unwrap();
+    assert!(
+        summary.contains(&format!("psi: {:?}", vec![5; 20])),
+        "{summary}"
+    );
+
+    let never = tmp.path().join("never");
+    let bytes = std::fs::read(dir.join("train.bin")).unwrap();
+    std::fs::write(dir.join("train.bin"), &bytes[..bytes.len() - 100]).unwrap();
+    run(train()
+        .args(["--dataset", "cifar100", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&never))
+    .assert_one_line_error(&["train.bin", "3074-byte CIFAR-100 records"]);
+    // CIFAR-10 with the default (1×28×28) preset does not fit.
+    let c10 = tmp.path().join("c10");
+    std::fs::create_dir(&c10).unwrap();
+    for f in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
+        let mut rec = vec![3u8];
+        rec.extend(vec![9u8; 3072]);
+        std::fs::write(c10.join(f), rec.repeat(3)).unwrap();
+    }
+    run(train()
+        .args(["--dataset", "cifar10", "--data"])
+        .arg(&c10)
+        .arg("--out")
+        .arg(&never))
+    .assert_one_line_error(&["3×32×32", "1×28×28"]);
+    assert!(!never.exists());
+}
