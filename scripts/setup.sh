@@ -24,13 +24,14 @@ FMNIST_DIR=/usr/share/datasets/fashion-mnist
 log() { printf 'setup: %s\n' "$*" >&2; }
 mkdir -p "$CACHE_DIR"
 
-# Debian packages: the dataset (and nothing else is needed from apt).
-if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
-  log "installing Debian package dataset-fashion-mnist"
+# Debian packages: the dataset, and the font the training plots are labelled with.
+FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || [ ! -f "$FONT" ]; then
+  log "installing Debian packages dataset-fashion-mnist fonts-dejavu-core"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  $SUDO apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core >/dev/null
 fi
 [ -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || { log "Fashion-MNIST not found in $FMNIST_DIR after install"; exit 1; }
 
@@ -62,6 +63,7 @@ MAXL_PYTHON=$VENV/bin/python
 LIBTORCH=$LIBTORCH
 MAXL_ORT_DYLIB=$ORT_LIB
 MAXL_FASHION_MNIST=$FMNIST_DIR
+MAXL_PLOT_FONT=$FONT
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
 ENV
 mv "$tmp" "$ENV_FILE"

@@ -69,6 +69,11 @@ fn all_five_methods_run_and_write_their_run_directory() {
         );
         assert_eq!(out.join("label_generator.safetensors").exists(), generator);
         assert!(out.join("multitask.safetensors").exists());
+        for png in ["accuracy.png", "loss.png"] {
+            let bytes = std::fs::read(out.join(png)).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+        }
+        assert_eq!(out.join("slot_usage.png").exists(), generator);
         let config = std::fs::read_to_string(out.join("config.yaml")).unwrap();
         assert!(config.contains(&format!("method: {method}")), "{config}");
         if method == "human" {

@@ -8,6 +8,7 @@ pub mod loss;
 pub mod meta;
 pub mod net;
 pub mod optim;
+pub mod plots;
 pub mod run;
 pub mod train;
 

@@ -396,10 +396,28 @@ fn train_epochs(
         if best {
             checkpoint::save(&checkpoints.join("best"), trainer, state)?;
         }
+        draw_plots(trainer, &run_dir.path, &m);
         log_epoch(&m, epochs);
         last = Some(m);
     }
     Ok(last)
+}
+
+/// Plots are a convenience: a failure to draw them is reported, never fatal to the run.
+fn draw_plots(trainer: &Trainer, run_dir: &std::path::Path, m: &EpochMetrics) {
+    let mut result = maxl_train::plots::curves(run_dir);
+    if let (Ok(()), Some(g)) = (&result, &m.generator) {
+        let names = trainer.data.train.safe_class_names();
+        result = maxl_train::plots::slot_usage(
+            run_dir,
+            &names,
+            trainer.data.hierarchy.psi(),
+            &g.usage_counts,
+        );
+    }
+    if let Err(e) = result {
+        tracing::warn!("plots not drawn: {e}");
+    }
 }
 
 fn log_epoch(m: &EpochMetrics, epochs: usize) {

@@ -48,6 +48,8 @@ pub struct GeneratorStats {
     /// Mean over images of the entropy of g's distribution divided by ln ψ_k.
     /// Near 1 = near-uniform soft labels (noise), near 0 = confident labels.
     pub sample_entropy: f64,
+    /// How many images got each slot as their argmax, per slot (A entries).
+    pub usage_counts: Vec<usize>,
 }
 
 pub struct Trainer {
@@ -368,6 +370,7 @@ impl Trainer {
             .map(|k| normalised_entropy(&counts[h.slots(k)]))
             .collect();
         Some(GeneratorStats {
+            usage_counts: counts,
             usage_entropy,
             sample_entropy: if counted == 0 {
                 0.0
