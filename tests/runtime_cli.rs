@@ -73,7 +73,13 @@ fn maxl_train_runs_without_ld_library_path() {
 #[test]
 fn inference_crates_do_not_depend_on_libtorch() {
     let cargo = option_env!("CARGO").unwrap_or("cargo");
-    for krate in ["maxl-infer", "maxl-core", "maxl-data"] {
+    for krate in [
+        "maxl-infer",
+        "maxl-label",
+        "maxl-onnx",
+        "maxl-core",
+        "maxl-data",
+    ] {
         let r = run(Command::new(cargo)
             .args([
                 "tree",

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod config;
 pub mod discovery;
 pub mod hierarchy;
+pub mod manifest;
 
 pub use arch::{Architecture, ConvBlock, InputSpec, ParamKind, ParamSpec};
 pub use config::{ConfigError, Method, Schedule, TrainConfig};

@@ -340,6 +340,52 @@ pub fn csv_list(
     train_test(train, test, shape, test_fraction, seed)
 }
 
+/// Writes up to `per_class` images of each class as `out/<folder-safe class>/<index>.png`
+/// (index = position in the dataset). Returns how many were written.
+pub fn write_image_folder(ds: &Dataset, out: &Path, per_class: usize) -> Result<usize, DataError> {
+    let names = ds.safe_class_names();
+    let mut written = vec![0usize; names.len()];
+    for i in 0..ds.len() {
+        let k = ds.labels[i];
+        if written[k] >= per_class {
+            continue;
+        }
+        let dir = out.join(&names[k]);
+        std::fs::create_dir_all(&dir).map_err(|source| DataError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("{i}.png"));
+        let (w, h, px) = (ds.width as u32, ds.height as u32, ds.image(i));
+        let plane = ds.width * ds.height;
+        let saved = match ds.channels {
+            1 => image::GrayImage::from_raw(w, h, px.to_vec()).map(|im| im.save(&path)),
+            3 => image::RgbImage::from_fn(w, h, |x, y| {
+                let o = y as usize * ds.width + x as usize;
+                image::Rgb([px[o], px[plane + o], px[2 * plane + o]])
+            })
+            .save(&path)
+            .into(),
+            c => {
+                return Err(DataError::Invalid(format!(
+                    "cannot write {c}-channel images as PNG"
+                )));
+            }
+        };
+        match saved {
+            Some(Ok(())) => written[k] += 1,
+            Some(Err(e)) => {
+                return Err(DataError::Format {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+            None => return Err(DataError::Invalid("image buffer has the wrong size".into())),
+        }
+    }
+    Ok(written.iter().sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! Inference for exported MAXL models through ONNX Runtime (`ort`, loaded dynamically) or
-//! pure-Rust `tract`. This crate never links libtorch.
+//! pure-Rust `tract`, behind one API ([`MaxlModel`]). This crate never links libtorch.
 
+pub mod model;
 pub mod runtime;
 
+pub use model::{Backend, GeneratedLabels, InferError, MaxlModel, Prediction};
 pub use runtime::{OrtRuntime, RuntimeError};

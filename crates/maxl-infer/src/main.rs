@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use maxl_data::images::{ImageShape, load_image};
+use maxl_infer::{Backend, MaxlModel};
+use ndarray::Array4;
 
 #[derive(Parser)]
 #[command(
@@ -16,8 +19,46 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// ONNX Runtime, CPU execution provider.
+    OrtCpu,
+    /// ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register).
+    OrtCuda,
+    /// ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register).
+    OrtTensorrt,
+    /// tract, pure Rust, CPU.
+    Tract,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::OrtCpu => Backend::OrtCpu,
+            BackendArg::OrtCuda => Backend::OrtCuda,
+            BackendArg::OrtTensorrt => Backend::OrtTensorRt,
+            BackendArg::Tract => Backend::Tract,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Classify images with the primary head: prints `path,class,probability` per image.
+    Predict {
+        /// Exported model directory (maxl.yaml, primary.onnx).
+        #[arg(long, value_name = "DIR", default_value = "models")]
+        model: PathBuf,
+        /// Inference engine.
+        #[arg(long, value_enum, default_value = "ort-cpu")]
+        backend: BackendArg,
+        /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
+        #[arg(long = "ort-lib", value_name = "FILE")]
+        ort_lib: Option<PathBuf>,
+        /// Image files (PNG or JPEG), converted and resized to the model's input.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
     /// Load the ONNX Runtime library and report which one was found and how.
     Runtime {
         /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
@@ -46,6 +87,56 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Predict {
+            model,
+            backend,
+            ort_lib,
+            images,
+        } => {
+            let mut m = MaxlModel::builder(&model)
+                .with_backend(backend.into())
+                .with_ort_library(ort_lib)
+                .build()?;
+            let i = &m.manifest.input;
+            let shape = ImageShape {
+                channels: i.channels,
+                height: i.height,
+                width: i.width,
+            };
+            let mut failed = 0;
+            println!("path,class,probability");
+            for path in &images {
+                let pixels = match load_image(path, shape) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("maxl-infer: skipped: {e}");
+                        failed += 1;
+                        continue;
+                    }
+                };
+                let x = Array4::from_shape_vec(
+                    (1, shape.channels, shape.height, shape.width),
+                    pixels.iter().map(|&v| v as f32 / 255.0).collect(),
+                )
+                .expect("decoded to the model's shape");
+                let p = m.predict(x.view())?;
+                let (k, prob) = p
+                    .primary_probs
+                    .row(0)
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (k, &v)| if v > b.1 { (k, v) } else { b });
+                println!(
+                    "{},{},{prob:.6}",
+                    path.display(),
+                    m.manifest.classes[k].name
+                );
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} images could not be read", images.len());
+            }
+            Ok(())
+        }
         Command::Runtime { ort_lib } => {
             let rt = maxl_infer::OrtRuntime::load(ort_lib.as_deref())?;
             println!(

@@ -69,3 +69,14 @@ impl OrtRuntime {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+static SHARED: std::sync::OnceLock<Result<OrtRuntime, String>> = std::sync::OnceLock::new();
+
+/// The process-wide ONNX Runtime (ort allows one environment per process). The first call's
+/// `explicit` library wins; a failure is remembered and reported to every caller.
+pub fn shared(explicit: Option<&Path>) -> Result<&'static OrtRuntime, RuntimeError> {
+    SHARED
+        .get_or_init(|| OrtRuntime::load(explicit).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| RuntimeError::Ort(e.clone()))
+}

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod export;
 pub mod loss;
 pub mod meta;
 pub mod net;

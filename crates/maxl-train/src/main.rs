@@ -61,6 +61,41 @@ enum Command {
     /// Time training iterations on synthetic data: ms per single-task step and per MAXL
     /// iteration (both schedules), and their ratio.
     Bench(BenchArgs),
+    /// Write images of a dataset's test split as an image folder OUT/<class>/<index>.png (for
+    /// example to try maxl-label on real data).
+    DumpImages(DumpArgs),
+    /// Export a run's checkpoint to ONNX (primary.onnx, label_generator.onnx) with its manifest
+    /// maxl.yaml.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    /// Dataset format (fashion-mnist, cifar10, cifar100).
+    #[arg(long, value_enum, default_value = "fashion-mnist")]
+    dataset: DatasetArg,
+    /// Dataset directory (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Images per class.
+    #[arg(long, default_value_t = 20)]
+    per_class: usize,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Checkpoint directory of a run: <run>/checkpoints/last or <run>/checkpoints/best.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Output directory (created if needed; files are replaced atomically).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Fold batch norm into the preceding convolutions.
+    #[arg(long)]
+    fold_batch_norm: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +161,12 @@ struct TrainArgs {
     /// libtorch CPU threads (default: libtorch's choice, usually one per core).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
+    /// After training, export the final networks to ONNX with a manifest into DIR (e.g. models/).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+    /// With --export: fold batch norm into the preceding convolutions.
+    #[arg(long, requires = "export")]
+    fold_batch_norm: bool,
     /// Only errors on stderr; no progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -172,6 +213,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Export(args)) => export_checkpoint(args),
+        Some(Command::DumpImages(args)) => dump_images(args),
         None => train(cli.train),
     };
     match result {
@@ -322,6 +365,30 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     run_dir.save_weights(&trainer)?;
     run_dir.write_summary(&trainer, &last, &state)?;
+    if let Some(dir) = &a.export {
+        let info = maxl_train::export::ExportInfo {
+            config: &trainer.config,
+            arch: &trainer.arch,
+            hierarchy: &trainer.data.hierarchy,
+            class_names: &trainer.data.train.class_names,
+            epochs: last.epoch,
+            primary_test_accuracy: Some(last.test_acc),
+        };
+        let opts = maxl_onnx::ExportOptions {
+            fold_batch_norm: a.fold_batch_norm,
+        };
+        maxl_train::export::export(dir, &trainer.f, trainer.g.as_ref(), &info, opts)?;
+        println!(
+            "exported to {} (maxl.yaml, {}{})",
+            dir.display(),
+            maxl_train::export::PRIMARY_FILE,
+            if trainer.g.is_some() {
+                format!(", {}", maxl_train::export::LABEL_GENERATOR_FILE)
+            } else {
+                String::new()
+            }
+        );
+    }
     println!(
         "{}: primary test accuracy {:.2}% after {} epochs ({} steps); best validation {:.2}% at epoch {}; run in {}",
         trainer.config.method.name(),
@@ -441,6 +508,40 @@ fn log_epoch(m: &EpochMetrics, epochs: usize) {
         100.0 * m.test_acc,
         m.seconds
     );
+}
+
+fn dump_images(a: DumpArgs) -> anyhow::Result<()> {
+    let need = || {
+        a.data
+            .as_deref()
+            .context("--data is required for this dataset")
+    };
+    let test = match a.dataset {
+        DatasetArg::FashionMnist => maxl_data::idx::fashion_mnist(a.data.as_deref())?.test,
+        DatasetArg::Cifar10 => maxl_data::cifar::cifar10(need()?)?.test,
+        DatasetArg::Cifar100 => maxl_data::cifar::cifar100(need()?)?.test,
+        DatasetArg::ImageFolder | DatasetArg::Csv => {
+            bail!("--dataset: image folders and CSV lists are images already")
+        }
+    };
+    let n = maxl_data::images::write_image_folder(&test, &a.out, a.per_class)?;
+    println!("wrote {n} images to {}", a.out.display());
+    Ok(())
+}
+
+fn export_checkpoint(a: ExportArgs) -> anyhow::Result<()> {
+    let opts = maxl_onnx::ExportOptions {
+        fold_batch_norm: a.fold_batch_norm,
+    };
+    let m = maxl_train::export::export_checkpoint(&a.checkpoint, &a.out, opts)?;
+    println!(
+        "exported {} ({} classes, ψ = {:?}) to {}",
+        a.checkpoint.display(),
+        m.classes.len(),
+        m.psi,
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {

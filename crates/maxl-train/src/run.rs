@@ -47,6 +47,9 @@ impl RunDir {
         let mut config = trainer.config.clone();
         config.hierarchy.psi = Some(trainer.data.hierarchy.psi().to_vec());
         write_atomic(&path.join("config.yaml"), config.to_yaml().as_bytes())?;
+        let classes =
+            serde_yaml_ng::to_string(&trainer.data.train.class_names).expect("names serialise");
+        write_atomic(&path.join(crate::export::CLASSES_FILE), classes.as_bytes())?;
         let mut metrics = OpenOptions::new()
             .create_new(true)
             .write(true)

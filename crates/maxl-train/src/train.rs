@@ -428,7 +428,8 @@ pub fn normalised_entropy(counts: &[usize]) -> f64 {
             -p * p.ln()
         })
         .sum();
-    h / (counts.len() as f64).ln()
+    // max(0) turns the −0.0 of a single used bin into 0.
+    (h / (counts.len() as f64).ln()).max(0.0)
 }
 
 #[cfg(test)]

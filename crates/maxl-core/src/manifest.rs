@@ -1,0 +1,292 @@
+//! The model manifest `maxl.yaml`, written next to the exported ONNX files: what the models are,
+//! what they expect, what they output, how they were trained, and a SHA-256 of each file.
+//! Anything that loads a model loads it through [`Manifest::load`], which refuses a manifest whose
+//! hashes do not match the files.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::hierarchy::Hierarchy;
+
+pub const MANIFEST_FILE: &str = "maxl.yaml";
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("{}: SHA-256 {actual} does not match {expected} recorded in {} (the file was changed or is corrupt)", file.display(), manifest.display())]
+    HashMismatch {
+        file: PathBuf,
+        manifest: PathBuf,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// A primary class: a folder-safe name (used in slot names and output folders) and the
+/// dataset's display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassName {
+    pub name: String,
+    pub display: String,
+}
+
+/// What the `image` input expects. Pixels are scaled to `pixel_range` (8-bit value / 255);
+/// the (x − mean) / std normalisation happens inside the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestInput {
+    pub layout: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub pixel_range: [f32; 2],
+    pub normalisation: String,
+    pub mean: f32,
+    pub std: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub path: String,
+    pub sha256: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestModels {
+    pub primary: ModelFile,
+    /// Absent for baselines without a label generator.
+    pub label_generator: Option<ModelFile>,
+}
+
+/// How the exported weights were trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSummary {
+    pub method: String,
+    pub schedule: String,
+    pub architecture: String,
+    pub dataset: String,
+    pub epochs: usize,
+    pub seed: u64,
+    pub primary_test_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub producer: String,
+    pub opset: i64,
+    pub psi: Vec<usize>,
+    pub classes: Vec<ClassName>,
+    pub aux_slots: Vec<String>,
+    pub input: ManifestInput,
+    pub models: ManifestModels,
+    pub training: TrainingSummary,
+}
+
+/// SHA-256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+impl Manifest {
+    /// The hierarchy the models were exported with.
+    pub fn hierarchy(&self) -> Result<Hierarchy, String> {
+        Hierarchy::new(self.psi.clone()).map_err(|e| e.to_string())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "manifest format {} (this maxl reads {FORMAT})",
+                self.format
+            ));
+        }
+        let h = self.hierarchy()?;
+        if self.classes.len() != h.num_primary() {
+            return Err(format!(
+                "{} classes but ψ has {} entries",
+                self.classes.len(),
+                h.num_primary()
+            ));
+        }
+        if self.aux_slots.len() != h.num_aux() {
+            return Err(format!(
+                "{} auxiliary slot names but ψ sums to {}",
+                self.aux_slots.len(),
+                h.num_aux()
+            ));
+        }
+        let i = &self.input;
+        if i.channels == 0
+            || i.height == 0
+            || i.width == 0
+            || i.std.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return Err("input: channels, height, width and std must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Reads `dir/maxl.yaml`, validates it, and checks each model file's SHA-256.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let m: Manifest = serde_yaml_ng::from_str(&text).map_err(|e| {
+            invalid(
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        })?;
+        m.validate().map_err(invalid)?;
+        for f in std::iter::once(&m.models.primary).chain(m.models.label_generator.as_ref()) {
+            let file = dir.join(&f.path);
+            let actual = sha256_file(&file).map_err(|source| ManifestError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            if actual != f.sha256 {
+                return Err(ManifestError::HashMismatch {
+                    file,
+                    manifest: path.clone(),
+                    expected: f.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a Manifest always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(dir: &Path) -> Manifest {
+        std::fs::write(dir.join("primary.onnx"), b"model bytes").unwrap();
+        Manifest {
+            format: FORMAT,
+            producer: "maxl-train test".into(),
+            opset: 17,
+            psi: vec![2, 1],
+            classes: vec![
+                ClassName {
+                    name: "T-shirt_top".into(),
+                    display: "T-shirt/top".into(),
+                },
+                ClassName {
+                    name: "Bag".into(),
+                    display: "Bag".into(),
+                },
+            ],
+            aux_slots: vec![
+                "T-shirt_top.0".into(),
+                "T-shirt_top.1".into(),
+                "Bag.0".into(),
+            ],
+            input: ManifestInput {
+                layout: "NCHW".into(),
+                channels: 1,
+                height: 28,
+                width: 28,
+                pixel_range: [0.0, 1.0],
+                normalisation: "in-graph".into(),
+                mean: 0.5,
+                std: 0.2,
+            },
+            models: ManifestModels {
+                primary: ModelFile {
+                    path: "primary.onnx".into(),
+                    sha256: sha256_file(&dir.join("primary.onnx")).unwrap(),
+                    inputs: vec!["image".into()],
+                    outputs: vec!["primary_probs".into()],
+                },
+                label_generator: None,
+            },
+            training: TrainingSummary {
+                method: "maxl".into(),
+                schedule: "interleaved".into(),
+                architecture: "small".into(),
+                dataset: "fashion-mnist".into(),
+                epochs: 3,
+                seed: 0,
+                primary_test_accuracy: Some(0.87),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_and_verifies_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample(dir.path());
+        std::fs::write(dir.path().join(MANIFEST_FILE), m.to_yaml()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+        assert_eq!(
+            sha256_file(&dir.path().join("primary.onnx")).unwrap().len(),
+            64
+        );
+        std::fs::write(dir.path().join("primary.onnx"), b"model bytez").unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("primary.onnx: SHA-256")
+                && e.contains("does not match")
+                && e.contains("maxl.yaml"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("primary.onnx")).unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("primary.onnx: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_manifests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample(dir.path());
+        m.aux_slots.pop();
+        std::fs::write(dir.path().join(MANIFEST_FILE), m.to_yaml()).unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("maxl.yaml") && e.contains("2 auxiliary slot names but ψ sums to 3"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join(MANIFEST_FILE), "format: 1\npsi: [oops\n").unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("maxl.yaml") && !e.contains('\n'), "{e}");
+        let e = Manifest::load(&dir.path().join("nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nowhere/maxl.yaml: cannot read"), "{e}");
+    }
+}

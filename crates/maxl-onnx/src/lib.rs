@@ -1,0 +1,416 @@
+//! ONNX graphs of MAXL's two networks, built from the same [`Architecture`] that training uses
+//! (so the trained network and the exported graph cannot drift apart), with the protobuf types
+//! `tract_onnx::pb` exposes — no protoc, no libtorch.
+//!
+//! * `primary.onnx`: input `image` f32 [N, C, H, W] (pixels scaled to [0, 1]; the mean/std
+//!   normalisation is inside the graph); outputs `primary_probs` [N, K] and, unless single-task,
+//!   `aux_probs` [N, A], plus their pre-softmax `primary_logits` / `aux_logits`.
+//! * `label_generator.onnx`: inputs `image` and `primary_label` i64 [N]; outputs
+//!   `aux_label_probs` [N, A] (the mask softmax inside the graph: the ψ mask is a constant K×A
+//!   table gathered by label; disallowed logits are replaced by −1e9, softmax, then multiplied by
+//!   the 0/1 mask so off-class slots are exactly 0 on every runtime), `aux_slot` i64 [N] (argmax)
+//!   and `generator_logits` [N, A].
+//!
+//! Batch norm is in inference form (running statistics), optionally folded into the convolution.
+//! Opset 17, IR version 8, batch dimension symbolic (`N`).
+
+use std::collections::BTreeMap;
+
+use maxl_core::arch::{AUX_HEAD, Architecture, GENERATOR_HEAD, PRIMARY_HEAD, ParamSpec};
+use maxl_core::hierarchy::Hierarchy;
+use prost::Message;
+use tract_onnx::pb;
+
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+pub const BN_EPS: f32 = 1e-5;
+/// What disallowed logits become before the generator's softmax (as in training).
+pub const MASK_FILL: f32 = -1e9;
+
+pub const IMAGE: &str = "image";
+pub const PRIMARY_LABEL: &str = "primary_label";
+pub const PRIMARY_PROBS: &str = "primary_probs";
+pub const PRIMARY_LOGITS: &str = "primary_logits";
+pub const AUX_PROBS: &str = "aux_probs";
+pub const AUX_LOGITS: &str = "aux_logits";
+pub const LABEL_PROBS: &str = "aux_label_probs";
+pub const LABEL_SLOT: &str = "aux_slot";
+pub const GENERATOR_LOGITS: &str = "generator_logits";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("weights: missing tensor `{0}`")]
+    Missing(String),
+    #[error("weights: tensor `{name}` has shape {got:?}, the architecture needs {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+}
+
+/// A tensor's shape and row-major f32 data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Named weights of one network (parameters and running statistics), PyTorch names.
+pub type Weights = BTreeMap<String, Array>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportOptions {
+    /// Fold batch norm into the preceding convolution (fewer nodes; same function).
+    pub fold_batch_norm: bool,
+}
+
+/// Checks that `weights` has every tensor of `specs` with the right shape.
+fn check(weights: &Weights, specs: &[ParamSpec]) -> Result<(), ExportError> {
+    for s in specs {
+        let a = weights
+            .get(&s.name)
+            .ok_or_else(|| ExportError::Missing(s.name.clone()))?;
+        if a.shape != s.shape || a.data.len() != s.shape.iter().product::<usize>() {
+            return Err(ExportError::Shape {
+                name: s.name.clone(),
+                got: a.shape.clone(),
+                want: s.shape.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn float_tensor(name: &str, shape: &[usize], data: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: shape.iter().map(|&d| d as i64).collect(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value_info(
+    name: &str,
+    elem: pb::tensor_proto::DataType,
+    dims: &[Option<usize>],
+) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(v) => Value::DimValue(*v as i64),
+                None => Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+/// Accumulates nodes and initialisers of one graph.
+struct Graph {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+}
+
+impl Graph {
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<pb::AttributeProto>,
+    ) -> String {
+        self.nodes.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: format!("{op}_{}", self.nodes.len()),
+            op_type: op.to_string(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        output.to_string()
+    }
+
+    fn init(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
+        self.inits.push(float_tensor(name, shape, data));
+        name.to_string()
+    }
+
+    fn weight(&mut self, weights: &Weights, name: &str) -> String {
+        let a = &weights[name];
+        self.init(name, &a.shape, &a.data)
+    }
+
+    /// (x − mean) / std, then the backbone; returns the flattened features.
+    fn backbone(&mut self, arch: &Architecture, w: &Weights, opts: ExportOptions) -> String {
+        let mean = self.init("input.mean", &[], &[arch.input.mean]);
+        let std = self.init("input.std", &[], &[arch.input.std]);
+        let centred = self.node("Sub", &[IMAGE, &mean], "input.centred", vec![]);
+        let mut h = self.node("Div", &[&centred, &std], "input.normalised", vec![]);
+        for l in arch.conv_layers() {
+            let p = format!("backbone.{}", l.index);
+            let get = |n: &str| &w[&format!("{p}.{n}")];
+            let conv_attrs = || {
+                vec![
+                    ints("kernel_shape", &[3, 3]),
+                    ints("pads", &[1, 1, 1, 1]),
+                    ints("strides", &[1, 1]),
+                ]
+            };
+            if opts.fold_batch_norm {
+                // y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'
+                let (wt, b) = (get("conv.weight"), get("conv.bias"));
+                let (g, be, mu, var) = (
+                    get("bn.weight"),
+                    get("bn.bias"),
+                    get("bn.running_mean"),
+                    get("bn.running_var"),
+                );
+                let per_out = wt.data.len() / l.out_channels;
+                let mut wf = wt.data.clone();
+                let mut bf = vec![0.0; l.out_channels];
+                for c in 0..l.out_channels {
+                    let s = g.data[c] / (var.data[c] + BN_EPS).sqrt();
+                    wf[c * per_out..(c + 1) * per_out]
+                        .iter_mut()
+                        .for_each(|v| *v *= s);
+                    bf[c] = (b.data[c] - mu.data[c]) * s + be.data[c];
+                }
+                let wn = self.init(&format!("{p}.conv.weight"), &wt.shape, &wf);
+                let bn = self.init(&format!("{p}.conv.bias"), &b.shape, &bf);
+                h = self.node("Conv", &[&h, &wn, &bn], &format!("{p}.conv"), conv_attrs());
+            } else {
+                let wn = self.weight(w, &format!("{p}.conv.weight"));
+                let bn = self.weight(w, &format!("{p}.conv.bias"));
+                h = self.node("Conv", &[&h, &wn, &bn], &format!("{p}.conv"), conv_attrs());
+                let names: Vec<String> =
+                    ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+                        .iter()
+                        .map(|n| self.weight(w, &format!("{p}.{n}")))
+                        .collect();
+                h = self.node(
+                    "BatchNormalization",
+                    &[&h, &names[0], &names[1], &names[2], &names[3]],
+                    &format!("{p}.bn"),
+                    vec![float("epsilon", BN_EPS)],
+                );
+            }
+            h = self.node("Relu", &[&h], &format!("{p}.relu"), vec![]);
+            if l.pool_after {
+                h = self.node(
+                    "MaxPool",
+                    &[&h],
+                    &format!("{p}.pool"),
+                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+                );
+            }
+        }
+        self.node("Flatten", &[&h], "features", vec![int("axis", 1)])
+    }
+
+    /// Linear → ReLU → Linear (Gemm with transB, as PyTorch stores [out, in]).
+    fn head(&mut self, w: &Weights, features: &str, head: &str, output: &str) -> String {
+        let names: Vec<String> = ["0.weight", "0.bias", "2.weight", "2.bias"]
+            .iter()
+            .map(|n| self.weight(w, &format!("{head}.{n}")))
+            .collect();
+        let h = self.node(
+            "Gemm",
+            &[features, &names[0], &names[1]],
+            &format!("{head}.0"),
+            vec![int("transB", 1)],
+        );
+        let h = self.node("Relu", &[&h], &format!("{head}.1"), vec![]);
+        self.node(
+            "Gemm",
+            &[&h, &names[2], &names[3]],
+            output,
+            vec![int("transB", 1)],
+        )
+    }
+
+    fn model(
+        self,
+        name: &str,
+        inputs: Vec<pb::ValueInfoProto>,
+        outputs: Vec<pb::ValueInfoProto>,
+        doc: &str,
+    ) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "maxl".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: doc.into(),
+            graph: Some(pb::GraphProto {
+                node: self.nodes,
+                name: name.into(),
+                initializer: self.inits,
+                input: inputs,
+                output: outputs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn image_input(arch: &Architecture) -> pb::ValueInfoProto {
+    let i = &arch.input;
+    value_info(
+        IMAGE,
+        pb::tensor_proto::DataType::Float,
+        &[None, Some(i.channels), Some(i.height), Some(i.width)],
+    )
+}
+
+fn float_output(name: &str, width: usize) -> pb::ValueInfoProto {
+    value_info(
+        name,
+        pb::tensor_proto::DataType::Float,
+        &[None, Some(width)],
+    )
+}
+
+/// The multi-task network's graph (`primary.onnx`). `num_aux == 0` for a single-task model.
+pub fn primary_model(
+    arch: &Architecture,
+    num_primary: usize,
+    num_aux: usize,
+    w: &Weights,
+    opts: ExportOptions,
+) -> Result<pb::ModelProto, ExportError> {
+    check(w, &arch.multitask_params(num_primary, num_aux))?;
+    let mut g = Graph {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+    };
+    let feats = g.backbone(arch, w, opts);
+    let logits = g.head(w, &feats, PRIMARY_HEAD, PRIMARY_LOGITS);
+    g.node("Softmax", &[&logits], PRIMARY_PROBS, vec![int("axis", 1)]);
+    let mut outputs = vec![float_output(PRIMARY_PROBS, num_primary)];
+    let mut logit_outputs = vec![float_output(PRIMARY_LOGITS, num_primary)];
+    if num_aux > 0 {
+        let aux = g.head(w, &feats, AUX_HEAD, AUX_LOGITS);
+        g.node("Softmax", &[&aux], AUX_PROBS, vec![int("axis", 1)]);
+        outputs.push(float_output(AUX_PROBS, num_aux));
+        logit_outputs.push(float_output(AUX_LOGITS, num_aux));
+    }
+    outputs.extend(logit_outputs);
+    Ok(g.model(
+        "maxl_primary",
+        vec![image_input(arch)],
+        outputs,
+        "MAXL multi-task network: primary (and auxiliary) class probabilities",
+    ))
+}
+
+/// The label generator's graph (`label_generator.onnx`).
+pub fn label_generator_model(
+    arch: &Architecture,
+    hierarchy: &Hierarchy,
+    w: &Weights,
+    opts: ExportOptions,
+) -> Result<pb::ModelProto, ExportError> {
+    let a = hierarchy.num_aux();
+    check(w, &arch.generator_params(a))?;
+    let mut g = Graph {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+    };
+    let feats = g.backbone(arch, w, opts);
+    let logits = g.head(w, &feats, GENERATOR_HEAD, GENERATOR_LOGITS);
+    let table = g.init(
+        "psi_mask_table",
+        &[hierarchy.num_primary(), a],
+        &hierarchy.mask_table(),
+    );
+    let mask = g.node(
+        "Gather",
+        &[&table, PRIMARY_LABEL],
+        "mask",
+        vec![int("axis", 0)],
+    );
+    let zero = g.init("zero", &[], &[0.0]);
+    let fill = g.init("mask_fill", &[], &[MASK_FILL]);
+    let off = g.node("Equal", &[&mask, &zero], "off_class", vec![]);
+    let filled = g.node("Where", &[&off, &fill, &logits], "masked_logits", vec![]);
+    let soft = g.node(
+        "Softmax",
+        &[&filled],
+        "masked_softmax",
+        vec![int("axis", 1)],
+    );
+    let probs = g.node("Mul", &[&soft, &mask], LABEL_PROBS, vec![]);
+    g.node(
+        "ArgMax",
+        &[&probs],
+        LABEL_SLOT,
+        vec![int("axis", 1), int("keepdims", 0)],
+    );
+    let inputs = vec![
+        image_input(arch),
+        value_info(PRIMARY_LABEL, pb::tensor_proto::DataType::Int64, &[None]),
+    ];
+    let outputs = vec![
+        float_output(LABEL_PROBS, a),
+        value_info(LABEL_SLOT, pb::tensor_proto::DataType::Int64, &[None]),
+        float_output(GENERATOR_LOGITS, a),
+    ];
+    Ok(g.model(
+        "maxl_label_generator",
+        inputs,
+        outputs,
+        "MAXL label generator: auxiliary label distribution inside the primary class's ψ slots",
+    ))
+}
+
+/// The serialised model.
+pub fn to_bytes(model: &pb::ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}

@@ -1,0 +1,278 @@
+//! Exporting trained networks: `primary.onnx`, `label_generator.onnx` (methods with a generator)
+//! and the manifest `maxl.yaml`, from live networks or from a run's checkpoint.
+//!
+//! Every file is written under a temporary name and renamed; the manifest goes last, so a crash
+//! leaves either the previous complete export or files whose hashes the loader refuses.
+
+use std::path::{Path, PathBuf};
+
+use maxl_core::arch::Architecture;
+use maxl_core::config::{Method, Schedule, TrainConfig};
+use maxl_core::hierarchy::{Hierarchy, folder_safe_name};
+use maxl_core::manifest::{
+    self, ClassName, Manifest, ManifestInput, ManifestModels, ModelFile, TrainingSummary,
+};
+use maxl_onnx::{Array, ExportOptions, Weights};
+use tch::{Device, Kind, Tensor};
+
+use crate::TrainError;
+use crate::checkpoint::{GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
+use crate::net::{LabelGenerator, MultiTaskNet, ParamStore};
+
+pub const PRIMARY_FILE: &str = "primary.onnx";
+pub const LABEL_GENERATOR_FILE: &str = "label_generator.onnx";
+/// Display names of the primary classes, written into every run directory.
+pub const CLASSES_FILE: &str = "classes.yaml";
+
+/// What the manifest records beyond the networks themselves.
+pub struct ExportInfo<'a> {
+    pub config: &'a TrainConfig,
+    pub arch: &'a Architecture,
+    pub hierarchy: &'a Hierarchy,
+    /// Display names of the primary classes.
+    pub class_names: &'a [String],
+    pub epochs: usize,
+    pub primary_test_accuracy: Option<f64>,
+}
+
+fn err(path: &Path, message: impl std::fmt::Display) -> TrainError {
+    TrainError::Output {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A network's tensors as plain f32 arrays for the exporter.
+pub fn weights(store: &ParamStore) -> Weights {
+    store
+        .named()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            let data = Vec::<f32>::try_from(&t.flatten(0, -1)).expect("f32 tensor");
+            (name, Array { shape, data })
+        })
+        .collect()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    std::fs::write(&tmp, bytes).map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+}
+
+fn model_file(
+    dir: &Path,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<ModelFile, TrainError> {
+    let path = dir.join(name);
+    Ok(ModelFile {
+        path: name.into(),
+        sha256: manifest::sha256_file(&path).map_err(|e| err(&path, e))?,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+/// Writes the ONNX files and the manifest into `out` (created if needed).
+pub fn export(
+    out: &Path,
+    f: &MultiTaskNet,
+    g: Option<&LabelGenerator>,
+    info: &ExportInfo<'_>,
+    opts: ExportOptions,
+) -> Result<Manifest, TrainError> {
+    std::fs::create_dir_all(out).map_err(|e| err(out, e))?;
+    let invalid = |e: maxl_onnx::ExportError| TrainError::Invalid(format!("export: {e}"));
+    let primary = maxl_onnx::primary_model(
+        info.arch,
+        f.num_primary,
+        f.num_aux,
+        &weights(&f.store),
+        opts,
+    )
+    .map_err(invalid)?;
+    write_atomic(&out.join(PRIMARY_FILE), &maxl_onnx::to_bytes(&primary))?;
+    let mut outputs = vec![maxl_onnx::PRIMARY_PROBS];
+    if f.num_aux > 0 {
+        outputs.push(maxl_onnx::AUX_PROBS);
+    }
+    outputs.push(maxl_onnx::PRIMARY_LOGITS);
+    if f.num_aux > 0 {
+        outputs.push(maxl_onnx::AUX_LOGITS);
+    }
+    let primary_file = model_file(out, PRIMARY_FILE, &[maxl_onnx::IMAGE], &outputs)?;
+    let generator_file = match g {
+        Some(g) => {
+            let model = maxl_onnx::label_generator_model(
+                info.arch,
+                info.hierarchy,
+                &weights(&g.store),
+                opts,
+            )
+            .map_err(invalid)?;
+            write_atomic(
+                &out.join(LABEL_GENERATOR_FILE),
+                &maxl_onnx::to_bytes(&model),
+            )?;
+            Some(model_file(
+                out,
+                LABEL_GENERATOR_FILE,
+                &[maxl_onnx::IMAGE, maxl_onnx::PRIMARY_LABEL],
+                &[
+                    maxl_onnx::LABEL_PROBS,
+                    maxl_onnx::LABEL_SLOT,
+                    maxl_onnx::GENERATOR_LOGITS,
+                ],
+            )?)
+        }
+        None => {
+            // A stale generator from an earlier export must not pass for this model's.
+            let stale = out.join(LABEL_GENERATOR_FILE);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| err(&stale, e))?;
+            }
+            None
+        }
+    };
+    let classes: Vec<ClassName> = info
+        .class_names
+        .iter()
+        .map(|d| ClassName {
+            name: folder_safe_name(d),
+            display: d.clone(),
+        })
+        .collect();
+    let safe: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+    let c = info.config;
+    let i = &info.arch.input;
+    let m = Manifest {
+        format: manifest::FORMAT,
+        producer: format!("maxl-train {}", env!("CARGO_PKG_VERSION")),
+        opset: maxl_onnx::OPSET,
+        psi: info.hierarchy.psi().to_vec(),
+        aux_slots: info.hierarchy.slot_names(&safe),
+        classes,
+        input: ManifestInput {
+            layout: "NCHW".into(),
+            channels: i.channels,
+            height: i.height,
+            width: i.width,
+            pixel_range: [0.0, 1.0],
+            normalisation: "in-graph".into(),
+            mean: i.mean,
+            std: i.std,
+        },
+        models: ManifestModels {
+            primary: primary_file,
+            label_generator: generator_file,
+        },
+        training: TrainingSummary {
+            method: c.method.name().into(),
+            schedule: match c.schedule {
+                Schedule::Reference => "reference".into(),
+                Schedule::Interleaved => "interleaved".into(),
+            },
+            architecture: if c.model.architecture.is_some() {
+                "custom".into()
+            } else {
+                c.model.preset.clone()
+            },
+            dataset: c.dataset.kind.name().into(),
+            epochs: info.epochs,
+            seed: c.seed,
+            primary_test_accuracy: info.primary_test_accuracy,
+        },
+    };
+    write_atomic(&out.join(manifest::MANIFEST_FILE), m.to_yaml().as_bytes())?;
+    Ok(m)
+}
+
+/// Exports a checkpoint directory of a run (`<run>/checkpoints/last` or `best`).
+pub fn export_checkpoint(
+    checkpoint: &Path,
+    out: &Path,
+    opts: ExportOptions,
+) -> Result<Manifest, TrainError> {
+    let run = checkpoint.parent().and_then(Path::parent).ok_or_else(|| {
+        err(
+            checkpoint,
+            "not a checkpoint directory of a run (<run>/checkpoints/<name>)",
+        )
+    })?;
+    let config = TrainConfig::load(&run.join("config.yaml"))?;
+    let arch = config
+        .model
+        .resolve()
+        .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
+    let classes_path = run.join(CLASSES_FILE);
+    let text = std::fs::read_to_string(&classes_path).map_err(|e| err(&classes_path, e))?;
+    let class_names: Vec<String> =
+        serde_yaml_ng::from_str(&text).map_err(|e| err(&classes_path, e))?;
+    let hierarchy = config
+        .hierarchy
+        .resolve(class_names.len())
+        .map_err(|e| err(&run.join("config.yaml"), e))?;
+    let state_path = checkpoint.join(STATE_FILE);
+    let state: TrainState = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(&state_path).map_err(|e| err(&state_path, e))?,
+    )
+    .map_err(|e| err(&state_path, e))?;
+    let read = |file: &str| {
+        let p = checkpoint.join(file);
+        Tensor::read_safetensors(&p)
+            .map_err(|e| err(&p, e.to_string().lines().next().unwrap_or("").to_string()))
+    };
+    let num_aux = if config.method == Method::Single {
+        0
+    } else {
+        hierarchy.num_aux()
+    };
+    let specs = arch.multitask_params(hierarchy.num_primary(), num_aux);
+    let f_store = ParamStore::from_named(specs, &read(MULTITASK_FILE)?, Kind::Float, Device::Cpu)
+        .map_err(|m| err(&checkpoint.join(MULTITASK_FILE), m))?;
+    let f = MultiTaskNet {
+        arch: arch.clone(),
+        num_primary: hierarchy.num_primary(),
+        num_aux,
+        store: f_store,
+    };
+    let g = if config.method.uses_generator() {
+        let store = ParamStore::from_named(
+            arch.generator_params(hierarchy.num_aux()),
+            &read(GENERATOR_FILE)?,
+            Kind::Float,
+            Device::Cpu,
+        )
+        .map_err(|m| err(&checkpoint.join(GENERATOR_FILE), m))?;
+        Some(LabelGenerator::with_store(&arch, &hierarchy, store))
+    } else {
+        None
+    };
+    let test_acc = test_accuracy_at(&run.join("metrics.csv"), state.epochs_done);
+    let info = ExportInfo {
+        config: &config,
+        arch: &arch,
+        hierarchy: &hierarchy,
+        class_names: &class_names,
+        epochs: state.epochs_done,
+        primary_test_accuracy: test_acc,
+    };
+    export(out, &f, g.as_ref(), &info, opts)
+}
+
+/// The test accuracy recorded for `epoch` in metrics.csv, if any.
+fn test_accuracy_at(metrics: &Path, epoch: usize) -> Option<f64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    let mut lines = text.lines();
+    let col = lines.next()?.split(',').position(|h| h == "test_acc")?;
+    lines
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            (cols.first()?.parse::<usize>().ok()? == epoch).then(|| cols.get(col)?.parse().ok())?
+        })
+        .next()
+}

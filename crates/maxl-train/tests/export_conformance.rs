@@ -1,0 +1,399 @@
+//! The exported graphs against the networks they came from: tch forward vs ONNX Runtime vs
+//! tract, on random weights with randomised batch-norm statistics and on the trained model
+//! committed in models/; the label generator's exact zeros; onnx.checker in the venv's Python.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use maxl_core::arch::Architecture;
+use maxl_core::config::TrainConfig;
+use maxl_core::hierarchy::Hierarchy;
+use maxl_infer::{Backend, MaxlModel};
+use maxl_onnx::ExportOptions;
+use maxl_train::export::{ExportInfo, export};
+use maxl_train::loss::mask_softmax;
+use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
+use ndarray::{Array1, Array2, Array4};
+use tch::{Device, Kind, Tensor};
+
+const TOL: f32 = 1e-4;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+/// Randomises biases and batch-norm affine parameters on top of the Xavier weights, and scales
+/// the output layers ×4 so that the logits span a trained network's range (a few units).
+fn randomise(store: &ParamStore) {
+    tch::no_grad(|| {
+        for (spec, t) in store
+            .specs
+            .iter()
+            .filter(|s| s.kind.is_trainable())
+            .zip(&store.params)
+        {
+            let v = if spec.name.ends_with("bn.weight") {
+                Tensor::rand_like(t) + 0.5
+            } else if spec.name.ends_with(".2.weight") {
+                t * 4.0
+            } else if spec.name.ends_with("bias") {
+                Tensor::randn_like(t) * 0.1
+            } else {
+                continue;
+            };
+            t.shallow_clone().copy_(&v);
+        }
+    });
+}
+
+/// Sets the running statistics near the statistics of the activations (as training would),
+/// then perturbs each of them randomly: realistic activation scales, no statistic equal to its
+/// batch counterpart.
+fn calibrate_and_perturb(run: impl Fn(&Tensor), store: &ParamStore, arch: &Architecture) {
+    let i = &arch.input;
+    tch::no_grad(|| {
+        for _ in 0..40 {
+            let x = (Tensor::rand(
+                [32, i.channels as i64, i.height as i64, i.width as i64],
+                (Kind::Float, Device::Cpu),
+            ) - 0.5)
+                / 0.2;
+            run(&x);
+        }
+        for (j, b) in store.buffers.iter().enumerate() {
+            let v = if j % 2 == 0 {
+                b + Tensor::randn_like(b) * 0.1
+            } else {
+                b * (Tensor::rand_like(b) * 0.4 + 0.8)
+            };
+            b.shallow_clone().copy_(&v);
+        }
+    });
+}
+
+fn to_tensor(a: &Array4<f32>) -> Tensor {
+    let s: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+    Tensor::from_slice(a.as_slice().unwrap()).reshape(s)
+}
+
+fn to_array2(t: &Tensor) -> Array2<f32> {
+    let s = t.size();
+    let v = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+    Array2::from_shape_vec((s[0] as usize, s[1] as usize), v).unwrap()
+}
+
+fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Deterministic pseudo-random images in [0, 1] and labels in [0, k).
+fn inputs(n: usize, arch: &Architecture, k: usize, seed: u64) -> (Array4<f32>, Array1<i64>) {
+    let i = &arch.input;
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let images = Array4::from_shape_fn((n, i.channels, i.height, i.width), |_| next());
+    let labels = Array1::from_shape_fn(n, |_| ((next() * k as f32) as i64).min(k as i64 - 1));
+    (images, labels)
+}
+
+/// tch's outputs at the running statistics for images in [0, 1].
+struct Reference {
+    primary_logits: Array2<f32>,
+    primary_probs: Array2<f32>,
+    aux_logits: Array2<f32>,
+    aux_probs: Array2<f32>,
+    gen_logits: Array2<f32>,
+    gen_probs: Array2<f32>,
+}
+
+fn reference(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    images: &Array4<f32>,
+    labels: &Array1<i64>,
+) -> Reference {
+    let i = &f.arch.input;
+    let x = (to_tensor(images) - i.mean as f64) / i.std as f64;
+    let y = Tensor::from_slice(labels.as_slice().unwrap());
+    tch::no_grad(|| {
+        let out = f.forward(&x, BatchNorm::Running);
+        let aux = out.aux.unwrap();
+        let gl = g.logits_with(&x, &g.store.params, BatchNorm::Running);
+        let gp = mask_softmax(&gl, &g.mask_table.index_select(0, &y));
+        Reference {
+            primary_probs: to_array2(&out.primary.softmax(-1, Kind::Float)),
+            primary_logits: to_array2(&out.primary),
+            aux_probs: to_array2(&aux.softmax(-1, Kind::Float)),
+            aux_logits: to_array2(&aux),
+            gen_logits: to_array2(&gl),
+            gen_probs: to_array2(&gp),
+        }
+    })
+}
+
+fn compare(dir: &Path, f: &MultiTaskNet, g: &LabelGenerator, what: &str) {
+    let k = f.num_primary;
+    for backend in [Backend::OrtCpu, Backend::Tract] {
+        let mut model = MaxlModel::builder(dir)
+            .with_backend(backend)
+            .build()
+            .unwrap_or_else(|e| panic!("{what} {backend:?}: {e}"));
+        for n in [1, 3, 64] {
+            let (images, labels) = inputs(n, &f.arch, k, n as u64);
+            let r = reference(f, g, &images, &labels);
+            let p = model.predict(images.view()).unwrap();
+            let l = model.generate_labels(images.view(), labels.view()).unwrap();
+            let checks = [
+                (
+                    "primary_logits",
+                    max_diff(&p.primary_logits, &r.primary_logits),
+                ),
+                (
+                    "primary_probs",
+                    max_diff(&p.primary_probs, &r.primary_probs),
+                ),
+                (
+                    "aux_logits",
+                    max_diff(p.aux_logits.as_ref().unwrap(), &r.aux_logits),
+                ),
+                (
+                    "aux_probs",
+                    max_diff(p.aux_probs.as_ref().unwrap(), &r.aux_probs),
+                ),
+                ("generator_logits", max_diff(&l.logits, &r.gen_logits)),
+                ("aux_label_probs", max_diff(&l.probs, &r.gen_probs)),
+            ];
+            for (name, d) in checks {
+                assert!(
+                    d <= TOL,
+                    "{what}, {backend:?}, batch {n}: {name} differs by {d:e}"
+                );
+            }
+            let argmax: Vec<i64> = r
+                .gen_probs
+                .rows()
+                .into_iter()
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                        .0 as i64
+                })
+                .collect();
+            assert_eq!(
+                l.slots.to_vec(),
+                argmax,
+                "{what}, {backend:?}, batch {n}: aux_slot"
+            );
+        }
+    }
+}
+
+fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerator) {
+    tch::manual_seed(11);
+    let arch = Architecture::preset("small").unwrap();
+    let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
+    let f = MultiTaskNet::new(&arch, 3, 6, Kind::Float, Device::Cpu);
+    let g = LabelGenerator::new(&arch, &h, Kind::Float, Device::Cpu);
+    randomise(&f.store);
+    randomise(&g.store);
+    let y = Tensor::zeros([32], (Kind::Int64, Device::Cpu));
+    calibrate_and_perturb(
+        |x| drop(f.forward(x, BatchNorm::BatchUpdate)),
+        &f.store,
+        &arch,
+    );
+    calibrate_and_perturb(
+        |x| drop(g.forward(x, &y, BatchNorm::BatchUpdate)),
+        &g.store,
+        &arch,
+    );
+    let config = TrainConfig::default();
+    let names = vec!["T-shirt/top".to_string(), "Bag".into(), "Ankle boot".into()];
+    let info = ExportInfo {
+        config: &config,
+        arch: &arch,
+        hierarchy: &h,
+        class_names: &names,
+        epochs: 0,
+        primary_test_accuracy: None,
+    };
+    let m = export(dir, &f, Some(&g), &info, opts).unwrap();
+    assert_eq!(
+        m.aux_slots,
+        vec![
+            "T-shirt_top.0",
+            "T-shirt_top.1",
+            "Bag.0",
+            "Ankle_boot.0",
+            "Ankle_boot.1",
+            "Ankle_boot.2"
+        ]
+    );
+    (f, g)
+}
+
+#[test]
+fn random_weights_match_in_tch_ort_and_tract() {
+    for fold in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, g) = export_random(
+            dir.path(),
+            ExportOptions {
+                fold_batch_norm: fold,
+            },
+        );
+        compare(
+            dir.path(),
+            &f,
+            &g,
+            &format!("random weights (fold_batch_norm = {fold})"),
+        );
+    }
+}
+
+#[test]
+fn the_committed_trained_model_matches_its_weights() {
+    let dir = models_dir();
+    let weights = dir.join("weights");
+    let config = TrainConfig::load(&weights.join("config.yaml")).unwrap();
+    let arch = config.model.resolve().unwrap();
+    let h = config.hierarchy.resolve(10).unwrap();
+    let read = |f: &str| Tensor::read_safetensors(weights.join(f)).unwrap();
+    let fs = ParamStore::from_named(
+        arch.multitask_params(10, h.num_aux()),
+        &read("multitask.safetensors"),
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
+    let gs = ParamStore::from_named(
+        arch.generator_params(h.num_aux()),
+        &read("label_generator.safetensors"),
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
+    let f = MultiTaskNet {
+        arch: arch.clone(),
+        num_primary: 10,
+        num_aux: h.num_aux(),
+        store: fs,
+    };
+    let g = LabelGenerator::with_store(&arch, &h, gs);
+    compare(&dir, &f, &g, "committed model");
+}
+
+#[test]
+fn generated_labels_are_exactly_zero_off_class_even_for_extreme_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = export_random(dir.path(), ExportOptions::default());
+    let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
+    for backend in [Backend::OrtCpu, Backend::Tract] {
+        let mut model = MaxlModel::builder(dir.path())
+            .with_backend(backend)
+            .build()
+            .unwrap();
+        for scale in [1.0f32, 1e3] {
+            let (images, _) = inputs(9, &f.arch, 3, 5);
+            let images = images * scale;
+            let labels = Array1::from_vec(vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2]);
+            let out = model.generate_labels(images.view(), labels.view()).unwrap();
+            for (row, &y) in out.probs.rows().into_iter().zip(&labels) {
+                let slots = h.slots(y as usize);
+                assert!(
+                    (row.sum() - 1.0).abs() <= 1e-6,
+                    "{backend:?} ×{scale}: row sums to {}",
+                    row.sum()
+                );
+                for (j, &v) in row.iter().enumerate() {
+                    assert!(v.is_finite());
+                    if !slots.contains(&j) {
+                        assert_eq!(v, 0.0, "{backend:?} ×{scale}: slot {j} of class {y} is {v}");
+                    }
+                }
+            }
+            for (&s, &y) in out.slots.iter().zip(&labels) {
+                assert!(h.slots(y as usize).contains(&(s as usize)));
+            }
+        }
+        // Labels outside [0, K) are refused before anything runs.
+        let (images, _) = inputs(2, &f.arch, 3, 1);
+        let e = model
+            .generate_labels(images.view(), Array1::from_vec(vec![0, 3]).view())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label 3 is outside the primary classes [0, 3)"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn exported_files_pass_the_onnx_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, folded) = (dir.path().join("plain"), dir.path().join("folded"));
+    export_random(&plain, ExportOptions::default());
+    export_random(
+        &folded,
+        ExportOptions {
+            fold_batch_norm: true,
+        },
+    );
+    let python =
+        std::env::var_os("MAXL_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    m = onnx.load(p)\n    onnx.checker.check_model(m, full_check=True)\n    assert m.opset_import[0].version == 17\n    print('ok', p)\n";
+    let mut files: Vec<PathBuf> = Vec::new();
+    for d in [&plain, &folded, &models_dir()] {
+        files.push(d.join("primary.onnx"));
+        files.push(d.join("label_generator.onnx"));
+    }
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .args(&files)
+        .output()
+        .expect("run the venv's Python (scripts/setup.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "onnx.checker failed:\n{}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), files.len());
+}
+
+#[test]
+fn a_manifest_that_does_not_match_its_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    export_random(dir.path(), ExportOptions::default());
+    let path = dir.path().join("label_generator.onnx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    for backend in [Backend::OrtCpu, Backend::Tract] {
+        let e = MaxlModel::builder(dir.path())
+            .with_backend(backend)
+            .build()
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("label_generator.onnx: SHA-256") && e.contains("does not match"),
+            "{e}"
+        );
+    }
+}
