@@ -102,3 +102,27 @@ fn inference_crates_do_not_depend_on_libtorch() {
         }
     }
 }
+
+#[test]
+fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
+    // The set-up's onnxruntime is the CPU build: CUDA and TensorRT cannot register here.
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("x.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([128]))
+        .save(&img)
+        .unwrap();
+    for (backend, provider) in [("ort-cuda", "CUDA"), ("ort-tensorrt", "TensorRT")] {
+        run(Command::new(bin("maxl-infer"))
+            .args(["predict", "--backend", backend, "--model"])
+            .arg(&models)
+            .arg(&img))
+        .assert_one_line_error(&[backend, "cannot register the execution provider", provider]);
+    }
+    let r = run(Command::new(bin("maxl-infer"))
+        .args(["predict", "--backend", "ort-cpu", "--model"])
+        .arg(&models)
+        .arg(&img));
+    r.assert_ok();
+    assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use maxl_data::images::{ImageShape, load_image};
 use maxl_infer::{Backend, MaxlModel};
 use ndarray::Array4;
@@ -19,29 +19,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    /// ONNX Runtime, CPU execution provider.
-    OrtCpu,
-    /// ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register).
-    OrtCuda,
-    /// ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register).
-    OrtTensorrt,
-    /// tract, pure Rust, CPU.
-    Tract,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Self {
-        match b {
-            BackendArg::OrtCpu => Backend::OrtCpu,
-            BackendArg::OrtCuda => Backend::OrtCuda,
-            BackendArg::OrtTensorrt => Backend::OrtTensorRt,
-            BackendArg::Tract => Backend::Tract,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Classify images with the primary head: prints `path,class,probability` per image.
@@ -51,7 +28,7 @@ enum Command {
         model: PathBuf,
         /// Inference engine.
         #[arg(long, value_enum, default_value = "ort-cpu")]
-        backend: BackendArg,
+        backend: Backend,
         /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
         #[arg(long = "ort-lib", value_name = "FILE")]
         ort_lib: Option<PathBuf>,
@@ -94,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             images,
         } => {
             let mut m = MaxlModel::builder(&model)
-                .with_backend(backend.into())
+                .with_backend(backend)
                 .with_ort_library(ort_lib)
                 .build()?;
             let i = &m.manifest.input;

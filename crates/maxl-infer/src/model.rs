@@ -17,11 +17,16 @@ use tract_onnx::prelude::*;
 use crate::runtime::{OrtRuntime, RuntimeError};
 
 /// Which engine runs the graphs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
+    /// ONNX Runtime, CPU execution provider.
     OrtCpu,
+    /// ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register).
     OrtCuda,
+    /// ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register).
+    #[value(name = "ort-tensorrt")]
     OrtTensorRt,
+    /// tract, pure Rust, CPU.
     Tract,
 }
 
@@ -322,21 +327,20 @@ impl MaxlModel {
     /// Runs the multi-task network on images scaled to [0, 1], [N, C, H, W].
     pub fn predict(&mut self, images: ArrayView4<'_, f32>) -> Result<Prediction, InferError> {
         self.check_images(&images)?;
-        let out = self.primary.run(&[(
-            maxl_onnx_names::IMAGE,
-            Value::F32(images.to_owned().into_dyn()),
-        )])?;
+        let out = self
+            .primary
+            .run(&[(maxl_onnx::IMAGE, Value::F32(images.to_owned().into_dyn()))])?;
         let names = self.manifest.models.primary.outputs.clone();
         let mut by_name: std::collections::BTreeMap<String, Value> =
             names.into_iter().zip(out).collect();
         let mut take = |n: &str| by_name.remove(n).map(|v| two_d(v, n)).transpose();
         Ok(Prediction {
-            primary_probs: take(maxl_onnx_names::PRIMARY_PROBS)?
+            primary_probs: take(maxl_onnx::PRIMARY_PROBS)?
                 .ok_or_else(|| InferError::Input("no primary_probs output".into()))?,
-            primary_logits: take(maxl_onnx_names::PRIMARY_LOGITS)?
+            primary_logits: take(maxl_onnx::PRIMARY_LOGITS)?
                 .ok_or_else(|| InferError::Input("no primary_logits output".into()))?,
-            aux_probs: take(maxl_onnx_names::AUX_PROBS)?,
-            aux_logits: take(maxl_onnx_names::AUX_LOGITS)?,
+            aux_probs: take(maxl_onnx::AUX_PROBS)?,
+            aux_logits: take(maxl_onnx::AUX_LOGITS)?,
         })
     }
 
@@ -366,12 +370,9 @@ impl MaxlModel {
             .as_mut()
             .ok_or(InferError::NoGenerator(method))?;
         let out = g.run(&[
+            (maxl_onnx::IMAGE, Value::F32(images.to_owned().into_dyn())),
             (
-                maxl_onnx_names::IMAGE,
-                Value::F32(images.to_owned().into_dyn()),
-            ),
-            (
-                maxl_onnx_names::PRIMARY_LABEL,
+                maxl_onnx::PRIMARY_LABEL,
                 Value::I64(labels.to_owned().into_dyn()),
             ),
         ])?;
@@ -402,14 +403,4 @@ impl MaxlModel {
             logits,
         })
     }
-}
-
-/// Tensor names of the exported graphs (they are part of the file format, see maxl-onnx).
-pub mod maxl_onnx_names {
-    pub const IMAGE: &str = "image";
-    pub const PRIMARY_LABEL: &str = "primary_label";
-    pub const PRIMARY_PROBS: &str = "primary_probs";
-    pub const PRIMARY_LOGITS: &str = "primary_logits";
-    pub const AUX_PROBS: &str = "aux_probs";
-    pub const AUX_LOGITS: &str = "aux_logits";
 }

@@ -5,22 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use maxl_infer::{Backend, MaxlModel};
 use tracing::info;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    /// ONNX Runtime, CPU execution provider.
-    OrtCpu,
-    /// ONNX Runtime, CUDA execution provider (an error if it cannot register).
-    OrtCuda,
-    /// ONNX Runtime, TensorRT execution provider (an error if it cannot register).
-    OrtTensorrt,
-    /// tract, pure Rust, CPU.
-    Tract,
-}
 
 /// Label every image in INPUT/<class>/ with the auxiliary sub-class MAXL's label generator
 /// assigns it (one of its class's ψ slots), and write a CSV
@@ -40,7 +28,7 @@ struct Cli {
     model: PathBuf,
     /// Inference engine.
     #[arg(long, value_enum, default_value = "ort-cpu")]
-    backend: BackendArg,
+    backend: Backend,
     /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
     #[arg(long = "ort-lib", value_name = "FILE")]
     ort_lib: Option<PathBuf>,
@@ -75,12 +63,7 @@ fn main() -> ExitCode {
 
 /// Ok(false): finished, but some items were skipped.
 fn run(cli: &Cli) -> anyhow::Result<bool> {
-    let backend = match cli.backend {
-        BackendArg::OrtCpu => Backend::OrtCpu,
-        BackendArg::OrtCuda => Backend::OrtCuda,
-        BackendArg::OrtTensorrt => Backend::OrtTensorRt,
-        BackendArg::Tract => Backend::Tract,
-    };
+    let backend = cli.backend;
     let mut model = MaxlModel::builder(&cli.model)
         .with_backend(backend)
         .with_ort_library(cli.ort_lib.clone())
