@@ -424,3 +424,21 @@ fn bench_reports_ratios_against_single_task() {
     }
     assert!(r.stdout.contains("1.00×"), "{}", r.stdout);
 }
+
+#[test]
+fn without_a_validation_set_metrics_stay_rectangular_and_best_is_the_last_epoch() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("noval.yaml");
+    std::fs::write(&cfg, "dataset:\n  validation_fraction: 0.0\n").unwrap();
+    let out = tmp.path().join("run");
+    let mut c = train();
+    c.arg("--config").arg(&cfg);
+    quick(&mut c, &out);
+    run(&mut c).assert_ok();
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let widths: Vec<usize> = metrics.lines().map(|l| l.split(',').count()).collect();
+    assert_eq!(widths.len(), 2);
+    assert_eq!(widths[0], widths[1], "{metrics}");
+    assert!(out.join("checkpoints/best/multitask.safetensors").exists());
+}

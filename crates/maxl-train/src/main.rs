@@ -454,7 +454,8 @@ fn train_epochs(
         run_dir.append(&m)?;
         state.epochs_done = trainer.epochs_done;
         state.steps_done = trainer.steps_done;
-        let best = m.val_acc > state.best_val_acc;
+        // Without a validation set (validation_fraction 0) every epoch is the best so far.
+        let best = m.val_acc.is_nan() || m.val_acc > state.best_val_acc;
         if best {
             state.best_val_acc = m.val_acc;
             state.best_epoch = m.epoch;

@@ -15,6 +15,16 @@ use crate::train::{EpochMetrics, Trainer};
 pub struct RunDir {
     pub path: PathBuf,
     metrics: File,
+    /// Number of `usage_entropy.<class>` columns (0 without a generator).
+    usage_columns: usize,
+}
+
+/// How many per-class slot-usage columns a metrics.csv header has.
+fn usage_columns(header: &str) -> usize {
+    header
+        .split(',')
+        .filter(|h| h.starts_with("usage_entropy."))
+        .count()
 }
 
 fn out_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -66,6 +76,7 @@ impl RunDir {
         writeln!(metrics, "{header}").map_err(|e| out_err(&metrics_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
+            usage_columns: usage_columns(&header),
             metrics,
         })
     }
@@ -92,6 +103,7 @@ impl RunDir {
             .map_err(|e| out_err(&metrics_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
+            usage_columns: usage_columns(kept[0]),
             metrics,
         })
     }
@@ -117,7 +129,8 @@ impl RunDir {
                     row.push_str(&format!(",{e:.4}"));
                 }
             }
-            None => row.push_str(",nan"),
+            // No validation images to measure the generator on: the columns stay, empty of numbers.
+            None => row.push_str(&",nan".repeat(1 + self.usage_columns)),
         }
         let p = self.path.join("metrics.csv");
         writeln!(self.metrics, "{row}").map_err(|e| out_err(&p, e))?;
