@@ -4,5 +4,5 @@
 pub mod model;
 pub mod runtime;
 
-pub use model::{Backend, GeneratedLabels, InferError, MaxlModel, Prediction};
+pub use model::{Backend, GeneratedLabels, InferError, MaxlModel, ModelArgs, Prediction};
 pub use runtime::{OrtRuntime, RuntimeError};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use maxl_data::images::{ImageShape, load_image};
-use maxl_infer::{Backend, MaxlModel};
+use maxl_infer::ModelArgs;
 use ndarray::Array4;
 
 #[derive(Parser)]
@@ -23,15 +23,8 @@ struct Cli {
 enum Command {
     /// Classify images with the primary head: prints `path,class,probability` per image.
     Predict {
-        /// Exported model directory (maxl.yaml, primary.onnx).
-        #[arg(long, value_name = "DIR", default_value = "models")]
-        model: PathBuf,
-        /// Inference engine.
-        #[arg(long, value_enum, default_value = "ort-cpu")]
-        backend: Backend,
-        /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
-        #[arg(long = "ort-lib", value_name = "FILE")]
-        ort_lib: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Image files (PNG or JPEG), converted and resized to the model's input.
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
@@ -64,16 +57,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Predict {
-            model,
-            backend,
-            ort_lib,
-            images,
-        } => {
-            let mut m = MaxlModel::builder(&model)
-                .with_backend(backend)
-                .with_ort_library(ort_lib)
-                .build()?;
+        Command::Predict { model, images } => {
+            let mut m = model.load()?;
             let i = &m.manifest.input;
             let shape = ImageShape {
                 channels: i.channels,

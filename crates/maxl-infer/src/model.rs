@@ -228,6 +228,29 @@ pub struct GeneratedLabels {
     pub logits: Array2<f32>,
 }
 
+/// The command-line options that choose and load a model, shared by the binaries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Exported model directory (maxl.yaml and its ONNX files).
+    #[arg(long, value_name = "DIR", default_value = "models")]
+    pub model: PathBuf,
+    /// Inference engine.
+    #[arg(long, value_enum, default_value = "ort-cpu")]
+    pub backend: Backend,
+    /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
+    #[arg(long = "ort-lib", value_name = "FILE")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<MaxlModel, InferError> {
+        MaxlModel::builder(&self.model)
+            .with_backend(self.backend)
+            .with_ort_library(self.ort_lib.clone())
+            .build()
+    }
+}
+
 pub struct MaxlModelBuilder {
     dir: PathBuf,
     backend: Backend,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use maxl_infer::{Backend, MaxlModel};
+use maxl_infer::ModelArgs;
 use tracing::info;
 
 /// Label every image in INPUT/<class>/ with the auxiliary sub-class MAXL's label generator
@@ -23,15 +23,8 @@ struct Cli {
     /// CSV to write (replaced only when labelling finishes).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Exported model directory (maxl.yaml, label_generator.onnx).
-    #[arg(long, value_name = "DIR", default_value = "models")]
-    model: PathBuf,
-    /// Inference engine.
-    #[arg(long, value_enum, default_value = "ort-cpu")]
-    backend: Backend,
-    /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
-    #[arg(long = "ort-lib", value_name = "FILE")]
-    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    model_args: ModelArgs,
     /// Images per inference batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -63,15 +56,12 @@ fn main() -> ExitCode {
 
 /// Ok(false): finished, but some items were skipped.
 fn run(cli: &Cli) -> anyhow::Result<bool> {
-    let backend = cli.backend;
-    let mut model = MaxlModel::builder(&cli.model)
-        .with_backend(backend)
-        .with_ort_library(cli.ort_lib.clone())
-        .build()?;
+    let backend = cli.model_args.backend;
+    let mut model = cli.model_args.load()?;
     if !model.has_generator() {
         anyhow::bail!(
             "{}: the model has no label generator (trained with method `{}`)",
-            cli.model.display(),
+            cli.model_args.model.display(),
             model.manifest.training.method
         );
     }
@@ -86,7 +76,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         "labelling {} images from {} with {} ({})",
         items.len(),
         cli.input.display(),
-        cli.model.display(),
+        cli.model_args.model.display(),
         backend.name()
     );
     let bar = if cli.quiet || !std::io::stderr().is_terminal() {
