@@ -14,7 +14,7 @@ ONNX_VERSION=1.23.2
 NUMPY_VERSION=2.4.6
 SAFETENSORS_VERSION=0.8.0
 
-CACHE_DIR="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/maxl}"
+CACHE_DIR="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/maxl}"
 PY="${MAXL_PYTHON:-python3}"
 PY_TAG=$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 VENV="$CACHE_DIR/venv-torch${TORCH_VERSION}-ort${ORT_VERSION}-onnx${ONNX_VERSION}-${PY_TAG}"
