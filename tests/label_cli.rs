@@ -61,18 +61,8 @@ fn labels_a_folder_identically_with_ort_and_tract() {
     };
     assert_eq!(key(&ta), key(&tb), "ort and tract assign the same slots");
     // Every slot lies inside its class's ψ range (ψ = 5): slot / 5 is the class index.
-    let classes = [
-        "T-shirt_top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle_boot",
-    ];
+    let manifest = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    let classes: Vec<&str> = manifest.classes.iter().map(|c| c.name.as_str()).collect();
     for line in ta.lines().skip(1) {
         let cols: Vec<&str> = line.split(',').collect();
         let slot: usize = cols[2].parse().unwrap();

@@ -42,14 +42,6 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::Maxl,
-        Method::MaxlNoEntropy,
-        Method::Single,
-        Method::Random,
-        Method::Human,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Method::Maxl => "maxl",

@@ -14,7 +14,7 @@ use maxl_core::manifest::{Manifest, ManifestError};
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView4, Ix1, Ix2};
 use tract_onnx::prelude::*;
 
-use crate::runtime::{OrtRuntime, RuntimeError};
+use crate::runtime::{OrtRuntime, RuntimeError, one_line};
 
 /// Which engine runs the graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,13 +58,6 @@ pub enum InferError {
     },
     #[error("this model has no label generator (it was trained with method `{0}`)")]
     NoGenerator(String),
-}
-
-fn one_line(s: impl std::fmt::Display) -> String {
-    s.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// An input or output tensor.

@@ -50,13 +50,13 @@ impl OrtRuntime {
         let load_err = |message: String| RuntimeError::Load {
             path: library.path.display().to_string(),
             origin: library.source.clone(),
-            message: one_line(&message),
+            message: one_line(message),
         };
         let builder = ort::init_from(&library.path).map_err(|e| load_err(e.to_string()))?;
         let environment = builder
             .with_name("maxl")
             .build()
-            .map_err(|e| RuntimeError::Ort(one_line(&e.to_string())))?;
+            .map_err(|e| RuntimeError::Ort(one_line(e)))?;
         let build_info = one_line(ort::info());
         Ok(Self {
             library,
@@ -66,8 +66,12 @@ impl OrtRuntime {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Collapses a multi-line library message into one line.
+pub(crate) fn one_line(s: impl std::fmt::Display) -> String {
+    s.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 static SHARED: std::sync::OnceLock<Result<OrtRuntime, String>> = std::sync::OnceLock::new();

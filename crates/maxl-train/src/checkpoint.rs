@@ -18,6 +18,7 @@ use tch::{Device, Tensor};
 use crate::TrainError;
 use crate::net::ParamStore;
 use crate::optim::Sgd;
+use crate::run::write_tensors;
 use crate::train::Trainer;
 
 pub const MULTITASK_FILE: &str = "multitask.safetensors";
@@ -35,27 +36,12 @@ pub struct TrainState {
     pub best_epoch: usize,
 }
 
-fn err(path: &Path, message: impl std::fmt::Display) -> TrainError {
-    TrainError::Output {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let cpu: Vec<(String, Tensor)> = named
-        .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&cpu, path).map_err(|e| err(path, e))
-}
-
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, TrainError> {
     if !path.is_file() {
-        return Err(err(path, "missing checkpoint file"));
+        return Err(TrainError::output(path, "missing checkpoint file"));
     }
     Tensor::read_safetensors(path).map_err(|e| {
-        err(
+        TrainError::output(
             path,
             format!(
                 "not a readable safetensors file: {}",
@@ -85,9 +71,9 @@ fn momentum_named(prefix: &str, store: &ParamStore, opt: &Sgd) -> Vec<(String, T
 pub fn save(dir: &Path, trainer: &Trainer, state: &TrainState) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::output(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::output(&tmp, e))?;
     write_tensors(&tmp.join(MULTITASK_FILE), &trainer.f.store.named())?;
     let mut momentum = momentum_named("multitask", &trainer.f.store, &trainer.opt_f);
     if let (Some(g), Some(opt)) = (&trainer.g, &trainer.opt_g) {
@@ -103,21 +89,23 @@ pub fn save(dir: &Path, trainer: &Trainer, state: &TrainState) -> Result<(), Tra
     }
     write_tensors(&tmp.join(OPTIMIZER_FILE), &momentum)?;
     let yaml = serde_yaml_ng::to_string(state).expect("state serialises");
-    std::fs::write(tmp.join(STATE_FILE), yaml).map_err(|e| err(&tmp.join(STATE_FILE), e))?;
+    std::fs::write(tmp.join(STATE_FILE), yaml)
+        .map_err(|e| TrainError::output(&tmp.join(STATE_FILE), e))?;
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| err(dir, e))?;
+        std::fs::remove_dir_all(dir).map_err(|e| TrainError::output(dir, e))?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| err(dir, e))
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::output(dir, e))
 }
 
 /// Restores weights, running statistics, momentum buffers and counters from `dir`.
 pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError> {
     let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(|e| err(&state_path, e))?;
-    let state: TrainState =
-        serde_yaml_ng::from_str(&text).map_err(|e| err(&state_path, first_line(&e.to_string())))?;
+    let text =
+        std::fs::read_to_string(&state_path).map_err(|e| TrainError::output(&state_path, e))?;
+    let state: TrainState = serde_yaml_ng::from_str(&text)
+        .map_err(|e| TrainError::output(&state_path, first_line(&e.to_string())))?;
     if state.format != FORMAT {
-        return Err(err(
+        return Err(TrainError::output(
             &state_path,
             format!(
                 "checkpoint format {} (this maxl-train reads {FORMAT})",
@@ -132,7 +120,7 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
     let f_path = dir.join(MULTITASK_FILE);
     let named = read_tensors(&f_path)?;
     trainer.f.store = ParamStore::from_named(trainer.f.store.specs.clone(), &named, kind, device)
-        .map_err(|m| err(&f_path, m))?;
+        .map_err(|m| TrainError::output(&f_path, m))?;
     let momentum_path = dir.join(OPTIMIZER_FILE);
     let momentum = read_tensors(&momentum_path)?;
     restore_momentum(
@@ -146,7 +134,7 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
         let g_path = dir.join(GENERATOR_FILE);
         let named = read_tensors(&g_path)?;
         g.store = ParamStore::from_named(g.store.specs.clone(), &named, kind, device)
-            .map_err(|m| err(&g_path, m))?;
+            .map_err(|m| TrainError::output(&g_path, m))?;
         let opt = trainer.opt_g.as_mut().expect("generator optimiser");
         restore_momentum(&momentum, "label_generator", &g.store, opt, device);
     }

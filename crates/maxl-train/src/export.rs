@@ -4,7 +4,7 @@
 //! Every file is written under a temporary name and renamed; the manifest goes last, so a crash
 //! leaves either the previous complete export or files whose hashes the loader refuses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use maxl_core::arch::Architecture;
 use maxl_core::config::{Method, Schedule, TrainConfig};
@@ -18,6 +18,7 @@ use tch::{Device, Kind, Tensor};
 use crate::TrainError;
 use crate::checkpoint::{GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
 use crate::net::{LabelGenerator, MultiTaskNet, ParamStore};
+use crate::run::write_atomic;
 
 pub const PRIMARY_FILE: &str = "primary.onnx";
 pub const LABEL_GENERATOR_FILE: &str = "label_generator.onnx";
@@ -35,13 +36,6 @@ pub struct ExportInfo<'a> {
     pub primary_test_accuracy: Option<f64>,
 }
 
-fn err(path: &Path, message: impl std::fmt::Display) -> TrainError {
-    TrainError::Output {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
 /// A network's tensors as plain f32 arrays for the exporter.
 pub fn weights(store: &ParamStore) -> Weights {
     store
@@ -56,12 +50,6 @@ pub fn weights(store: &ParamStore) -> Weights {
         .collect()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    std::fs::write(&tmp, bytes).map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
-}
-
 fn model_file(
     dir: &Path,
     name: &str,
@@ -71,7 +59,7 @@ fn model_file(
     let path = dir.join(name);
     Ok(ModelFile {
         path: name.into(),
-        sha256: manifest::sha256_file(&path).map_err(|e| err(&path, e))?,
+        sha256: manifest::sha256_file(&path).map_err(|e| TrainError::output(&path, e))?,
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
         outputs: outputs.iter().map(|s| s.to_string()).collect(),
     })
@@ -85,7 +73,7 @@ pub fn export(
     info: &ExportInfo<'_>,
     opts: ExportOptions,
 ) -> Result<Manifest, TrainError> {
-    std::fs::create_dir_all(out).map_err(|e| err(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::output(out, e))?;
     let invalid = |e: maxl_onnx::ExportError| TrainError::Invalid(format!("export: {e}"));
     let primary = maxl_onnx::primary_model(
         info.arch,
@@ -133,7 +121,7 @@ pub fn export(
             // A stale generator from an earlier export must not pass for this model's.
             let stale = out.join(LABEL_GENERATOR_FILE);
             if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|e| err(&stale, e))?;
+                std::fs::remove_file(&stale).map_err(|e| TrainError::output(&stale, e))?;
             }
             None
         }
@@ -198,7 +186,7 @@ pub fn export_checkpoint(
     opts: ExportOptions,
 ) -> Result<Manifest, TrainError> {
     let run = checkpoint.parent().and_then(Path::parent).ok_or_else(|| {
-        err(
+        TrainError::output(
             checkpoint,
             "not a checkpoint directory of a run (<run>/checkpoints/<name>)",
         )
@@ -209,22 +197,24 @@ pub fn export_checkpoint(
         .resolve()
         .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
     let classes_path = run.join(CLASSES_FILE);
-    let text = std::fs::read_to_string(&classes_path).map_err(|e| err(&classes_path, e))?;
+    let text =
+        std::fs::read_to_string(&classes_path).map_err(|e| TrainError::output(&classes_path, e))?;
     let class_names: Vec<String> =
-        serde_yaml_ng::from_str(&text).map_err(|e| err(&classes_path, e))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| TrainError::output(&classes_path, e))?;
     let hierarchy = config
         .hierarchy
         .resolve(class_names.len())
-        .map_err(|e| err(&run.join("config.yaml"), e))?;
+        .map_err(|e| TrainError::output(&run.join("config.yaml"), e))?;
     let state_path = checkpoint.join(STATE_FILE);
     let state: TrainState = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(&state_path).map_err(|e| err(&state_path, e))?,
+        &std::fs::read_to_string(&state_path).map_err(|e| TrainError::output(&state_path, e))?,
     )
-    .map_err(|e| err(&state_path, e))?;
+    .map_err(|e| TrainError::output(&state_path, e))?;
     let read = |file: &str| {
         let p = checkpoint.join(file);
-        Tensor::read_safetensors(&p)
-            .map_err(|e| err(&p, e.to_string().lines().next().unwrap_or("").to_string()))
+        Tensor::read_safetensors(&p).map_err(|e| {
+            TrainError::output(&p, e.to_string().lines().next().unwrap_or("").to_string())
+        })
     };
     let num_aux = if config.method == Method::Single {
         0
@@ -233,7 +223,7 @@ pub fn export_checkpoint(
     };
     let specs = arch.multitask_params(hierarchy.num_primary(), num_aux);
     let f_store = ParamStore::from_named(specs, &read(MULTITASK_FILE)?, Kind::Float, Device::Cpu)
-        .map_err(|m| err(&checkpoint.join(MULTITASK_FILE), m))?;
+        .map_err(|m| TrainError::output(&checkpoint.join(MULTITASK_FILE), m))?;
     let f = MultiTaskNet {
         arch: arch.clone(),
         num_primary: hierarchy.num_primary(),
@@ -247,7 +237,7 @@ pub fn export_checkpoint(
             Kind::Float,
             Device::Cpu,
         )
-        .map_err(|m| err(&checkpoint.join(GENERATOR_FILE), m))?;
+        .map_err(|m| TrainError::output(&checkpoint.join(GENERATOR_FILE), m))?;
         Some(LabelGenerator::with_store(&arch, &hierarchy, store))
     } else {
         None

@@ -30,6 +30,16 @@ pub enum TrainError {
     Torch(String),
 }
 
+impl TrainError {
+    /// An error about a file or directory the run reads or writes: `<path>: <message>`.
+    pub fn output(path: &std::path::Path, message: impl std::fmt::Display) -> Self {
+        TrainError::Output {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl From<tch::TchError> for TrainError {
     fn from(e: tch::TchError) -> Self {
         TrainError::Torch(e.to_string().lines().next().unwrap_or("").to_string())

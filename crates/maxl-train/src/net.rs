@@ -5,7 +5,7 @@
 //! (`Architecture::multitask_params` / `generator_params`), so training, checkpoints and export
 //! cannot disagree about them.
 
-use maxl_core::arch::{AUX_HEAD, Architecture, PRIMARY_HEAD, ParamKind, ParamSpec};
+use maxl_core::arch::{Architecture, ParamKind, ParamSpec};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
@@ -257,10 +257,6 @@ impl MultiTaskNet {
         }
     }
 
-    pub fn specs(arch: &Architecture, num_primary: usize, num_aux: usize) -> Vec<ParamSpec> {
-        arch.multitask_params(num_primary, num_aux)
-    }
-
     /// Forward at arbitrary parameters (live or fast), with this network's running statistics.
     /// `with_aux: false` skips the auxiliary head (stage 2 needs only the primary loss).
     pub fn forward_with(
@@ -280,15 +276,6 @@ impl MultiTaskNet {
     /// Forward at the live weights.
     pub fn forward(&self, x: &Tensor, bn: BatchNorm) -> MultiTaskOutput {
         self.forward_with(x, &self.store.params, bn, true)
-    }
-
-    /// Names of the heads, for logging and export.
-    pub fn heads(&self) -> Vec<&'static str> {
-        if self.num_aux > 0 {
-            vec![PRIMARY_HEAD, AUX_HEAD]
-        } else {
-            vec![PRIMARY_HEAD]
-        }
     }
 }
 

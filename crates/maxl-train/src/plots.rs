@@ -14,13 +14,6 @@ use crate::TrainError;
 
 const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-fn err(path: &Path, message: impl std::fmt::Display) -> TrainError {
-    TrainError::Output {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
 /// Registers the font once per process.
 fn font() -> Result<(), TrainError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -50,7 +43,7 @@ struct Metrics {
 
 impl Metrics {
     fn read(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::output(path, e))?;
         let mut lines = text.lines();
         let header = lines
             .next()
@@ -133,7 +126,7 @@ fn line_chart(
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| err(path, e))
+    draw().map_err(|e| TrainError::output(path, e))
 }
 
 /// Redraws accuracy.png and loss.png from the run's metrics.csv.
@@ -232,5 +225,5 @@ pub fn slot_usage(
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| err(&path, e))
+    draw().map_err(|e| TrainError::output(&path, e))
 }

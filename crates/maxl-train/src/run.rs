@@ -27,19 +27,34 @@ fn usage_columns(header: &str) -> usize {
         .count()
 }
 
-fn out_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Output {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
 /// half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| out_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| out_err(path, e))
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(|e| TrainError::output(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::output(path, e))
+}
+
+/// Writes named tensors as safetensors (on the CPU, contiguous), through a temporary file and a
+/// rename like [`write_atomic`].
+pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let tmp = tmp_name(path);
+    let cpu: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
+        .collect();
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::output(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::output(path, e))
+}
+
+/// `<path>.tmp`, next to the final file.
+fn tmp_name(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.tmp", path.display()))
 }
 
 impl RunDir {
@@ -48,12 +63,12 @@ impl RunDir {
     pub fn create(path: &Path, trainer: &Trainer) -> Result<Self, TrainError> {
         let metrics_path = path.join("metrics.csv");
         if metrics_path.exists() {
-            return Err(out_err(
+            return Err(TrainError::output(
                 path,
                 "already holds a run (metrics.csv exists); choose another --out",
             ));
         }
-        std::fs::create_dir_all(path).map_err(|e| out_err(path, e))?;
+        std::fs::create_dir_all(path).map_err(|e| TrainError::output(path, e))?;
         let mut config = trainer.config.clone();
         config.hierarchy.psi = Some(trainer.data.hierarchy.psi().to_vec());
         write_atomic(&path.join("config.yaml"), config.to_yaml().as_bytes())?;
@@ -64,7 +79,7 @@ impl RunDir {
             .create_new(true)
             .write(true)
             .open(&metrics_path)
-            .map_err(|e| out_err(&metrics_path, e))?;
+            .map_err(|e| TrainError::output(&metrics_path, e))?;
         let mut header = String::from(
             "epoch,lr,primary_loss,aux_loss,meta_loss,regulariser,train_acc,val_acc,test_acc,seconds,generator_sample_entropy",
         );
@@ -73,7 +88,7 @@ impl RunDir {
                 header.push_str(&format!(",usage_entropy.{name}"));
             }
         }
-        writeln!(metrics, "{header}").map_err(|e| out_err(&metrics_path, e))?;
+        writeln!(metrics, "{header}").map_err(|e| TrainError::output(&metrics_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             usage_columns: usage_columns(&header),
@@ -85,10 +100,11 @@ impl RunDir {
     /// before an interruption but not covered by the checkpoint) are dropped.
     pub fn reopen(path: &Path, epochs_done: usize) -> Result<Self, TrainError> {
         let metrics_path = path.join("metrics.csv");
-        let text = std::fs::read_to_string(&metrics_path).map_err(|e| out_err(&metrics_path, e))?;
+        let text = std::fs::read_to_string(&metrics_path)
+            .map_err(|e| TrainError::output(&metrics_path, e))?;
         let kept: Vec<&str> = text.lines().take(1 + epochs_done).collect();
         if kept.len() != 1 + epochs_done {
-            return Err(out_err(
+            return Err(TrainError::output(
                 &metrics_path,
                 format!(
                     "has {} epoch rows but the checkpoint is after epoch {epochs_done}",
@@ -100,7 +116,7 @@ impl RunDir {
         let metrics = OpenOptions::new()
             .append(true)
             .open(&metrics_path)
-            .map_err(|e| out_err(&metrics_path, e))?;
+            .map_err(|e| TrainError::output(&metrics_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             usage_columns: usage_columns(kept[0]),
@@ -133,18 +149,18 @@ impl RunDir {
             None => row.push_str(&",nan".repeat(1 + self.usage_columns)),
         }
         let p = self.path.join("metrics.csv");
-        writeln!(self.metrics, "{row}").map_err(|e| out_err(&p, e))?;
-        self.metrics.flush().map_err(|e| out_err(&p, e))
+        writeln!(self.metrics, "{row}").map_err(|e| TrainError::output(&p, e))?;
+        self.metrics.flush().map_err(|e| TrainError::output(&p, e))
     }
 
     /// Saves both networks' weights (parameters and running statistics).
     pub fn save_weights(&self, trainer: &Trainer) -> Result<(), TrainError> {
-        save_named(
+        write_tensors(
             &self.path.join("multitask.safetensors"),
             &trainer.f.store.named(),
         )?;
         if let Some(g) = &trainer.g {
-            save_named(
+            write_tensors(
                 &self.path.join("label_generator.safetensors"),
                 &g.store.named(),
             )?;
@@ -190,14 +206,4 @@ impl RunDir {
         }
         write_atomic(&self.path.join("summary.yaml"), s.as_bytes())
     }
-}
-
-fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    let cpu: Vec<(String, Tensor)> = named
-        .iter()
-        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| out_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| out_err(path, e))
 }
