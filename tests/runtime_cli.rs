@@ -75,6 +75,7 @@ fn inference_crates_do_not_depend_on_libtorch() {
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     for krate in [
         "maxl-infer",
+        "maxl-infer-cli",
         "maxl-label",
         "maxl-onnx",
         "maxl-core",
@@ -117,7 +118,12 @@ fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
             .args(["predict", "--backend", backend, "--model"])
             .arg(&models)
             .arg(&img))
-        .assert_one_line_error(&[backend, "cannot register the execution provider", provider]);
+        .assert_one_line_error(&[
+            backend,
+            "cannot register the",
+            provider,
+            "execution provider",
+        ]);
     }
     let r = run(Command::new(bin("maxl-infer"))
         .args(["predict", "--backend", "ort-cpu", "--model"])
@@ -125,4 +131,111 @@ fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
         .arg(&img));
     r.assert_ok();
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+}
+
+#[test]
+fn the_inference_library_compiles_no_cli_logging_or_server_code() {
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let r = run(Command::new(cargo)
+        .args([
+            "tree",
+            "--prefix",
+            "none",
+            "-e",
+            "normal,build",
+            "-p",
+            "maxl-infer",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    r.assert_ok();
+    for banned in [
+        "clap ",
+        "tracing-subscriber ",
+        "axum ",
+        "tokio ",
+        "hyper ",
+        "indicatif ",
+    ] {
+        assert!(
+            !r.stdout.lines().any(|l| l.starts_with(banned)),
+            "maxl-infer depends on {banned}:\n{}",
+            r.stdout
+        );
+    }
+    // anyhow is tract's own error type; maxl-infer itself uses none.
+    let r = run(Command::new(cargo)
+        .args([
+            "tree",
+            "--prefix",
+            "none",
+            "-e",
+            "normal",
+            "--depth",
+            "1",
+            "-p",
+            "maxl-infer",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    r.assert_ok();
+    assert!(!r.stdout.contains("anyhow"), "{}", r.stdout);
+}
+
+#[test]
+fn a_provider_fallback_happens_only_when_asked_and_is_logged() {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("x.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([90]))
+        .save(&img)
+        .unwrap();
+    // TensorRT with its options and CUDA behind it: both fail to register on the CPU build, and
+    // the error names both.
+    run(Command::new(bin("maxl-infer"))
+        .args([
+            "predict",
+            "--backend",
+            "ort-tensorrt",
+            "--trt-fp16",
+            "--trt-profile",
+            "1,32,64",
+            "--trt-cuda-fallback",
+            "--trt-engine-cache",
+        ])
+        .arg(tmp.path().join("engines"))
+        .arg("--model")
+        .arg(&models)
+        .arg(&img))
+    .assert_one_line_error(&["TensorrtExecutionProvider", "CUDAExecutionProvider"]);
+    // A malformed profile is refused by the command line.
+    let r = run(Command::new(bin("maxl-infer"))
+        .args([
+            "predict",
+            "--backend",
+            "ort-tensorrt",
+            "--trt-profile",
+            "64,1,8",
+        ])
+        .arg(&img));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("MIN ≤ OPT ≤ MAX"), "{}", r.stderr);
+    // Asked for: the CPU runs it, with a warning that says so.
+    for backend in ["ort-cuda", "ort-tensorrt"] {
+        let r = run(Command::new(bin("maxl-infer"))
+            .args([
+                "predict",
+                "--fallback-to-cpu",
+                "--backend",
+                backend,
+                "--model",
+            ])
+            .arg(&models)
+            .arg(&img));
+        r.assert_ok();
+        assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+        assert!(
+            r.stderr.contains("cannot register") && r.stderr.contains("falling back to the CPU"),
+            "{backend}: {}",
+            r.stderr
+        );
+    }
 }

@@ -101,11 +101,15 @@ pub struct Manifest {
 
 /// SHA-256 of a file, lower-case hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(Sha256::digest(&bytes)
+    Ok(sha256_bytes(&std::fs::read(path)?))
+}
+
+/// SHA-256 of bytes, lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 impl Manifest {
@@ -147,8 +151,8 @@ impl Manifest {
         Ok(())
     }
 
-    /// Reads `dir/maxl.yaml`, validates it, and checks each model file's SHA-256.
-    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+    /// Reads `dir/maxl.yaml` and validates it, without reading the model files.
+    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
             path: path.clone(),
@@ -167,20 +171,34 @@ impl Manifest {
             )
         })?;
         m.validate().map_err(invalid)?;
+        Ok(m)
+    }
+
+    /// Reads one of the manifest's model files and checks its SHA-256: the bytes returned are
+    /// the bytes that were hashed, so a caller that loads them loads exactly what was verified.
+    pub fn read_model_file(&self, dir: &Path, f: &ModelFile) -> Result<Vec<u8>, ManifestError> {
+        let file = dir.join(&f.path);
+        let bytes = std::fs::read(&file).map_err(|source| ManifestError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let actual = sha256_bytes(&bytes);
+        if actual != f.sha256 {
+            return Err(ManifestError::HashMismatch {
+                file,
+                manifest: dir.join(MANIFEST_FILE),
+                expected: f.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads `dir/maxl.yaml`, validates it, and checks each model file's SHA-256.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let m = Self::read(dir)?;
         for f in std::iter::once(&m.models.primary).chain(m.models.label_generator.as_ref()) {
-            let file = dir.join(&f.path);
-            let actual = sha256_file(&file).map_err(|source| ManifestError::Read {
-                path: file.clone(),
-                source,
-            })?;
-            if actual != f.sha256 {
-                return Err(ManifestError::HashMismatch {
-                    file,
-                    manifest: path.clone(),
-                    expected: f.sha256.clone(),
-                    actual,
-                });
-            }
+            m.read_model_file(dir, f)?;
         }
         Ok(m)
     }

@@ -22,7 +22,7 @@ pub struct Normalize {
 
 impl Normalize {
     fn apply(self, pixel: u8) -> f32 {
-        (pixel as f32 / 255.0 - self.mean) / self.std
+        (crate::preprocess::unit(pixel) - self.mean) / self.std
     }
 }
 

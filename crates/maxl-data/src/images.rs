@@ -1,8 +1,8 @@
 //! Image files as training data: decoding and resizing single images, an image folder
 //! (`root/<class>/*` or `root/<coarse>/<fine>/*`), and a CSV list (`path,label[,fine_label]`).
 //!
-//! Images (PNG, JPEG) are converted to the model's channels (grey for 1, RGB for 3) and resized to
-//! its input size with a triangle filter. A file that cannot be decoded is an error naming it.
+//! Images (PNG, JPEG) go through [`crate::preprocess`], the same path inference uses. A file that
+//! cannot be decoded is an error naming it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,8 @@ use rand::seq::SliceRandom;
 
 use crate::{DataError, Dataset, TrainTest};
 
-/// The shape images are converted to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageShape {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
+pub use crate::preprocess::ImageShape;
+use crate::preprocess::{DecodeLimits, preprocess_file};
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -29,49 +24,19 @@ pub fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Decodes `path` into channel-first u8 pixels of `shape`.
+/// Decodes `path` into channel-first u8 pixels of `shape` through the one preprocessing path
+/// ([`crate::preprocess`]) with the default decode limits.
 pub fn load_image(path: &Path, shape: ImageShape) -> Result<Vec<u8>, DataError> {
-    let fmt = |message: String| DataError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
-    let img = image::ImageReader::open(path)
-        .map_err(|source| DataError::Io {
+    preprocess_file(path, shape, &DecodeLimits::default()).map_err(|e| match e {
+        crate::preprocess::ImageError::Io(source) => DataError::Io {
             path: path.to_path_buf(),
             source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
+        },
+        e => DataError::Format {
             path: path.to_path_buf(),
-            source,
-        })?
-        .decode()
-        .map_err(|e| fmt(format!("cannot decode image: {e}")))?;
-    let (w, h) = (shape.width as u32, shape.height as u32);
-    let resize = |i: image::DynamicImage| {
-        if i.width() == w && i.height() == h {
-            i
-        } else {
-            i.resize_exact(w, h, image::imageops::FilterType::Triangle)
-        }
-    };
-    match shape.channels {
-        1 => Ok(resize(img).to_luma8().into_raw()),
-        3 => {
-            let rgb = resize(img).to_rgb8();
-            let plane = (w * h) as usize;
-            let mut out = vec![0u8; 3 * plane];
-            for (i, px) in rgb.pixels().enumerate() {
-                for c in 0..3 {
-                    out[c * plane + i] = px.0[c];
-                }
-            }
-            Ok(out)
-        }
-        c => Err(fmt(format!(
-            "the model expects {c} channels; images can be read as 1 (grey) or 3 (RGB)"
-        ))),
-    }
+            message: e.to_string(),
+        },
+    })
 }
 
 /// One labelled image before decoding.

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cifar;
 pub mod idx;
 pub mod images;
+pub mod preprocess;
 
 use std::path::PathBuf;
 

@@ -1,207 +1,30 @@
-//! A loaded MAXL model: the manifest, the primary network and (when exported) the label
-//! generator, each running on one backend.
+//! A loaded MAXL model: the manifest, the multi-task network and (when exported) the label
+//! generator, on one backend, shared by reference across threads.
 //!
-//! Backends: ONNX Runtime (`ort`) with the CPU, CUDA or TensorRT execution provider, or pure-Rust
-//! `tract` on the CPU. The fallback policy is explicit: a requested provider that cannot be
-//! registered is an error (`error_on_failure`), never a silent fall-back to the CPU.
+//! `MaxlModel` is `Send + Sync` and every inference call takes `&self`: a service keeps one
+//! `Arc<MaxlModel>`. ONNX Runtime backends keep a pool of sessions per graph
+//! ([`ThreadOptions::sessions`]; a session runs one call at a time, so that many calls run at
+//! once); tract runs one shared plan, any number of calls at once.
 //!
-//! `MaxlModel` runs one request at a time (`&mut self`, as ort's `Session::run`); to serve several
-//! threads, keep one `MaxlModel` per worker (a pool) or put it behind a `Mutex`.
+//! Thread settings: each session has its own intra-op pool ([`ThreadOptions::intra_threads`]), or
+//! all sessions of the process share ONNX Runtime's global pool
+//! ([`ThreadOptions::global_threads`]). The global pool, like the library loaded, belongs to the
+//! process-wide ONNX Runtime environment: the first model loaded decides it.
 
 use std::path::{Path, PathBuf};
 
-use maxl_core::manifest::{Manifest, ManifestError};
-use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView4, Ix1, Ix2};
-use tract_onnx::prelude::*;
+use maxl_core::hierarchy::Hierarchy;
+use maxl_core::manifest::Manifest;
+use maxl_data::preprocess::{self, DecodeLimits, ImageShape};
+use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView4, Ix1, Ix2};
 
-use crate::runtime::{OrtRuntime, RuntimeError, one_line};
-
-/// Which engine runs the graphs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// ONNX Runtime, CPU execution provider.
-    OrtCpu,
-    /// ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register).
-    OrtCuda,
-    /// ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register).
-    #[value(name = "ort-tensorrt")]
-    OrtTensorRt,
-    /// tract, pure Rust, CPU.
-    Tract,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::OrtCpu => "ort-cpu",
-            Backend::OrtCuda => "ort-cuda",
-            Backend::OrtTensorRt => "ort-tensorrt",
-            Backend::Tract => "tract",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InferError {
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error("{}: {message}", path.display())]
-    Model { path: PathBuf, message: String },
-    #[error("{0}")]
-    Input(String),
-    #[error("{backend}: {message}")]
-    Run {
-        backend: &'static str,
-        message: String,
-    },
-    #[error("this model has no label generator (it was trained with method `{0}`)")]
-    NoGenerator(String),
-}
-
-/// An input or output tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    F32(ArrayD<f32>),
-    I64(ArrayD<i64>),
-}
-
-enum Engine {
-    Ort(Box<ort::session::Session>),
-    Tract(std::sync::Arc<TypedRunnableModel>),
-}
-
-/// One ONNX graph on one backend.
-struct Graph {
-    engine: Engine,
-    backend: Backend,
-    outputs: Vec<String>,
-}
-
-impl Graph {
-    fn load(
-        path: &Path,
-        backend: Backend,
-        ort_runtime: Option<&OrtRuntime>,
-        outputs: &[String],
-    ) -> Result<Self, InferError> {
-        let model_err = |m: String| InferError::Model {
-            path: path.to_path_buf(),
-            message: m,
-        };
-        let engine = match backend {
-            Backend::Tract => {
-                let model = tract_onnx::onnx()
-                    .model_for_path(path)
-                    .and_then(|m| m.into_optimized())
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| model_err(format!("tract cannot load it: {}", one_line(e))))?;
-                Engine::Tract(model)
-            }
-            _ => {
-                let rt = ort_runtime.expect("ort backends load the runtime first");
-                let mut builder = ort::session::Session::builder(&rt.environment)
-                    .map_err(|e| model_err(one_line(e)))?;
-                let ep = match backend {
-                    Backend::OrtCuda => Some(ort::ep::CUDA::default().build().error_on_failure()),
-                    Backend::OrtTensorRt => {
-                        Some(ort::ep::TensorRT::default().build().error_on_failure())
-                    }
-                    _ => None,
-                };
-                if let Some(ep) = ep {
-                    builder =
-                        builder
-                            .with_execution_providers([ep])
-                            .map_err(|e| InferError::Run {
-                                backend: backend.name(),
-                                message: format!(
-                                    "cannot register the execution provider: {}",
-                                    one_line(e)
-                                ),
-                            })?;
-                }
-                let session = builder.commit_from_file(path).map_err(|e| {
-                    model_err(format!("ONNX Runtime cannot load it: {}", one_line(e)))
-                })?;
-                Engine::Ort(Box::new(session))
-            }
-        };
-        Ok(Self {
-            engine,
-            backend,
-            outputs: outputs.to_vec(),
-        })
-    }
-
-    /// Runs with named inputs (in the graph's input order); returns outputs in the manifest's order.
-    fn run(&mut self, inputs: &[(&str, Value)]) -> Result<Vec<Value>, InferError> {
-        let backend = self.backend.name();
-        let run_err = |e: String| InferError::Run {
-            backend,
-            message: e,
-        };
-        match &mut self.engine {
-            Engine::Ort(session) => {
-                let mut feed: Vec<(
-                    std::borrow::Cow<'_, str>,
-                    ort::session::SessionInputValue<'_>,
-                )> = Vec::new();
-                for (name, v) in inputs {
-                    let value: ort::session::SessionInputValue<'_> = match v {
-                        Value::F32(a) => ort::value::TensorRef::from_array_view(a.view())
-                            .map_err(|e| run_err(one_line(e)))?
-                            .into(),
-                        Value::I64(a) => ort::value::TensorRef::from_array_view(a.view())
-                            .map_err(|e| run_err(one_line(e)))?
-                            .into(),
-                    };
-                    feed.push(((*name).into(), value));
-                }
-                let out = session.run(feed).map_err(|e| run_err(one_line(e)))?;
-                self.outputs
-                    .iter()
-                    .map(|name| {
-                        let v = &out[name.as_str()];
-                        if let Ok(a) = v.try_extract_array::<f32>() {
-                            Ok(Value::F32(a.to_owned()))
-                        } else {
-                            v.try_extract_array::<i64>()
-                                .map(|a| Value::I64(a.to_owned()))
-                                .map_err(|e| run_err(one_line(e)))
-                        }
-                    })
-                    .collect()
-            }
-            Engine::Tract(model) => {
-                let feed: TVec<TValue> = inputs
-                    .iter()
-                    .map(|(_, v)| match v {
-                        Value::F32(a) => Tensor::from(a.clone()).into(),
-                        Value::I64(a) => Tensor::from(a.clone()).into(),
-                    })
-                    .collect();
-                let out = model.run(feed).map_err(|e| run_err(one_line(e)))?;
-                out.into_iter()
-                    .map(|t| {
-                        let t = t.into_tensor();
-                        if let Ok(a) = t.to_plain_array_view::<f32>() {
-                            Ok(Value::F32(a.to_owned()))
-                        } else {
-                            t.to_plain_array_view::<i64>()
-                                .map(|a| Value::I64(a.to_owned()))
-                                .map_err(|e| run_err(one_line(e)))
-                        }
-                    })
-                    .collect()
-            }
-        }
-    }
-}
+use crate::error::InferError;
+use crate::graph::{Graph, GraphSpec, Input, Output};
+use crate::providers::{Backend, ProviderOptions, Providers, ThreadOptions};
+use crate::validate::{self, Role};
 
 /// The multi-task network's outputs for a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     pub primary_probs: Array2<f32>,
     pub primary_logits: Array2<f32>,
@@ -211,36 +34,77 @@ pub struct Prediction {
 }
 
 /// The label generator's outputs for a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedLabels {
     /// [N, A]: a distribution over the slots of each image's primary class, exact zeros elsewhere.
     pub probs: Array2<f32>,
     /// [N]: the most likely auxiliary slot.
     pub slots: Array1<i64>,
-    /// [N, A]: pre-mask logits.
-    pub logits: Array2<f32>,
+    /// [N, A]: pre-mask logits, when the graph exports them.
+    pub logits: Option<Array2<f32>>,
 }
 
-/// The command-line options that choose and load a model, shared by the binaries.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ModelArgs {
-    /// Exported model directory (maxl.yaml and its ONNX files).
-    #[arg(long, value_name = "DIR", default_value = "models")]
-    pub model: PathBuf,
-    /// Inference engine.
-    #[arg(long, value_enum, default_value = "ort-cpu")]
-    pub backend: Backend,
-    /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
-    #[arg(long = "ort-lib", value_name = "FILE")]
-    pub ort_lib: Option<PathBuf>,
+/// A primary class and its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassProbability {
+    pub class: usize,
+    /// The folder-safe class name.
+    pub name: String,
+    pub probability: f32,
 }
 
-impl ModelArgs {
-    pub fn load(&self) -> Result<MaxlModel, InferError> {
-        MaxlModel::builder(&self.model)
-            .with_backend(self.backend)
-            .with_ort_library(self.ort_lib.clone())
-            .build()
+/// The label generator's auxiliary slot for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuxLabel {
+    /// The primary class whose slots it is among (given or predicted).
+    pub class: usize,
+    /// The slot's index among all Σψ slots.
+    pub slot: usize,
+    /// `<class>.<k>`.
+    pub label: String,
+    pub probability: f32,
+    /// The distribution over the class's ψ_k slots, in slot order.
+    pub distribution: Vec<f32>,
+}
+
+/// Everything the model says about one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// The predicted primary class (argmax; the lowest index on ties).
+    pub class: ClassProbability,
+    /// The full primary distribution.
+    pub primary: Vec<f32>,
+    /// The `top_k` most probable classes, most probable first.
+    pub top_k: Vec<ClassProbability>,
+    /// The generator's slot, when asked for and the model has a generator.
+    pub aux: Option<AuxLabel>,
+}
+
+/// For which primary class the label generator is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuxFor<'a> {
+    None,
+    /// The predicted class of each image.
+    Predicted,
+    /// A given class per image.
+    Given(&'a [usize]),
+    /// A given class for some images, the predicted class for those with `None`.
+    GivenOrPredicted(&'a [Option<usize>]),
+}
+
+/// What [`MaxlModel::classify`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classify<'a> {
+    pub top_k: usize,
+    pub aux: AuxFor<'a>,
+}
+
+impl Default for Classify<'_> {
+    fn default() -> Self {
+        Self {
+            top_k: 1,
+            aux: AuxFor::Predicted,
+        }
     }
 }
 
@@ -248,6 +112,9 @@ pub struct MaxlModelBuilder {
     dir: PathBuf,
     backend: Backend,
     ort_library: Option<PathBuf>,
+    providers: ProviderOptions,
+    threads: ThreadOptions,
+    limits: DecodeLimits,
 }
 
 impl MaxlModelBuilder {
@@ -262,52 +129,113 @@ impl MaxlModelBuilder {
         self
     }
 
-    /// Verifies the manifest's hashes and loads the graphs.
+    pub fn with_providers(mut self, providers: ProviderOptions) -> Self {
+        self.providers = providers;
+        self
+    }
+
+    pub fn with_threads(mut self, threads: ThreadOptions) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Limits for decoding encoded images ([`DecodeLimits::default`] otherwise).
+    pub fn with_decode_limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads the manifest, reads each ONNX file once (the hashed bytes are the loaded bytes),
+    /// checks the manifest against the graphs and loads them.
     pub fn build(self) -> Result<MaxlModel, InferError> {
-        let manifest = Manifest::load(&self.dir)?;
-        let runtime = match self.backend {
-            Backend::Tract => None,
-            _ => Some(crate::runtime::shared(self.ort_library.as_deref())?),
+        let manifest = Manifest::read(&self.dir)?;
+        let hierarchy = manifest.hierarchy().map_err(InferError::Input)?;
+        let runtime = if self.backend.is_ort() {
+            Some(crate::runtime::shared(
+                self.ort_library.as_deref(),
+                self.threads.global_threads,
+            )?)
+        } else {
+            None
         };
-        let m = &manifest.models;
-        let primary = Graph::load(
-            &self.dir.join(&m.primary.path),
-            self.backend,
-            runtime,
-            &m.primary.outputs,
-        )?;
-        let generator = match &m.label_generator {
-            Some(g) => Some(Graph::load(
-                &self.dir.join(&g.path),
+        let i = &manifest.input;
+        let image_dims = [i.channels, i.height, i.width];
+        let load = |file: &maxl_core::manifest::ModelFile, role: Role| {
+            let bytes = manifest.read_model_file(&self.dir, file)?;
+            validate::check(&self.dir, &manifest, file, role, &bytes)?;
+            Graph::load(
+                GraphSpec {
+                    path: &self.dir.join(&file.path),
+                    bytes: &bytes,
+                    inputs: &file.inputs,
+                    outputs: &file.outputs,
+                    image_dims,
+                },
                 self.backend,
                 runtime,
-                &g.outputs,
-            )?),
+                &self.providers,
+                &self.threads,
+            )
+        };
+        let primary = load(&manifest.models.primary, Role::Primary)?;
+        let generator = match &manifest.models.label_generator {
+            Some(g) => Some(load(g, Role::Generator)?),
             None => None,
+        };
+        let shape = ImageShape {
+            channels: i.channels,
+            height: i.height,
+            width: i.width,
         };
         Ok(MaxlModel {
             manifest,
+            hierarchy,
             dir: self.dir,
+            backend: self.backend,
             primary,
             generator,
+            shape,
+            limits: self.limits,
         })
     }
 }
 
 pub struct MaxlModel {
-    pub manifest: Manifest,
-    pub dir: PathBuf,
+    manifest: Manifest,
+    hierarchy: Hierarchy,
+    dir: PathBuf,
+    backend: Backend,
     primary: Graph,
     generator: Option<Graph>,
+    shape: ImageShape,
+    limits: DecodeLimits,
 }
 
-fn two_d(v: Value, what: &str) -> Result<Array2<f32>, InferError> {
-    match v {
-        Value::F32(a) => a
-            .into_dimensionality::<Ix2>()
-            .map_err(|e| InferError::Input(format!("{what}: {e}"))),
-        Value::I64(_) => Err(InferError::Input(format!("{what}: expected f32 output"))),
+impl std::fmt::Debug for MaxlModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaxlModel")
+            .field("dir", &self.dir)
+            .field("backend", &self.backend)
+            .field("providers", &self.providers())
+            .finish_non_exhaustive()
     }
+}
+
+fn two_d(out: &mut std::collections::BTreeMap<String, Output>, name: &str) -> Option<Array2<f32>> {
+    match out.remove(name)? {
+        Output::F32(a) => a.into_dimensionality::<Ix2>().ok(),
+        Output::I64(_) => None,
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
 }
 
 impl MaxlModel {
@@ -317,56 +245,183 @@ impl MaxlModel {
             dir: dir.into(),
             backend: Backend::OrtCpu,
             ort_library: None,
+            providers: ProviderOptions::default(),
+            threads: ThreadOptions::default(),
+            limits: DecodeLimits::default(),
         }
     }
 
+    /// The manifest the model was loaded with (read-only: it was checked against the graphs).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn backend(&self) -> Backend {
-        self.primary.backend
+        self.backend
+    }
+
+    /// The image shape the model takes (C×H×W).
+    pub fn input_shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    pub fn decode_limits(&self) -> &DecodeLimits {
+        &self.limits
     }
 
     pub fn has_generator(&self) -> bool {
         self.generator.is_some()
     }
 
+    /// Sessions per graph (ONNX Runtime's pool size; 1 for tract, whose plan is shared).
+    pub fn sessions(&self) -> usize {
+        self.primary.sessions()
+    }
+
+    /// The execution providers registered for each graph.
+    pub fn providers(&self) -> Providers {
+        Providers {
+            primary: self.primary.providers().to_vec(),
+            label_generator: self.generator.as_ref().map(|g| g.providers().to_vec()),
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.manifest.classes.len()
+    }
+
+    /// A class by folder-safe or display name.
+    pub fn class_index(&self, name: &str) -> Result<usize, InferError> {
+        self.manifest
+            .classes
+            .iter()
+            .position(|c| c.name == name || c.display == name)
+            .ok_or_else(|| InferError::UnknownClass {
+                name: name.to_string(),
+                known: self
+                    .manifest
+                    .classes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Encoded image bytes (PNG or JPEG) → the model's C×H×W input in [0, 1], through the one
+    /// preprocessing path training uses. `what` names the image in errors.
+    pub fn preprocess(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>, InferError> {
+        let px = preprocess::preprocess(bytes, self.shape, &self.limits).map_err(|source| {
+            InferError::Image {
+                what: what.to_string(),
+                source,
+            }
+        })?;
+        Ok(px.into_iter().map(preprocess::unit).collect())
+    }
+
+    /// An image file → the model's input (see [`MaxlModel::preprocess`]).
+    pub fn preprocess_file(&self, path: &Path) -> Result<Vec<f32>, InferError> {
+        let bytes =
+            preprocess::read_file(path, &self.limits).map_err(|source| InferError::Image {
+                what: path.display().to_string(),
+                source,
+            })?;
+        self.preprocess(&bytes, &path.display().to_string())
+    }
+
+    /// A decoded image → the model's input.
+    pub fn preprocess_image(&self, img: &image::DynamicImage) -> Result<Vec<f32>, InferError> {
+        let px = preprocess::convert(img, self.shape).map_err(|source| InferError::Image {
+            what: "image".into(),
+            source,
+        })?;
+        Ok(px.into_iter().map(preprocess::unit).collect())
+    }
+
+    /// Stacks preprocessed images into a batch.
+    pub fn stack(&self, images: &[Vec<f32>]) -> Result<Array4<f32>, InferError> {
+        let s = self.shape;
+        let mut flat = Vec::with_capacity(images.len() * s.len());
+        for (i, im) in images.iter().enumerate() {
+            if im.len() != s.len() {
+                return Err(InferError::Input(format!(
+                    "image {i} has {} values, the model takes {}×{}×{} = {}",
+                    im.len(),
+                    s.channels,
+                    s.height,
+                    s.width,
+                    s.len()
+                )));
+            }
+            flat.extend_from_slice(im);
+        }
+        Array4::from_shape_vec((images.len(), s.channels, s.height, s.width), flat)
+            .map_err(|e| InferError::Input(e.to_string()))
+    }
+
+    /// Shape, finiteness and range: every value must be finite and in [0, 1].
     fn check_images(&self, images: &ArrayView4<'_, f32>) -> Result<(), InferError> {
-        let i = &self.manifest.input;
         let s = images.shape();
-        if s[1..] != [i.channels, i.height, i.width] {
+        let want = [self.shape.channels, self.shape.height, self.shape.width];
+        if s[1..] != want {
             return Err(InferError::Input(format!(
                 "images are {}×{}×{}, the model expects {}×{}×{}",
-                s[1], s[2], s[3], i.channels, i.height, i.width
+                s[1], s[2], s[3], want[0], want[1], want[2]
+            )));
+        }
+        if let Some((idx, v)) = images
+            .indexed_iter()
+            .find(|(_, v)| !(v.is_finite() && (0.0..=1.0).contains(*v)))
+        {
+            return Err(InferError::Input(format!(
+                "images[{}, {}, {}, {}] is {v}; pixels must be finite and in [0, 1]",
+                idx.0, idx.1, idx.2, idx.3
             )));
         }
         Ok(())
     }
 
-    /// Runs the multi-task network on images scaled to [0, 1], [N, C, H, W].
-    pub fn predict(&mut self, images: ArrayView4<'_, f32>) -> Result<Prediction, InferError> {
+    /// Runs the multi-task network on images in [0, 1], [N, C, H, W], in any memory layout.
+    pub fn predict(&self, images: ArrayView4<'_, f32>) -> Result<Prediction, InferError> {
         self.check_images(&images)?;
-        let out = self
+        let standard = images.as_standard_layout();
+        let mut out = self
             .primary
-            .run(&[(maxl_onnx::IMAGE, Value::F32(images.to_owned().into_dyn()))])?;
-        let names = self.manifest.models.primary.outputs.clone();
-        let mut by_name: std::collections::BTreeMap<String, Value> =
-            names.into_iter().zip(out).collect();
-        let mut take = |n: &str| by_name.remove(n).map(|v| two_d(v, n)).transpose();
+            .run(&[Input::F32(standard.view().into_dyn())])?;
+        let missing = |n: &str| InferError::Run {
+            backend: self.backend.name(),
+            message: format!("the primary graph's `{n}` is not an f32 matrix"),
+        };
         Ok(Prediction {
-            primary_probs: take(maxl_onnx::PRIMARY_PROBS)?
-                .ok_or_else(|| InferError::Input("no primary_probs output".into()))?,
-            primary_logits: take(maxl_onnx::PRIMARY_LOGITS)?
-                .ok_or_else(|| InferError::Input("no primary_logits output".into()))?,
-            aux_probs: take(maxl_onnx::AUX_PROBS)?,
-            aux_logits: take(maxl_onnx::AUX_LOGITS)?,
+            primary_probs: two_d(&mut out, maxl_onnx::PRIMARY_PROBS)
+                .ok_or_else(|| missing(maxl_onnx::PRIMARY_PROBS))?,
+            primary_logits: two_d(&mut out, maxl_onnx::PRIMARY_LOGITS)
+                .ok_or_else(|| missing(maxl_onnx::PRIMARY_LOGITS))?,
+            aux_probs: two_d(&mut out, maxl_onnx::AUX_PROBS),
+            aux_logits: two_d(&mut out, maxl_onnx::AUX_LOGITS),
         })
     }
 
     /// Runs the label generator on images in [0, 1] with their primary labels. Labels outside
     /// [0, K) are refused before anything runs.
     pub fn generate_labels(
-        &mut self,
+        &self,
         images: ArrayView4<'_, f32>,
         labels: ArrayView1<'_, i64>,
     ) -> Result<GeneratedLabels, InferError> {
+        let g = self
+            .generator
+            .as_ref()
+            .ok_or_else(|| InferError::NoGenerator(self.manifest.training.method.clone()))?;
         self.check_images(&images)?;
         if labels.len() != images.shape()[0] {
             return Err(InferError::Input(format!(
@@ -375,48 +430,126 @@ impl MaxlModel {
                 images.shape()[0]
             )));
         }
-        let h = self.manifest.hierarchy().map_err(InferError::Input)?;
         for &l in labels {
-            h.check_label(l)
+            self.hierarchy
+                .check_label(l)
                 .map_err(|e| InferError::Input(e.to_string()))?;
         }
-        let method = self.manifest.training.method.clone();
-        let g = self
-            .generator
-            .as_mut()
-            .ok_or(InferError::NoGenerator(method))?;
-        let out = g.run(&[
-            (maxl_onnx::IMAGE, Value::F32(images.to_owned().into_dyn())),
-            (
-                maxl_onnx::PRIMARY_LABEL,
-                Value::I64(labels.to_owned().into_dyn()),
-            ),
+        let standard = images.as_standard_layout();
+        let labels = labels.as_standard_layout();
+        let mut out = g.run(&[
+            Input::F32(standard.view().into_dyn()),
+            Input::I64(labels.view().into_dyn()),
         ])?;
-        let mut it = out.into_iter();
-        let probs = two_d(
-            it.next()
-                .ok_or_else(|| InferError::Input("missing output".into()))?,
-            "aux_label_probs",
-        )?;
-        let slots = match it.next() {
-            Some(Value::I64(a)) => a
-                .into_dimensionality::<Ix1>()
-                .map_err(|e| InferError::Input(e.to_string()))?,
-            _ => {
-                return Err(InferError::Input(
-                    "aux_slot: expected an int64 output".into(),
-                ));
-            }
+        let bad = |n: &str| InferError::Run {
+            backend: self.backend.name(),
+            message: format!("the label generator's `{n}` has the wrong type or shape"),
         };
-        let logits = two_d(
-            it.next()
-                .ok_or_else(|| InferError::Input("missing output".into()))?,
-            "generator_logits",
-        )?;
+        let probs =
+            two_d(&mut out, maxl_onnx::LABEL_PROBS).ok_or_else(|| bad(maxl_onnx::LABEL_PROBS))?;
+        let slots = match out.remove(maxl_onnx::LABEL_SLOT) {
+            Some(Output::I64(a)) => a
+                .into_dimensionality::<Ix1>()
+                .map_err(|_| bad(maxl_onnx::LABEL_SLOT))?,
+            _ => return Err(bad(maxl_onnx::LABEL_SLOT)),
+        };
         Ok(GeneratedLabels {
             probs,
             slots,
-            logits,
+            logits: two_d(&mut out, maxl_onnx::GENERATOR_LOGITS),
         })
+    }
+
+    /// Per image: the primary distribution, the predicted class, the top-k classes and, as
+    /// asked, the label generator's slot. One image's result never depends on the others in
+    /// its batch.
+    pub fn classify(
+        &self,
+        images: ArrayView4<'_, f32>,
+        opts: &Classify<'_>,
+    ) -> Result<Vec<Classification>, InferError> {
+        let n = images.shape()[0];
+        let given = match opts.aux {
+            AuxFor::Given(l) => Some(l.len()),
+            AuxFor::GivenOrPredicted(l) => Some(l.len()),
+            _ => None,
+        };
+        if let Some(len) = given
+            && len != n
+        {
+            return Err(InferError::Input(format!("{len} labels for {n} images")));
+        }
+        if n == 0 {
+            self.check_images(&images)?;
+            return Ok(Vec::new());
+        }
+        let p = self.predict(images.view())?;
+        let classes = &self.manifest.classes;
+        let class_prob = |k: usize, row: &[f32]| ClassProbability {
+            class: k,
+            name: classes[k].name.clone(),
+            probability: row[k],
+        };
+        let mut results: Vec<Classification> = p
+            .primary_probs
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let row = row.to_vec();
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                let top_k = order
+                    .iter()
+                    .take(opts.top_k.min(row.len()))
+                    .map(|&k| class_prob(k, &row))
+                    .collect();
+                Classification {
+                    class: class_prob(argmax(&row), &row),
+                    top_k,
+                    primary: row,
+                    aux: None,
+                }
+            })
+            .collect();
+        let aux_classes: Vec<usize> = match opts.aux {
+            AuxFor::None => return Ok(results),
+            AuxFor::Predicted if self.generator.is_none() => return Ok(results),
+            AuxFor::Predicted => results.iter().map(|r| r.class.class).collect(),
+            AuxFor::Given(labels) => labels.to_vec(),
+            AuxFor::GivenOrPredicted(labels) => labels
+                .iter()
+                .zip(&results)
+                .map(|(l, r)| l.unwrap_or(r.class.class))
+                .collect(),
+        };
+        let labels = Array1::from_iter(aux_classes.iter().map(|&k| k as i64));
+        let g = self.generate_labels(images, labels.view())?;
+        for (j, (r, &k)) in results.iter_mut().zip(&aux_classes).enumerate() {
+            let slots = self.hierarchy.slots(k);
+            let slot = g.slots[j] as usize;
+            let distribution: Vec<f32> = slots.clone().map(|s| g.probs[[j, s]]).collect();
+            r.aux = Some(AuxLabel {
+                class: k,
+                slot,
+                label: self.manifest.aux_slots[slot].clone(),
+                probability: g.probs[[j, slot]],
+                distribution,
+            });
+        }
+        Ok(results)
+    }
+
+    /// [`MaxlModel::classify`] on encoded images; the first bad image fails the call.
+    pub fn classify_encoded(
+        &self,
+        images: &[&[u8]],
+        opts: &Classify<'_>,
+    ) -> Result<Vec<Classification>, InferError> {
+        let pixels = images
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.preprocess(b, &format!("image {i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.classify(self.stack(&pixels)?.view(), opts)
     }
 }

@@ -4,6 +4,11 @@
 //! `ORT_DYLIB_PATH`, or the set-up env file) and loaded once per process. Loading failures —
 //! a missing file, a file that is not a shared library, a too-old ONNX Runtime — are one-line
 //! errors, never the panic that ort's implicit loading would give.
+//!
+//! ONNX Runtime allows one environment per process, so what is set here is process-wide: the
+//! library that is loaded and whether sessions share one global intra-op thread pool. The first
+//! model loaded in a process decides both; later loads that ask for something else get the
+//! environment that exists (and a warning in the log).
 
 use std::path::Path;
 
@@ -32,6 +37,8 @@ pub struct OrtRuntime {
     pub library: Located,
     pub build_info: String,
     pub environment: ort::environment::Environment,
+    /// The global intra-op pool's size, when sessions share one.
+    pub global_threads: Option<usize>,
 }
 
 impl std::fmt::Debug for OrtRuntime {
@@ -44,8 +51,13 @@ impl std::fmt::Debug for OrtRuntime {
 }
 
 impl OrtRuntime {
-    /// Finds and loads the library. `explicit` is the `--ort-lib` option, if given.
-    pub fn load(explicit: Option<&Path>) -> Result<Self, RuntimeError> {
+    /// Finds and loads the library. `explicit` is the `--ort-lib` option, if given;
+    /// `global_threads`, when given, makes every session share one intra-op pool of that many
+    /// threads (0: ONNX Runtime's default, one per core) instead of one pool per session.
+    pub fn load(
+        explicit: Option<&Path>,
+        global_threads: Option<usize>,
+    ) -> Result<Self, RuntimeError> {
         let library = discovery::locate_ort_library(explicit)?;
         let load_err = |message: String| RuntimeError::Load {
             path: library.path.display().to_string(),
@@ -53,8 +65,15 @@ impl OrtRuntime {
             message: one_line(message),
         };
         let builder = ort::init_from(&library.path).map_err(|e| load_err(e.to_string()))?;
+        let mut builder = builder.with_name("maxl");
+        if let Some(n) = global_threads {
+            let pool = ort::environment::GlobalThreadPoolOptions::default()
+                .with_intra_threads(n)
+                .and_then(|p| p.with_spin_control(false))
+                .map_err(|e| RuntimeError::Ort(one_line(e)))?;
+            builder = builder.with_global_thread_pool(pool);
+        }
         let environment = builder
-            .with_name("maxl")
             .build()
             .map_err(|e| RuntimeError::Ort(one_line(e)))?;
         let build_info = one_line(ort::info());
@@ -62,6 +81,7 @@ impl OrtRuntime {
             library,
             build_info,
             environment,
+            global_threads,
         })
     }
 }
@@ -77,10 +97,30 @@ pub(crate) fn one_line(s: impl std::fmt::Display) -> String {
 static SHARED: std::sync::OnceLock<Result<OrtRuntime, String>> = std::sync::OnceLock::new();
 
 /// The process-wide ONNX Runtime (ort allows one environment per process). The first call's
-/// `explicit` library wins; a failure is remembered and reported to every caller.
-pub fn shared(explicit: Option<&Path>) -> Result<&'static OrtRuntime, RuntimeError> {
-    SHARED
-        .get_or_init(|| OrtRuntime::load(explicit).map_err(|e| e.to_string()))
+/// library and thread-pool choice win; a failure is remembered and reported to every caller.
+pub fn shared(
+    explicit: Option<&Path>,
+    global_threads: Option<usize>,
+) -> Result<&'static OrtRuntime, RuntimeError> {
+    let rt = SHARED
+        .get_or_init(|| OrtRuntime::load(explicit, global_threads).map_err(|e| e.to_string()))
         .as_ref()
-        .map_err(|e| RuntimeError::Ort(e.clone()))
+        .map_err(|e| RuntimeError::Ort(e.clone()))?;
+    if let Some(p) = explicit
+        && p != rt.library.path
+    {
+        tracing::warn!(
+            "ONNX Runtime is already loaded from {}; {} is not loaded (one library per process)",
+            rt.library.path.display(),
+            p.display()
+        );
+    }
+    if rt.global_threads != global_threads {
+        tracing::warn!(
+            "the ONNX Runtime environment exists with global thread pool {:?}; {:?} is ignored (process-wide)",
+            rt.global_threads,
+            global_threads
+        );
+    }
+    Ok(rt)
 }

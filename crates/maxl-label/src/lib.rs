@@ -5,17 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use maxl_data::images::{ImageShape, is_image, load_image};
-use maxl_infer::{InferError, MaxlModel};
-use ndarray::{Array1, Array4};
+use maxl_data::images::is_image;
+use maxl_infer::{AuxFor, Classification, Classify, InferError, MaxlModel};
+use maxl_infer_cli::record::{Record, csv_header};
 
 /// One labelled image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Labelled {
     pub path: PathBuf,
-    pub class: usize,
-    pub slot: usize,
-    pub probability: f32,
+    pub result: Classification,
 }
 
 /// An item that could not be labelled, with the reason (one line that names the file).
@@ -73,46 +71,40 @@ pub fn scan(input: &Path) -> Result<Vec<(PathBuf, String)>, LabelError> {
 
 /// Labels `items` in batches of `batch`; `progress` is called with the number of items done.
 pub fn label(
-    model: &mut MaxlModel,
+    model: &MaxlModel,
     items: &[(PathBuf, String)],
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, LabelError> {
-    let i = &model.manifest.input;
-    let shape = ImageShape {
-        channels: i.channels,
-        height: i.height,
-        width: i.width,
-    };
-    let classes = model.manifest.classes.clone();
     let mut report = Report::default();
     let mut done = 0;
     for chunk in items.chunks(batch.max(1)) {
         let mut pixels = Vec::new();
         let mut ok: Vec<(PathBuf, usize)> = Vec::new();
         for (path, folder) in chunk {
-            let Some(k) = classes
-                .iter()
-                .position(|c| c.name == *folder || c.display == *folder)
-            else {
-                report.skipped.push(Skipped {
-                    path: path.clone(),
-                    reason: format!(
-                        "{}: folder `{folder}` is not a class of the model ({} classes: {})",
-                        path.display(),
-                        classes.len(),
-                        classes
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-                continue;
+            let k = match model.class_index(folder) {
+                Ok(k) => k,
+                Err(_) => {
+                    let classes = &model.manifest().classes;
+                    report.skipped.push(Skipped {
+                        path: path.clone(),
+                        reason: format!(
+                            "{}: folder `{folder}` is not a class of the model ({} classes: {})",
+                            path.display(),
+                            classes.len(),
+                            classes
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                    continue;
+                }
             };
-            match load_image(path, shape) {
+            match model.preprocess_file(path) {
                 Ok(p) => {
-                    pixels.extend(p.into_iter().map(|v| v as f32 / 255.0));
+                    pixels.push(p);
                     ok.push((path.clone(), k));
                 }
                 Err(e) => report.skipped.push(Skipped {
@@ -122,21 +114,17 @@ pub fn label(
             }
         }
         if !ok.is_empty() {
-            let x = Array4::from_shape_vec(
-                (ok.len(), shape.channels, shape.height, shape.width),
-                pixels,
-            )
-            .expect("decoded to the model's shape");
-            let y = Array1::from_iter(ok.iter().map(|(_, k)| *k as i64));
-            let out = model.generate_labels(x.view(), y.view())?;
-            for (j, (path, k)) in ok.into_iter().enumerate() {
-                let slot = out.slots[j] as usize;
-                report.labelled.push(Labelled {
-                    path,
-                    class: k,
-                    slot,
-                    probability: out.probs[[j, slot]],
-                });
+            let x = model.stack(&pixels)?;
+            let classes: Vec<usize> = ok.iter().map(|(_, k)| *k).collect();
+            let out = model.classify(
+                x.view(),
+                &Classify {
+                    top_k: 1,
+                    aux: AuxFor::Given(&classes),
+                },
+            )?;
+            for ((path, _), result) in ok.into_iter().zip(out) {
+                report.labelled.push(Labelled { path, result });
             }
         }
         done += chunk.len();
@@ -145,36 +133,28 @@ pub fn label(
     Ok(report)
 }
 
-/// The CSV text: `path,class,aux_slot,aux_label,probability`.
+/// The CSV text, with the columns of `maxl-infer predict`:
+/// `path,class,class_probability,aux_slot,aux_label,aux_probability` (class: the folder's).
 pub fn to_csv(model: &MaxlModel, report: &Report) -> String {
-    let mut s = String::from("path,class,aux_slot,aux_label,probability\n");
+    let mut s = csv_header();
     for l in &report.labelled {
-        let path = l.path.display().to_string();
-        let path = if path.contains(',') || path.contains('"') {
-            format!("\"{}\"", path.replace('"', "\"\""))
-        } else {
-            path
-        };
-        s.push_str(&format!(
-            "{path},{},{},{},{:.6}\n",
-            model.manifest.classes[l.class].name,
-            l.slot,
-            model.manifest.aux_slots[l.slot],
-            l.probability
-        ));
+        let r = Record::new(model, Some(l.path.display().to_string()), &l.result);
+        s.push_str(&r.csv_line());
     }
     s
 }
 
 /// Per class: images labelled and how many went to each of its slots.
 pub fn summary(model: &MaxlModel, report: &Report) -> String {
-    let h = model.manifest.hierarchy().expect("validated manifest");
+    let h = model.hierarchy();
     let mut counts = vec![0usize; h.num_aux()];
     for l in &report.labelled {
-        counts[l.slot] += 1;
+        if let Some(a) = &l.result.aux {
+            counts[a.slot] += 1;
+        }
     }
     let mut s = String::new();
-    for (k, c) in model.manifest.classes.iter().enumerate() {
+    for (k, c) in model.manifest().classes.iter().enumerate() {
         let per: Vec<String> = h.slots(k).map(|j| counts[j].to_string()).collect();
         let n: usize = h.slots(k).map(|j| counts[j]).sum();
         if n > 0 {

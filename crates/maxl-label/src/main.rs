@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use maxl_infer::ModelArgs;
+use maxl_infer_cli::args::{ModelArgs, init_logging};
 use tracing::info;
 
 /// Label every image in INPUT/<class>/ with the auxiliary sub-class MAXL's label generator
 /// assigns it (one of its class's ψ slots), and write a CSV
-/// `path,class,aux_slot,aux_label,probability`. Unreadable images and folders that are not
+/// `path,class,class_probability,aux_slot,aux_label,aux_probability` (the columns of
+/// `maxl-infer predict`; class_probability is the primary head's probability of the folder's class). Unreadable images and folders that are not
 /// classes of the model are reported and skipped; the exit status is 1 when any were.
 #[derive(Parser)]
 #[command(name = "maxl-label", version)]
@@ -36,14 +37,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logging(level);
     match run(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -56,13 +50,13 @@ fn main() -> ExitCode {
 
 /// Ok(false): finished, but some items were skipped.
 fn run(cli: &Cli) -> anyhow::Result<bool> {
-    let backend = cli.model_args.backend;
-    let mut model = cli.model_args.load()?;
+    let backend = cli.model_args.backend();
+    let model = cli.model_args.load()?;
     if !model.has_generator() {
         anyhow::bail!(
             "{}: the model has no label generator (trained with method `{}`)",
             cli.model_args.model.display(),
-            model.manifest.training.method
+            model.manifest().training.method
         );
     }
     let items = maxl_label::scan(&cli.input)?;
@@ -89,7 +83,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let report = maxl_label::label(&mut model, &items, cli.batch_size, &mut |done| {
+    let report = maxl_label::label(&model, &items, cli.batch_size, &mut |done| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

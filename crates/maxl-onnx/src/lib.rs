@@ -36,6 +36,8 @@ pub const AUX_LOGITS: &str = "aux_logits";
 pub const LABEL_PROBS: &str = "aux_label_probs";
 pub const LABEL_SLOT: &str = "aux_slot";
 pub const GENERATOR_LOGITS: &str = "generator_logits";
+/// The label generator's constant K × A ψ mask.
+pub const PSI_MASK_TABLE: &str = "psi_mask_table";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -366,7 +368,7 @@ pub fn label_generator_model(
     let feats = g.backbone(arch, w, opts);
     let logits = g.head(w, &feats, GENERATOR_HEAD, GENERATOR_LOGITS);
     let table = g.init(
-        "psi_mask_table",
+        PSI_MASK_TABLE,
         &[hierarchy.num_primary(), a],
         &hierarchy.mask_table(),
     );
@@ -413,4 +415,96 @@ pub fn label_generator_model(
 /// The serialised model.
 pub fn to_bytes(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
+}
+
+/// An input or output of a graph as its file declares it: name, element type and dimensions
+/// (`None` for a symbolic dimension such as the batch `N`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorDecl {
+    pub name: String,
+    pub elem_type: i32,
+    pub dims: Vec<Option<usize>>,
+}
+
+impl TensorDecl {
+    pub fn is_f32(&self) -> bool {
+        self.elem_type == pb::tensor_proto::DataType::Float as i32
+    }
+
+    pub fn is_i64(&self) -> bool {
+        self.elem_type == pb::tensor_proto::DataType::Int64 as i32
+    }
+}
+
+/// What a serialised graph declares, read without building it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphDecl {
+    pub inputs: Vec<TensorDecl>,
+    pub outputs: Vec<TensorDecl>,
+    /// The label generator's K × A ψ mask (`psi_mask_table`), when the graph has one.
+    pub psi_mask: Option<Array>,
+}
+
+/// Parses an ONNX file's bytes and lists its declared inputs, outputs and ψ mask.
+pub fn describe(bytes: &[u8]) -> Result<GraphDecl, String> {
+    let model = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = model
+        .graph
+        .ok_or_else(|| "not an ONNX model: no graph".to_string())?;
+    let decl = |v: &pb::ValueInfoProto| {
+        let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(pb::type_proto::Value::TensorType(t)) => Some(t),
+            _ => None,
+        };
+        let dims = tensor
+            .and_then(|t| t.shape.as_ref())
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => {
+                            Some(v as usize)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        TensorDecl {
+            name: v.name.clone(),
+            elem_type: tensor.map_or(0, |t| t.elem_type),
+            dims,
+        }
+    };
+    let inits: std::collections::BTreeSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let psi_mask = graph
+        .initializer
+        .iter()
+        .find(|t| t.name == PSI_MASK_TABLE)
+        .map(|t| {
+            let data = if t.raw_data.is_empty() {
+                t.float_data.clone()
+            } else {
+                t.raw_data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
+            Array {
+                shape: t.dims.iter().map(|&d| d.max(0) as usize).collect(),
+                data,
+            }
+        });
+    Ok(GraphDecl {
+        // Older exporters list initializers among the inputs; they are not fed.
+        inputs: graph
+            .input
+            .iter()
+            .filter(|v| !inits.contains(v.name.as_str()))
+            .map(decl)
+            .collect(),
+        outputs: graph.output.iter().map(decl).collect(),
+        psi_mask,
+    })
 }

@@ -90,6 +90,14 @@ fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Logits are compared relative to their scale: `max_diff / max(1, max |reference|)`. Thirteen
+/// f32 convolutions (vgg16) put a few 1e-6 of relative noise on logits of size ~30, and
+/// probabilities are compared absolutely.
+fn max_logit_diff(a: &Array2<f32>, reference: &Array2<f32>) -> f32 {
+    let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    max_diff(a, reference) / scale
+}
+
 /// Deterministic pseudo-random images in [0, 1] and labels in [0, k).
 fn inputs(n: usize, arch: &Architecture, k: usize, seed: u64) -> (Array4<f32>, Array1<i64>) {
     let i = &arch.input;
@@ -111,15 +119,15 @@ fn inputs(n: usize, arch: &Architecture, k: usize, seed: u64) -> (Array4<f32>, A
 struct Reference {
     primary_logits: Array2<f32>,
     primary_probs: Array2<f32>,
-    aux_logits: Array2<f32>,
-    aux_probs: Array2<f32>,
-    gen_logits: Array2<f32>,
-    gen_probs: Array2<f32>,
+    /// Auxiliary logits and probabilities, unless single-task.
+    aux: Option<(Array2<f32>, Array2<f32>)>,
+    /// The generator's logits and masked probabilities, when there is one.
+    generator: Option<(Array2<f32>, Array2<f32>)>,
 }
 
 fn reference(
     f: &MultiTaskNet,
-    g: &LabelGenerator,
+    g: Option<&LabelGenerator>,
     images: &Array4<f32>,
     labels: &Array1<i64>,
 ) -> Reference {
@@ -128,83 +136,121 @@ fn reference(
     let y = Tensor::from_slice(labels.as_slice().unwrap());
     tch::no_grad(|| {
         let out = f.forward(&x, BatchNorm::Running);
-        let aux = out.aux.unwrap();
-        let gl = g.logits_with(&x, &g.store.params, BatchNorm::Running);
-        let gp = mask_softmax(&gl, &g.mask_table.index_select(0, &y));
+        let generator = g.map(|g| {
+            let gl = g.logits_with(&x, &g.store.params, BatchNorm::Running);
+            let gp = mask_softmax(&gl, &g.mask_table.index_select(0, &y));
+            (to_array2(&gl), to_array2(&gp))
+        });
         Reference {
             primary_probs: to_array2(&out.primary.softmax(-1, Kind::Float)),
             primary_logits: to_array2(&out.primary),
-            aux_probs: to_array2(&aux.softmax(-1, Kind::Float)),
-            aux_logits: to_array2(&aux),
-            gen_logits: to_array2(&gl),
-            gen_probs: to_array2(&gp),
+            aux: out
+                .aux
+                .map(|a| (to_array2(&a), to_array2(&a.softmax(-1, Kind::Float)))),
+            generator,
         }
     })
 }
 
-fn compare(dir: &Path, f: &MultiTaskNet, g: &LabelGenerator, what: &str) {
+fn compare(
+    dir: &Path,
+    f: &MultiTaskNet,
+    g: Option<&LabelGenerator>,
+    what: &str,
+    batches: &[usize],
+) {
     let k = f.num_primary;
     for backend in [Backend::OrtCpu, Backend::Tract] {
-        let mut model = MaxlModel::builder(dir)
+        let model = MaxlModel::builder(dir)
             .with_backend(backend)
             .build()
             .unwrap_or_else(|e| panic!("{what} {backend:?}: {e}"));
-        for n in [1, 3, 64] {
+        assert_eq!(model.has_generator(), g.is_some(), "{what}");
+        for &n in batches {
             let (images, labels) = inputs(n, &f.arch, k, n as u64);
             let r = reference(f, g, &images, &labels);
             let p = model.predict(images.view()).unwrap();
-            let l = model.generate_labels(images.view(), labels.view()).unwrap();
-            let checks = [
+            let mut checks = vec![
                 (
                     "primary_logits",
-                    max_diff(&p.primary_logits, &r.primary_logits),
+                    max_logit_diff(&p.primary_logits, &r.primary_logits),
                 ),
                 (
                     "primary_probs",
                     max_diff(&p.primary_probs, &r.primary_probs),
                 ),
-                (
-                    "aux_logits",
-                    max_diff(p.aux_logits.as_ref().unwrap(), &r.aux_logits),
-                ),
-                (
-                    "aux_probs",
-                    max_diff(p.aux_probs.as_ref().unwrap(), &r.aux_probs),
-                ),
-                ("generator_logits", max_diff(&l.logits, &r.gen_logits)),
-                ("aux_label_probs", max_diff(&l.probs, &r.gen_probs)),
             ];
+            match (&r.aux, &p.aux_logits, &p.aux_probs) {
+                (Some((logits, probs)), Some(pl), Some(pp)) => {
+                    checks.push(("aux_logits", max_logit_diff(pl, logits)));
+                    checks.push(("aux_probs", max_diff(pp, probs)));
+                }
+                (None, None, None) => {}
+                _ => panic!("{what}, {backend:?}: auxiliary outputs differ in presence"),
+            }
+            if let Some((gen_logits, gen_probs)) = &r.generator {
+                let l = model.generate_labels(images.view(), labels.view()).unwrap();
+                checks.push((
+                    "generator_logits",
+                    max_logit_diff(l.logits.as_ref().unwrap(), gen_logits),
+                ));
+                checks.push(("aux_label_probs", max_diff(&l.probs, gen_probs)));
+                let argmax: Vec<i64> = gen_probs
+                    .rows()
+                    .into_iter()
+                    .map(|row| {
+                        row.iter()
+                            .enumerate()
+                            .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                            .0 as i64
+                    })
+                    .collect();
+                assert_eq!(
+                    l.slots.to_vec(),
+                    argmax,
+                    "{what}, {backend:?}, batch {n}: aux_slot"
+                );
+            } else {
+                let e = model
+                    .generate_labels(images.view(), labels.view())
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("no label generator"), "{e}");
+            }
             for (name, d) in checks {
                 assert!(
                     d <= TOL,
                     "{what}, {backend:?}, batch {n}: {name} differs by {d:e}"
                 );
             }
-            let argmax: Vec<i64> = r
-                .gen_probs
-                .rows()
-                .into_iter()
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                        .0 as i64
-                })
-                .collect();
-            assert_eq!(
-                l.slots.to_vec(),
-                argmax,
-                "{what}, {backend:?}, batch {n}: aux_slot"
-            );
         }
     }
 }
 
 fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerator) {
+    let (f, g) = export_random_with(dir, opts, "small", true, 1.0);
+    (f, g.unwrap())
+}
+
+/// Random weights for `preset`, exported with (`generator`) or without a label generator
+/// (the `single` baseline: no auxiliary head either).
+fn export_random_with(
+    dir: &Path,
+    opts: ExportOptions,
+    preset: &str,
+    generator: bool,
+    generator_head_scale: f64,
+) -> (MultiTaskNet, Option<LabelGenerator>) {
     tch::manual_seed(11);
-    let arch = Architecture::preset("small").unwrap();
+    let arch = Architecture::preset(preset).unwrap();
     let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
-    let f = MultiTaskNet::new(&arch, 3, 6, Kind::Float, Device::Cpu);
+    let f = MultiTaskNet::new(
+        &arch,
+        3,
+        if generator { 6 } else { 0 },
+        Kind::Float,
+        Device::Cpu,
+    );
     let g = LabelGenerator::new(&arch, &h, Kind::Float, Device::Cpu);
     randomise(&f.store);
     randomise(&g.store);
@@ -219,7 +265,25 @@ fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerat
         &g.store,
         &arch,
     );
-    let config = TrainConfig::default();
+    if generator_head_scale != 1.0 {
+        tch::no_grad(|| {
+            for (spec, t) in g
+                .store
+                .specs
+                .iter()
+                .filter(|s| s.kind.is_trainable())
+                .zip(&g.store.params)
+            {
+                if spec.name.ends_with(".2.weight") {
+                    t.shallow_clone().copy_(&(t * generator_head_scale));
+                }
+            }
+        });
+    }
+    let mut config = TrainConfig::default();
+    if !generator {
+        config.method = maxl_core::config::Method::Single;
+    }
     let names = vec!["T-shirt/top".to_string(), "Bag".into(), "Ankle boot".into()];
     let info = ExportInfo {
         config: &config,
@@ -229,7 +293,7 @@ fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerat
         epochs: 0,
         primary_test_accuracy: None,
     };
-    let m = export(dir, &f, Some(&g), &info, opts).unwrap();
+    let m = export(dir, &f, generator.then_some(&g), &info, opts).unwrap();
     assert_eq!(
         m.aux_slots,
         vec![
@@ -241,7 +305,7 @@ fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerat
             "Ankle_boot.2"
         ]
     );
-    (f, g)
+    (f, generator.then_some(g))
 }
 
 #[test]
@@ -257,10 +321,34 @@ fn random_weights_match_in_tch_ort_and_tract() {
         compare(
             dir.path(),
             &f,
-            &g,
+            Some(&g),
             &format!("random weights (fold_batch_norm = {fold})"),
+            &[1, 3, 64],
         );
     }
+}
+
+#[test]
+fn a_random_vgg16_export_matches_in_tch_ort_and_tract() {
+    // RGB input, multi-conv blocks, randomised batch-norm statistics.
+    let dir = tempfile::tempdir().unwrap();
+    let (f, g) = export_random_with(dir.path(), ExportOptions::default(), "vgg16", true, 1.0);
+    compare(dir.path(), &f, g.as_ref(), "vgg16 random weights", &[1, 4]);
+}
+
+#[test]
+fn a_single_task_export_without_a_generator_matches_in_tch_ort_and_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, g) = export_random_with(dir.path(), ExportOptions::default(), "small", false, 1.0);
+    assert!(g.is_none());
+    assert!(!dir.path().join("label_generator.onnx").exists());
+    compare(
+        dir.path(),
+        &f,
+        None,
+        "single-task random weights",
+        &[1, 3, 64],
+    );
 }
 
 #[test]
@@ -292,24 +380,33 @@ fn the_committed_trained_model_matches_its_weights() {
         store: fs,
     };
     let g = LabelGenerator::with_store(&arch, &h, gs);
-    compare(&dir, &f, &g, "committed model");
+    compare(&dir, &f, Some(&g), "committed model", &[1, 3, 64]);
 }
 
 #[test]
-fn generated_labels_are_exactly_zero_off_class_even_for_extreme_inputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (f, _) = export_random(dir.path(), ExportOptions::default());
+fn generated_labels_are_exactly_zero_off_class_even_for_extreme_logits() {
     let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
-    for backend in [Backend::OrtCpu, Backend::Tract] {
-        let mut model = MaxlModel::builder(dir.path())
-            .with_backend(backend)
-            .build()
-            .unwrap();
-        for scale in [1.0f32, 1e3] {
+    // Logits of a usual size, and ×1000 (the generator's output layer scaled before export).
+    for scale in [1.0f64, 1e3] {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = export_random_with(dir.path(), ExportOptions::default(), "small", true, scale);
+        for backend in [Backend::OrtCpu, Backend::Tract] {
+            let model = MaxlModel::builder(dir.path())
+                .with_backend(backend)
+                .build()
+                .unwrap();
             let (images, _) = inputs(9, &f.arch, 3, 5);
-            let images = images * scale;
             let labels = Array1::from_vec(vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2]);
             let out = model.generate_labels(images.view(), labels.view()).unwrap();
+            let largest = out
+                .logits
+                .as_ref()
+                .unwrap()
+                .iter()
+                .fold(0.0f32, |m, v| m.max(v.abs()));
+            if scale > 1.0 {
+                assert!(largest > 100.0, "{backend:?}: logits up to {largest} only");
+            }
             for (row, &y) in out.probs.rows().into_iter().zip(&labels) {
                 let slots = h.slots(y as usize);
                 assert!(
@@ -327,17 +424,19 @@ fn generated_labels_are_exactly_zero_off_class_even_for_extreme_inputs() {
             for (&s, &y) in out.slots.iter().zip(&labels) {
                 assert!(h.slots(y as usize).contains(&(s as usize)));
             }
+            // Labels outside [0, K) are refused before anything runs.
+            let e = model
+                .generate_labels(
+                    images.slice(ndarray::s![..2, .., .., ..]),
+                    Array1::from_vec(vec![0, 3]).view(),
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("label 3 is outside the primary classes [0, 3)"),
+                "{e}"
+            );
         }
-        // Labels outside [0, K) are refused before anything runs.
-        let (images, _) = inputs(2, &f.arch, 3, 1);
-        let e = model
-            .generate_labels(images.view(), Array1::from_vec(vec![0, 3]).view())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("label 3 is outside the primary classes [0, 3)"),
-            "{e}"
-        );
     }
 }
 
@@ -388,8 +487,7 @@ fn a_manifest_that_does_not_match_its_files_is_refused() {
         let e = MaxlModel::builder(dir.path())
             .with_backend(backend)
             .build()
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             e.contains("label_generator.onnx: SHA-256") && e.contains("does not match"),

@@ -1,0 +1,421 @@
+//! `maxl-infer bench`: what a deployment needs to size itself, measured in one run.
+//!
+//! * Each backend: images/s and p50/p99 call latency of `classify` (primary head + label
+//!   generator for the predicted class) at batch 1, 8 and 64.
+//! * The ONNX Runtime session pool: calls/s of 2 threads making batch-1 calls on a 2-session pool
+//!   (1 intra-op thread each), against the same threads on a 1-session model behind a `Mutex`.
+//! * The server, under a bounded load generator on 127.0.0.1 (C concurrent clients, a fixed
+//!   number of requests): requests/s and p50/p99 with dynamic batching on and off.
+//!
+//! Inputs are deterministic pseudo-random images; `--save-inputs` writes them so that
+//! `scripts/bench_infer.py` runs the same model on the same inputs in onnxruntime-python.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use maxl_infer::{AuxFor, Backend, Classify, MaxlModel, ThreadOptions};
+use ndarray::{Array4, s};
+use serde::Serialize;
+
+use crate::args::ModelArgs;
+use crate::server::{self, ServeOptions};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub backends: Vec<Backend>,
+    pub batches: Vec<usize>,
+    /// Least time spent on each measurement.
+    pub min_time: Duration,
+    /// Concurrent clients for the server measurements (each also measured with 1 client).
+    pub clients: usize,
+    /// Requests per server measurement.
+    pub requests: usize,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub skip_server: bool,
+    pub skip_pool: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub backend: String,
+    pub batch: usize,
+    pub calls: usize,
+    pub images_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolScaling {
+    pub threads: usize,
+    pub one_session_calls_per_s: f64,
+    pub two_sessions_calls_per_s: f64,
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerLoad {
+    pub batching: bool,
+    pub max_batch: usize,
+    pub max_wait_ms: f64,
+    pub clients: usize,
+    pub requests: usize,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub cores: usize,
+    pub throughput: Vec<Throughput>,
+    pub pool: Option<PoolScaling>,
+    pub server: Vec<ServerLoad>,
+}
+
+/// Deterministic pseudo-random images in [0, 1].
+pub fn inputs(n: usize, c: usize, h: usize, w: usize) -> Array4<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    Array4::from_shape_simple_fn((n, c, h, w), || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as u32 & 0xFF) as f32 / 255.0
+    })
+}
+
+/// Raw little-endian f32, N×C×H×W (the shape is the model's).
+pub fn save_inputs(path: &Path, x: &Array4<f32>) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5) * 1e3, percentile(&v, 0.99) * 1e3)
+}
+
+fn throughput(
+    model: &MaxlModel,
+    x: &Array4<f32>,
+    batch: usize,
+    min_time: Duration,
+) -> anyhow::Result<Throughput> {
+    let b = x.slice(s![..batch, .., .., ..]);
+    let opts = Classify {
+        top_k: 1,
+        aux: AuxFor::Predicted,
+    };
+    for _ in 0..3 {
+        model.classify(b.view(), &opts)?;
+    }
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < min_time || lat.len() < 10 {
+        let t = Instant::now();
+        model.classify(b.view(), &opts)?;
+        lat.push(t.elapsed().as_secs_f64());
+    }
+    let total = start.elapsed().as_secs_f64();
+    let calls = lat.len();
+    let (p50_ms, p99_ms) = ms(lat);
+    Ok(Throughput {
+        backend: model.backend().name().into(),
+        batch,
+        calls,
+        images_per_s: (calls * batch) as f64 / total,
+        p50_ms,
+        p99_ms,
+    })
+}
+
+/// Calls/s of `threads` threads making batch-1 calls on one shared model for `min_time`; with
+/// `lock`, each call holds it (one model behind a `Mutex`, as without a session pool).
+fn calls_per_s(
+    model: &MaxlModel,
+    x: &Array4<f32>,
+    threads: usize,
+    min_time: Duration,
+    lock: Option<&std::sync::Mutex<()>>,
+) -> f64 {
+    let b = x.slice(s![..1, .., .., ..]);
+    let opts = Classify {
+        top_k: 1,
+        aux: AuxFor::Predicted,
+    };
+    for _ in 0..3 {
+        let _ = model.classify(b.view(), &opts);
+    }
+    let calls = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while start.elapsed() < min_time {
+                    let _held = lock.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+                    if model.classify(b.view(), &opts).is_ok() {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    calls.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A PNG of image `i` of `x` (grey or RGB).
+pub fn png(x: &Array4<f32>, i: usize) -> Vec<u8> {
+    let (c, h, w) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+    let px = |ch: usize, yy: usize, xx: usize| (x[[i, ch, yy, xx]] * 255.0).round() as u8;
+    let img = if c == 1 {
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(w as u32, h as u32, |xx, yy| {
+            image::Luma([px(0, yy as usize, xx as usize)])
+        }))
+    } else {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w as u32, h as u32, |xx, yy| {
+            image::Rgb([0, 1, 2].map(|ch| px(ch, yy as usize, xx as usize)))
+        }))
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding to memory");
+    out.into_inner()
+}
+
+/// `requests` POSTs of `bodies` (round robin) to `url` from `clients` threads.
+pub fn load(
+    url: &str,
+    bodies: &[Vec<u8>],
+    clients: usize,
+    requests: usize,
+) -> (f64, Vec<f64>, usize) {
+    let next = AtomicUsize::new(0);
+    let errors = AtomicUsize::new(0);
+    let start = Instant::now();
+    let latencies: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= requests {
+                            break;
+                        }
+                        let t = Instant::now();
+                        let ok = agent
+                            .post(url)
+                            .content_type("image/png")
+                            .send(&bodies[i % bodies.len()][..])
+                            .ok()
+                            .and_then(|mut r| {
+                                let ok = r.status().is_success();
+                                r.body_mut().read_to_vec().ok().map(|_| ok)
+                            })
+                            .unwrap_or(false);
+                        lat.push(t.elapsed().as_secs_f64());
+                        if !ok {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    (rate, latencies, errors.load(Ordering::Relaxed))
+}
+
+fn server_load(
+    model: Arc<MaxlModel>,
+    bodies: &[Vec<u8>],
+    opts: ServeOptions,
+    clients: usize,
+    requests: usize,
+) -> anyhow::Result<ServerLoad> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.block_on(server::start(
+        model,
+        "127.0.0.1:0".parse()?,
+        opts.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ))?;
+    let url = format!("http://{}/v1/predict", server.addr);
+    // Warm-up, then the measurement.
+    load(&url, bodies, clients, (clients * 2).min(requests));
+    let (rate, lat, errors) = load(&url, bodies, clients, requests);
+    let _ = stop.send(());
+    rt.block_on(server.wait())?;
+    let (p50_ms, p99_ms) = ms(lat);
+    Ok(ServerLoad {
+        batching: opts.max_batch > 1,
+        max_batch: opts.max_batch,
+        max_wait_ms: opts.max_wait.as_secs_f64() * 1e3,
+        clients,
+        requests,
+        requests_per_s: rate,
+        p50_ms,
+        p99_ms,
+        errors,
+    })
+}
+
+/// Runs every measurement; prints a table to `out` as it goes.
+pub fn run(
+    args: &ModelArgs,
+    opts: &BenchOptions,
+    save: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<BenchReport> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = BenchReport {
+        model: args.model.display().to_string(),
+        cores,
+        throughput: Vec::new(),
+        pool: None,
+        server: Vec::new(),
+    };
+    let max_b = opts.batches.iter().copied().max().unwrap_or(64).max(64);
+    let mut x = None;
+    writeln!(out, "model {} on {cores} cores", args.model.display())?;
+    writeln!(
+        out,
+        "{:<10} {:>6} {:>12} {:>10} {:>10}",
+        "backend", "batch", "images/s", "p50 ms", "p99 ms"
+    )?;
+    for &backend in &opts.backends {
+        let mut a = args.clone();
+        a.backend = match backend {
+            Backend::OrtCpu => crate::args::BackendArg::OrtCpu,
+            Backend::OrtCuda => crate::args::BackendArg::OrtCuda,
+            Backend::OrtTensorRt => crate::args::BackendArg::OrtTensorRt,
+            Backend::Tract => crate::args::BackendArg::Tract,
+        };
+        let model = a.load()?;
+        let s = model.input_shape();
+        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
+        if let Some(p) = save {
+            save_inputs(p, xs)?;
+        }
+        for &batch in &opts.batches {
+            let t = throughput(&model, xs, batch, opts.min_time)?;
+            writeln!(
+                out,
+                "{:<10} {:>6} {:>12.1} {:>10.3} {:>10.3}",
+                t.backend, t.batch, t.images_per_s, t.p50_ms, t.p99_ms
+            )?;
+            report.throughput.push(t);
+        }
+    }
+    let needs_ort_model = !opts.skip_pool || !opts.skip_server;
+    if !needs_ort_model {
+        return Ok(report);
+    }
+    let load_with = |sessions: usize, intra: Option<usize>| {
+        let mut a = args.clone();
+        a.backend = crate::args::BackendArg::OrtCpu;
+        MaxlModel::builder(&a.model)
+            .with_ort_library(a.ort_lib.clone())
+            .with_threads(ThreadOptions {
+                sessions,
+                intra_threads: intra,
+                global_threads: None,
+            })
+            .build()
+    };
+    if !opts.skip_pool {
+        let one = load_with(1, Some(1))?;
+        let s = one.input_shape();
+        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
+        let a = calls_per_s(&one, xs, 2, opts.min_time, Some(&std::sync::Mutex::new(())));
+        drop(one);
+        let two = load_with(2, Some(1))?;
+        let b = calls_per_s(&two, xs, 2, opts.min_time, None);
+        let p = PoolScaling {
+            threads: 2,
+            one_session_calls_per_s: a,
+            two_sessions_calls_per_s: b,
+            ratio: b / a,
+        };
+        writeln!(
+            out,
+            "\nort-cpu pool, 2 threads of batch-1 calls, 1 intra-op thread per session:\n  1 session behind a lock {:.1} calls/s, 2-session pool {:.1} calls/s: {:.2}×",
+            p.one_session_calls_per_s, p.two_sessions_calls_per_s, p.ratio
+        )?;
+        report.pool = Some(p);
+    }
+    if !opts.skip_server {
+        let model = Arc::new(load_with(1, None)?);
+        let s = model.input_shape();
+        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
+        let bodies: Vec<Vec<u8>> = (0..xs.shape()[0]).map(|i| png(xs, i)).collect();
+        writeln!(
+            out,
+            "\nserver (ort-cpu, 1 worker), {} requests per row:\n{:<9} {:>8} {:>12} {:>10} {:>10} {:>7}",
+            opts.requests, "batching", "clients", "requests/s", "p50 ms", "p99 ms", "errors"
+        )?;
+        for clients in [opts.clients, 1] {
+            for batching in [true, false] {
+                let so = ServeOptions {
+                    max_batch: if batching { opts.max_batch } else { 1 },
+                    max_wait: if batching {
+                        opts.max_wait
+                    } else {
+                        Duration::ZERO
+                    },
+                    workers: 1,
+                    ..ServeOptions::default()
+                };
+                let requests = if clients == 1 {
+                    opts.requests.min(500)
+                } else {
+                    opts.requests
+                };
+                let l = server_load(model.clone(), &bodies, so, clients, requests)?;
+                writeln!(
+                    out,
+                    "{:<9} {:>8} {:>12.1} {:>10.3} {:>10.3} {:>7}",
+                    if l.batching { "on" } else { "off" },
+                    l.clients,
+                    l.requests_per_s,
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.errors
+                )?;
+                report.server.push(l);
+            }
+        }
+    }
+    Ok(report)
+}
