@@ -70,9 +70,19 @@ fn maxl_train_runs_without_ld_library_path() {
     }
 }
 
+/// `cargo tree -p krate` with one dependency per line; fails the test unless cargo succeeds.
+fn cargo_tree(krate: &str, args: &[&str]) -> common::Run {
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let r = run(Command::new(cargo)
+        .args(["tree", "--prefix", "none", "-p", krate])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    r.assert_ok();
+    r
+}
+
 #[test]
 fn inference_crates_do_not_depend_on_libtorch() {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
     for krate in [
         "maxl-infer",
         "maxl-infer-cli",
@@ -81,18 +91,7 @@ fn inference_crates_do_not_depend_on_libtorch() {
         "maxl-core",
         "maxl-data",
     ] {
-        let r = run(Command::new(cargo)
-            .args([
-                "tree",
-                "--prefix",
-                "none",
-                "-e",
-                "normal,build",
-                "-p",
-                krate,
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR")));
-        r.assert_ok();
+        let r = cargo_tree(krate, &["-e", "normal,build"]);
         assert!(r.stdout.contains(krate), "{}", r.stdout);
         for banned in ["tch ", "torch-sys"] {
             assert!(
@@ -135,19 +134,7 @@ fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
 
 #[test]
 fn the_inference_library_compiles_no_cli_logging_or_server_code() {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let r = run(Command::new(cargo)
-        .args([
-            "tree",
-            "--prefix",
-            "none",
-            "-e",
-            "normal,build",
-            "-p",
-            "maxl-infer",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR")));
-    r.assert_ok();
+    let r = cargo_tree("maxl-infer", &["-e", "normal,build"]);
     for banned in [
         "clap ",
         "tracing-subscriber ",
@@ -163,20 +150,7 @@ fn the_inference_library_compiles_no_cli_logging_or_server_code() {
         );
     }
     // anyhow is tract's own error type; maxl-infer itself uses none.
-    let r = run(Command::new(cargo)
-        .args([
-            "tree",
-            "--prefix",
-            "none",
-            "-e",
-            "normal",
-            "--depth",
-            "1",
-            "-p",
-            "maxl-infer",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR")));
-    r.assert_ok();
+    let r = cargo_tree("maxl-infer", &["-e", "normal", "--depth", "1"]);
     assert!(!r.stdout.contains("anyhow"), "{}", r.stdout);
 }
 
