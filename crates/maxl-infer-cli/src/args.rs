@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use maxl_infer::{
-    Backend, BatchProfile, CudaOptions, InferError, MaxlModel, ProviderOptions, TensorRtOptions,
-    ThreadOptions,
+    Backend, BatchProfile, CudaOptions, InferError, MaxlModel, MaxlModelBuilder, ProviderOptions,
+    TensorRtOptions, ThreadOptions,
 };
 
 /// Which engine runs the graphs.
@@ -126,13 +126,17 @@ impl ModelArgs {
         }
     }
 
-    pub fn load(&self) -> Result<MaxlModel, InferError> {
+    /// A builder with every option given; callers may override some before `build()`.
+    pub fn builder(&self) -> MaxlModelBuilder {
         MaxlModel::builder(&self.model)
             .with_backend(self.backend())
             .with_ort_library(self.ort_lib.clone())
             .with_providers(self.providers())
             .with_threads(self.threads())
-            .build()
+    }
+
+    pub fn load(&self) -> Result<MaxlModel, InferError> {
+        self.builder().build()
     }
 }
 

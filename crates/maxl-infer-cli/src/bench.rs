@@ -315,14 +315,7 @@ pub fn run(
         "backend", "batch", "images/s", "p50 ms", "p99 ms"
     )?;
     for &backend in &opts.backends {
-        let mut a = args.clone();
-        a.backend = match backend {
-            Backend::OrtCpu => crate::args::BackendArg::OrtCpu,
-            Backend::OrtCuda => crate::args::BackendArg::OrtCuda,
-            Backend::OrtTensorRt => crate::args::BackendArg::OrtTensorRt,
-            Backend::Tract => crate::args::BackendArg::Tract,
-        };
-        let model = a.load()?;
+        let model = args.builder().with_backend(backend).build()?;
         let s = model.input_shape();
         let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
         if let Some(p) = save {
@@ -343,10 +336,8 @@ pub fn run(
         return Ok(report);
     }
     let load_with = |sessions: usize, intra: Option<usize>| {
-        let mut a = args.clone();
-        a.backend = crate::args::BackendArg::OrtCpu;
-        MaxlModel::builder(&a.model)
-            .with_ort_library(a.ort_lib.clone())
+        args.builder()
+            .with_backend(Backend::OrtCpu)
             .with_threads(ThreadOptions {
                 sessions,
                 intra_threads: intra,

@@ -25,7 +25,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use maxl_infer::{AuxFor, Classify, InferError, MaxlModel};
+use maxl_core::manifest::{ClassName, ManifestInput, TrainingSummary};
+use maxl_infer::{AuxFor, Classify, InferError, MaxlModel, Providers};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -206,65 +207,31 @@ struct AppState {
     info: ModelInfo,
 }
 
-/// `GET /v1/model`.
+/// `GET /v1/model`: the manifest's description of the model, and how it runs here.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
-    pub classes: Vec<ClassInfo>,
+    pub classes: Vec<ClassName>,
     pub psi: Vec<usize>,
     pub aux_slots: Vec<String>,
-    pub input: InputInfo,
-    pub training: maxl_core::manifest::TrainingSummary,
+    pub input: ManifestInput,
+    pub training: TrainingSummary,
     pub backend: String,
-    pub providers: ProvidersInfo,
+    pub providers: Providers,
     pub has_label_generator: bool,
     pub max_batch: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassInfo {
-    pub name: String,
-    pub display: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct InputInfo {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProvidersInfo {
-    pub primary: Vec<String>,
-    pub label_generator: Option<Vec<String>>,
 }
 
 impl ModelInfo {
     pub fn new(model: &MaxlModel, max_batch: usize) -> Self {
         let m = model.manifest();
-        let p = model.providers();
         Self {
-            classes: m
-                .classes
-                .iter()
-                .map(|c| ClassInfo {
-                    name: c.name.clone(),
-                    display: c.display.clone(),
-                })
-                .collect(),
+            classes: m.classes.clone(),
             psi: m.psi.clone(),
             aux_slots: m.aux_slots.clone(),
-            input: InputInfo {
-                channels: m.input.channels,
-                height: m.input.height,
-                width: m.input.width,
-            },
+            input: m.input.clone(),
             training: m.training.clone(),
             backend: model.backend().name().to_string(),
-            providers: ProvidersInfo {
-                primary: p.primary,
-                label_generator: p.label_generator,
-            },
+            providers: model.providers(),
             has_label_generator: model.has_generator(),
             max_batch,
         }
@@ -514,7 +481,7 @@ fn run_batch(model: &MaxlModel, jobs: Vec<Job>, metrics: &Metrics) {
     } else {
         AuxFor::None
     };
-    let pixels: Vec<Vec<f32>> = jobs.iter().map(|j| j.pixels.clone()).collect();
+    let pixels: Vec<&[f32]> = jobs.iter().map(|j| j.pixels.as_slice()).collect();
     let result = model
         .stack(&pixels)
         .and_then(|b| model.classify(b.view(), &Classify { top_k, aux }));

@@ -178,17 +178,14 @@ impl Graph {
                     .iter()
                     .zip(out)
                     .map(|(name, t)| {
+                        // The plan's output is ours alone: moved out, not copied.
                         let t = t.into_tensor();
-                        let value = if let Ok(a) = t.to_plain_array_view::<f32>() {
-                            Output::F32(a.to_owned())
+                        let value = if t.datum_type() == f32::datum_type() {
+                            t.into_plain_array::<f32>().map(Output::F32)
                         } else {
-                            Output::I64(
-                                t.to_plain_array_view::<i64>()
-                                    .map_err(|e| run_err(one_line(e)))?
-                                    .to_owned(),
-                            )
+                            t.into_plain_array::<i64>().map(Output::I64)
                         };
-                        Ok((name.clone(), value))
+                        Ok((name.clone(), value.map_err(|e| run_err(one_line(e)))?))
                     })
                     .collect()
             }

@@ -149,7 +149,13 @@ impl MaxlModelBuilder {
     /// checks the manifest against the graphs and loads them.
     pub fn build(self) -> Result<MaxlModel, InferError> {
         let manifest = Manifest::read(&self.dir)?;
-        let hierarchy = manifest.hierarchy().map_err(InferError::Input)?;
+        let hierarchy = manifest
+            .hierarchy()
+            .map_err(|message| InferError::Mismatch {
+                manifest: self.dir.join(maxl_core::manifest::MANIFEST_FILE),
+                field: "psi",
+                message,
+            })?;
         let runtime = if self.backend.is_ort() {
             Some(crate::runtime::shared(
                 self.ort_library.as_deref(),
@@ -348,10 +354,11 @@ impl MaxlModel {
     }
 
     /// Stacks preprocessed images into a batch.
-    pub fn stack(&self, images: &[Vec<f32>]) -> Result<Array4<f32>, InferError> {
+    pub fn stack<I: AsRef<[f32]>>(&self, images: &[I]) -> Result<Array4<f32>, InferError> {
         let s = self.shape;
         let mut flat = Vec::with_capacity(images.len() * s.len());
         for (i, im) in images.iter().enumerate() {
+            let im = im.as_ref();
             if im.len() != s.len() {
                 return Err(InferError::Input(format!(
                     "image {i} has {} values, the model takes {}×{}×{} = {}",

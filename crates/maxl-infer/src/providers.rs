@@ -140,7 +140,7 @@ impl Default for ThreadOptions {
 
 /// The execution providers registered for each graph, in priority order (ONNX Runtime names;
 /// tract reports `tract`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Providers {
     pub primary: Vec<String>,
     pub label_generator: Option<Vec<String>>,

@@ -84,19 +84,12 @@ pub fn label(
         for (path, folder) in chunk {
             let k = match model.class_index(folder) {
                 Ok(k) => k,
-                Err(_) => {
-                    let classes = &model.manifest().classes;
+                Err(e) => {
                     report.skipped.push(Skipped {
                         path: path.clone(),
                         reason: format!(
-                            "{}: folder `{folder}` is not a class of the model ({} classes: {})",
-                            path.display(),
-                            classes.len(),
-                            classes
-                                .iter()
-                                .map(|c| c.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "{}: folder `{folder}` is not a class of the model: {e}",
+                            path.display()
                         ),
                     });
                     continue;
