@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything maxl needs, idempotently, into a cache directory outside the checkout:
 #   * a Python venv (keyed by the pinned versions) with the full PyTorch 2.11.0 — our libtorch for
-#     `tch` and the reference for test fixtures — plus onnxruntime 1.31.1, onnx, numpy, safetensors;
+#     `tch` and the reference for test fixtures — plus onnxruntime 1.31.1, onnx, numpy, safetensors,
+#     and Pillow (the Python side of `maxl-label bench`);
 #   * the Debian package dataset-fashion-mnist (the default real dataset);
 #   * an env file, sourced by the other scripts and read by the binaries, naming LIBTORCH and
 #     the ONNX Runtime library.
@@ -13,6 +14,7 @@ ORT_VERSION=1.31.1
 ONNX_VERSION=1.23.2
 NUMPY_VERSION=2.4.6
 SAFETENSORS_VERSION=0.8.0
+PILLOW_VERSION=13.0.0
 
 CACHE_DIR="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/maxl}"
 PY="${MAXL_PYTHON:-python3}"
@@ -46,6 +48,13 @@ if [ ! -f "$MARKER" ]; then
     "torch==$TORCH_VERSION" "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" \
     "numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION"
   touch "$MARKER"
+fi
+# Pillow, added after the venv's first packages: its own marker, so existing venvs get it too.
+PIL_MARKER="$VENV/.maxl-pillow-$PILLOW_VERSION"
+if [ ! -f "$PIL_MARKER" ]; then
+  log "installing Pillow $PILLOW_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q "pillow==$PILLOW_VERSION"
+  touch "$PIL_MARKER"
 fi
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -123,6 +123,27 @@ pub fn locate_ort_library_with(
     }
 }
 
+/// The TrueType font plots and galleries are drawn with: the file `MAXL_PLOT_FONT` names, else
+/// DejaVu Sans from Debian's fonts-dejavu-core (installed by scripts/setup.sh). Read once per
+/// process; the error is one line naming the file.
+pub fn plot_font() -> Result<&'static [u8], String> {
+    static FONT: std::sync::OnceLock<Result<&'static [u8], String>> = std::sync::OnceLock::new();
+    FONT.get_or_init(|| {
+        let path: PathBuf = std::env::var_os("MAXL_PLOT_FONT").map_or_else(
+            || PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+            PathBuf::from,
+        );
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "{}: plot font: {e} (install fonts-dejavu-core)",
+                path.display()
+            )
+        })?;
+        Ok(&*Box::leak(bytes.into_boxed_slice()))
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

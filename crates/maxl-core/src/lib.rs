@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod config;
 pub mod discovery;
+pub mod fsio;
 pub mod hierarchy;
 pub mod manifest;
 

@@ -14,6 +14,7 @@ use crate::{DataError, Dataset, TrainTest};
 
 pub use crate::preprocess::ImageShape;
 use crate::preprocess::{DecodeLimits, preprocess_file};
+use crate::scan::{read_list, scan_images};
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -49,139 +50,76 @@ struct Item {
     origin: String,
 }
 
-fn sorted_dirs(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
-    let io = |source| DataError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut dirs = Vec::new();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let p = entry.map_err(io)?.path();
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            dirs.push(p);
-        } else if is_image(&p) {
-            files.push(p);
-        }
-    }
-    dirs.sort();
-    files.sort();
-    Ok((dirs, files))
-}
-
-fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Lists `root/<class>/*` or `root/<coarse>/<fine>/*`.
+/// Lists `root/<class>/*` or `root/<coarse>/<fine>/*` through the shared walker
+/// ([`crate::scan`]); anything it cannot read is an error naming it.
 fn scan_folder(root: &Path) -> Result<Vec<Item>, DataError> {
-    let (classes, loose) = sorted_dirs(root)?;
+    let scan = scan_images(root)?;
+    if let Some(p) = scan.first_error() {
+        return Err(DataError::Format {
+            path: p.path.clone(),
+            message: p.reason.clone(),
+        });
+    }
     let bad = |message: String| DataError::Format {
         path: root.to_path_buf(),
         message,
     };
-    if let Some(f) = loose.first() {
-        return Err(bad(format!(
-            "image {} lies directly in the root; put images in one folder per class",
-            name_of(f)
-        )));
-    }
-    if classes.is_empty() {
-        return Err(bad(
-            "no class folders (expected root/<class>/… or root/<coarse>/<fine>/…)".into(),
-        ));
-    }
-    let mut items = Vec::new();
+    let mut items = Vec::with_capacity(scan.images.len());
     let mut nested = None;
-    for class_dir in &classes {
-        let (subdirs, files) = sorted_dirs(class_dir)?;
-        let this_nested = !subdirs.is_empty();
-        if this_nested && !files.is_empty() {
-            return Err(DataError::Format {
-                path: class_dir.clone(),
-                message: "holds both images and sub-folders; use root/<class>/… or root/<coarse>/<fine>/…".into(),
-            });
-        }
-        if *nested.get_or_insert(this_nested) != this_nested {
-            return Err(bad(
-                "mixes root/<class>/… and root/<coarse>/<fine>/… layouts".into(),
-            ));
-        }
-        let class = name_of(class_dir);
-        if this_nested {
-            for fine_dir in subdirs {
-                let (_, files) = sorted_dirs(&fine_dir)?;
-                let fine = name_of(&fine_dir);
-                items.extend(files.into_iter().map(|path| Item {
-                    path,
-                    class: class.clone(),
-                    fine: Some(format!("{class}/{fine}")),
-                    origin: fine_dir.display().to_string(),
-                }));
+    for found in scan.images {
+        let folders = found.folders();
+        let this_nested = match folders.len() {
+            0 => {
+                return Err(bad(format!(
+                    "image {} lies directly in the root; put images in one folder per class",
+                    found.rel
+                )));
             }
-        } else {
-            items.extend(files.into_iter().map(|path| Item {
-                path,
-                class: class.clone(),
-                fine: None,
-                origin: class_dir.display().to_string(),
-            }));
-        }
-    }
-    if items.is_empty() {
-        return Err(bad("no PNG or JPEG images in the class folders".into()));
-    }
-    Ok(items)
-}
-
-/// Reads `path,label[,fine_label]` lines; an optional header line starts with `path,`. Relative
-/// paths are relative to the CSV file's directory.
-fn scan_csv(csv: &Path) -> Result<Vec<Item>, DataError> {
-    let text = std::fs::read_to_string(csv).map_err(|source| DataError::Io {
-        path: csv.to_path_buf(),
-        source,
-    })?;
-    let base = csv.parent().unwrap_or(Path::new("."));
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("path,")) {
-            continue;
-        }
-        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-        let origin = format!("{}:{}", csv.display(), i + 1);
-        if !(2..=3).contains(&cols.len()) || cols.iter().any(|c| c.is_empty()) {
-            return Err(DataError::Invalid(format!(
-                "{origin}: expected `path,label[,fine_label]`, got `{line}`"
+            1 => false,
+            2 => true,
+            _ => {
+                return Err(DataError::Format {
+                    path: found.path,
+                    message: "lies deeper than root/<coarse>/<fine>/".into(),
+                });
+            }
+        };
+        if *nested.get_or_insert(this_nested) != this_nested {
+            return Err(bad(format!(
+                "mixes root/<class>/… and root/<coarse>/<fine>/… layouts (at {})",
+                found.rel
             )));
         }
-        let p = Path::new(cols[0]);
+        let class = folders[0].to_string();
+        let fine = folders.get(1).map(|f| format!("{class}/{f}"));
+        let origin = found.path.parent().unwrap_or(root).display().to_string();
         items.push(Item {
-            path: if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            },
-            class: cols[1].to_string(),
-            fine: cols.get(2).map(|s| s.to_string()),
+            path: found.path,
+            class,
+            fine,
             origin,
         });
     }
     if items.is_empty() {
-        return Err(DataError::Format {
-            path: csv.to_path_buf(),
-            message: "no images listed".into(),
-        });
+        return Err(bad(
+            "no PNG or JPEG images in class folders (expected root/<class>/… or root/<coarse>/<fine>/…)"
+                .into(),
+        ));
     }
+    Ok(items)
+}
+
+/// Reads a `path,label[,fine_label]` list through the shared reader ([`crate::scan::read_list`]).
+fn scan_csv(csv: &Path) -> Result<Vec<Item>, DataError> {
+    let items: Vec<Item> = read_list(csv, true)?
+        .into_iter()
+        .map(|l| Item {
+            path: l.path,
+            class: l.label.unwrap_or_default(),
+            fine: l.fine,
+            origin: l.origin,
+        })
+        .collect();
     if items.iter().any(|it| it.fine.is_some()) && items.iter().any(|it| it.fine.is_none()) {
         return Err(DataError::Format {
             path: csv.to_path_buf(),

@@ -9,6 +9,7 @@ pub mod cifar;
 pub mod idx;
 pub mod images;
 pub mod preprocess;
+pub mod scan;
 
 use std::path::PathBuf;
 

@@ -40,6 +40,12 @@ impl TrainError {
     }
 }
 
+impl From<maxl_core::fsio::WriteError> for TrainError {
+    fn from(e: maxl_core::fsio::WriteError) -> Self {
+        TrainError::output(&e.path, format!("cannot write: {}", e.source))
+    }
+}
+
 impl From<tch::TchError> for TrainError {
     fn from(e: tch::TchError) -> Self {
         TrainError::Torch(e.to_string().lines().next().unwrap_or("").to_string())

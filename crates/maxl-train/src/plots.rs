@@ -5,31 +5,21 @@
 //! Text is drawn with DejaVu Sans (Debian's fonts-dejavu-core, installed by scripts/setup.sh,
 //! or the file `MAXL_PLOT_FONT` names).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
 use crate::TrainError;
 
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
 /// Registers the font once per process.
 fn font() -> Result<(), TrainError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    let path: PathBuf = std::env::var_os("MAXL_PLOT_FONT")
-        .map_or_else(|| PathBuf::from(DEFAULT_FONT), PathBuf::from);
     REGISTERED
         .get_or_init(|| {
-            let bytes = std::fs::read(&path).map_err(|e| {
-                format!(
-                    "{}: plot font: {e} (install fonts-dejavu-core)",
-                    path.display()
-                )
-            })?;
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            let bytes = maxl_core::discovery::plot_font()?;
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-                .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
+                .map_err(|_| "the plot font is not a usable TrueType font".to_string())
         })
         .clone()
         .map_err(TrainError::Invalid)

@@ -27,18 +27,12 @@ fn usage_columns(header: &str) -> usize {
         .count()
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written file under the final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = tmp_name(path);
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::output(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::output(path, e))
-}
+pub use maxl_core::fsio::write_atomic;
 
 /// Writes named tensors as safetensors (on the CPU, contiguous), through a temporary file and a
 /// rename like [`write_atomic`].
 pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let tmp = tmp_name(path);
+    let tmp = maxl_core::fsio::tmp_path(path);
     let cpu: Vec<(String, Tensor)> = named
         .iter()
         .map(|(n, t)| {
@@ -49,12 +43,7 @@ pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), Trai
         })
         .collect();
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::output(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::output(path, e))
-}
-
-/// `<path>.tmp`, next to the final file.
-fn tmp_name(path: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.tmp", path.display()))
+    Ok(maxl_core::fsio::rename_durable(&tmp, path)?)
 }
 
 impl RunDir {
@@ -204,6 +193,6 @@ impl RunDir {
                 s.push_str(&format!("  {name}: {e:.4}\n"));
             }
         }
-        write_atomic(&self.path.join("summary.yaml"), s.as_bytes())
+        Ok(write_atomic(&self.path.join("summary.yaml"), s.as_bytes())?)
     }
 }

@@ -1,0 +1,165 @@
+//! The label CSV and the errors CSV: columns, one row per image, and reading rows back (for the
+//! summary, the gallery and `merge`).
+//!
+//! Label columns: `path, class, class_source, class_probability, aux_slot, aux_label,
+//! aux_probability` — the names `maxl-infer predict` uses, with `class_source` (folder, csv or
+//! predicted) after `class` — then `aux_distribution` with `--probs` (the probabilities of the
+//! class's ψ slots, `;`-separated, in slot order) and `flag` with `--min-confidence`.
+
+use std::path::Path;
+
+use maxl_infer::{Classification, MaxlModel};
+use maxl_infer_cli::record::csv_field;
+
+use crate::LabelError;
+use crate::input::ClassSource;
+
+/// Optional columns.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Columns {
+    /// `aux_distribution`.
+    pub probs: bool,
+    /// `flag`, set where a probability is below this.
+    pub min_confidence: Option<f32>,
+}
+
+impl Columns {
+    pub fn header(&self) -> String {
+        let mut h = vec![
+            "path",
+            "class",
+            "class_source",
+            "class_probability",
+            "aux_slot",
+            "aux_label",
+            "aux_probability",
+        ];
+        if self.probs {
+            h.push("aux_distribution");
+        }
+        if self.min_confidence.is_some() {
+            h.push("flag");
+        }
+        format!("{}\n", h.join(","))
+    }
+
+    /// Why a row is flagged: `class` (the primary head's probability of the row's class is
+    /// below the threshold: for a given class, probably a mislabelled image), `aux` (the slot's
+    /// probability is), both joined by `+`, or empty.
+    pub fn flag(&self, class_probability: f32, aux_probability: f32) -> Option<String> {
+        let p = self.min_confidence?;
+        let mut f = Vec::new();
+        if class_probability < p {
+            f.push("class");
+        }
+        if aux_probability < p {
+            f.push("aux");
+        }
+        Some(f.join("+"))
+    }
+
+    /// One row (with its newline) and whether it is flagged.
+    pub fn row(
+        &self,
+        model: &MaxlModel,
+        rel: &str,
+        source: ClassSource,
+        c: &Classification,
+    ) -> (String, bool) {
+        let aux = c.aux.as_ref().expect("maxl-label asks for the aux label");
+        let class = aux.class;
+        let class_probability = c.primary[class];
+        let mut fields: Vec<String> = vec![
+            csv_field(rel).into_owned(),
+            csv_field(&model.manifest().classes[class].name).into_owned(),
+            source.as_str().into(),
+            format!("{class_probability:.6}"),
+            aux.slot.to_string(),
+            csv_field(&aux.label).into_owned(),
+            format!("{:.6}", aux.probability),
+        ];
+        if self.probs {
+            fields.push(
+                aux.distribution
+                    .iter()
+                    .map(|p| format!("{p:.6}"))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            );
+        }
+        let flag = self.flag(class_probability, aux.probability);
+        let flagged = flag.as_ref().is_some_and(|f| !f.is_empty());
+        if let Some(f) = flag {
+            fields.push(f);
+        }
+        let mut line = fields.join(",");
+        line.push('\n');
+        (line, flagged)
+    }
+}
+
+pub const ERRORS_HEADER: &str = "path,reason\n";
+
+/// One errors-file row.
+pub fn error_row(rel: &str, reason: &str) -> String {
+    format!("{},{}\n", csv_field(rel), csv_field(reason))
+}
+
+/// A label row read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub path: String,
+    pub class: String,
+    pub class_probability: f32,
+    pub aux_slot: usize,
+    pub aux_probability: f32,
+    pub flagged: bool,
+}
+
+/// Reads the label rows of a finished CSV, calling `each` for every row in file order.
+pub fn read_rows(csv: &Path, mut each: impl FnMut(Row)) -> Result<(), LabelError> {
+    let bad = |message: String| LabelError::Format {
+        path: csv.to_path_buf(),
+        message,
+    };
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(csv)
+        .map_err(|e| bad(e.to_string()))?;
+    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| bad(format!("no `{name}` column: not a maxl-label CSV")))
+    };
+    let (path, class, cp, slot, ap) = (
+        col("path")?,
+        col("class")?,
+        col("class_probability")?,
+        col("aux_slot")?,
+        col("aux_probability")?,
+    );
+    let flag = headers.iter().position(|h| h == "flag");
+    for rec in r.records() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let num = |i: usize| {
+            rec.get(i).unwrap_or("").parse::<f64>().map_err(|_| {
+                bad(format!(
+                    "line {line}: `{}` is not a number",
+                    rec.get(i).unwrap_or("")
+                ))
+            })
+        };
+        each(Row {
+            path: rec.get(path).unwrap_or("").to_string(),
+            class: rec.get(class).unwrap_or("").to_string(),
+            class_probability: num(cp)? as f32,
+            aux_slot: num(slot)? as usize,
+            aux_probability: num(ap)? as f32,
+            flagged: flag.is_some_and(|f| !rec.get(f).unwrap_or("").is_empty()),
+        });
+    }
+    Ok(())
+}
