@@ -436,14 +436,18 @@ fn shards_merge_into_the_unsharded_output_byte_for_byte() {
     dump(&imgs, 8);
     std::fs::write(imgs.join("Bag/broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
     let whole = tmp.path().join("whole.csv");
+    let whole_err = tmp.path().join("whole-errors.csv");
     let opts = ["--probs", "--min-confidence", "0.3", "--batch-size", "7"];
-    assert_eq!(run(&mut label_with(&imgs, &whole, &opts)).code, Some(1));
+    let mut c = label_with(&imgs, &whole, &opts);
+    c.arg("--errors").arg(&whole_err);
+    assert_eq!(run(&mut c).code, Some(1));
     // Three shards at once, as an array job would run them.
     let shard = |i: usize| tmp.path().join(format!("shard{i}.csv"));
     let children: Vec<_> = (1..=3)
         .map(|i| {
             let mut c = label_with(&imgs, &shard(i), &opts);
-            c.args(["--shard", &format!("{i}/3"), "--quiet"]);
+            c.args(["--shard", &format!("{i}/3"), "--quiet", "--errors"])
+                .arg(tmp.path().join(format!("errors{i}.csv")));
             c.stderr(std::process::Stdio::piped()).spawn().unwrap()
         })
         .collect();
@@ -457,9 +461,12 @@ fn shards_merge_into_the_unsharded_output_byte_for_byte() {
     assert_eq!(sizes.iter().sum::<usize>(), 80, "{sizes:?}");
     assert!(sizes.iter().all(|&s| s > 10), "{sizes:?}");
     let merged = tmp.path().join("merged.csv");
+    let merged_err = tmp.path().join("merged-errors.csv");
     let r = run(Command::new(bin("maxl-label"))
         .args(["merge", "--out"])
         .arg(&merged)
+        .arg("--errors")
+        .arg(&merged_err)
         .arg(shard(3))
         .arg(shard(1))
         .arg(shard(2)));
@@ -472,6 +479,10 @@ fn shards_merge_into_the_unsharded_output_byte_for_byte() {
     assert_eq!(
         std::fs::read(&merged).unwrap(),
         std::fs::read(&whole).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&merged_err).unwrap(),
+        std::fs::read(&whole_err).unwrap()
     );
     // A missing shard, a shard given twice, an unsharded file: refused, nothing written.
     let m2 = tmp.path().join("m2.csv");

@@ -111,6 +111,10 @@ pub fn extend_unit(out: &mut Vec<f32>, pixels: &[u8]) {
 
 /// Reads a file of at most `limits.max_file_bytes`.
 pub fn read_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, ImageError> {
+    // A FIFO or a device would block or never end: only regular files are opened.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(ImageError::Io(std::io::Error::other("not a regular file")));
+    }
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     if size > limits.max_file_bytes {
@@ -334,8 +338,15 @@ pub fn preprocess(
     }
     if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
         let at_least = shape.width.max(shape.height) as u32;
-        if let Some(img) = decode_jpeg_reduced(bytes, at_least, limits)? {
-            return convert(&img, shape);
+        match decode_jpeg_reduced(bytes, at_least, limits) {
+            Ok(Some(img)) => return convert(&img, shape),
+            // Over the limits: refused whichever decoder reads it.
+            Err(e @ (ImageError::TooLarge { .. } | ImageError::FileTooLarge { .. })) => {
+                return Err(e);
+            }
+            // Anything the reduced decoder does not handle goes to the full decoder, so whether
+            // a file can be read never depends on its size relative to the model's input.
+            Ok(None) | Err(_) => {}
         }
     }
     convert(&decode(bytes, limits)?, shape)

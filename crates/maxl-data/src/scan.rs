@@ -192,17 +192,23 @@ pub fn scan_images(root: &Path) -> Result<Scan, DataError> {
                     });
                 }
                 let rel = rel_of(root, &path).unwrap_or_else(|l| l);
+                // A hidden name is skipped even when it cannot be visited (an editor's
+                // `.#file.png` lock link, say).
+                let ignored = path.file_name().is_some_and(hidden);
                 scan.problems.push(Problem {
                     reason: describe(&err),
                     path,
                     rel,
-                    ignored: false,
+                    ignored,
                 });
             }
         }
     }
-    scan.images.sort_by(|a, b| a.rel.cmp(&b.rel));
-    scan.problems.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // By relative path; the file path breaks ties between non-UTF-8 names that read the same.
+    scan.images
+        .sort_by(|a, b| a.rel.cmp(&b.rel).then_with(|| a.path.cmp(&b.path)));
+    scan.problems
+        .sort_by(|a, b| a.rel.cmp(&b.rel).then_with(|| a.path.cmp(&b.path)));
     Ok(scan)
 }
 

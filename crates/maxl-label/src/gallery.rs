@@ -45,12 +45,14 @@ fn font() -> Result<(), LabelError> {
 /// large ones down with a triangle filter. A file that cannot be read becomes a grey square
 /// (it was readable when labelled; the sheet is still worth drawing).
 fn thumbnail(path: &Path, limits: &DecodeLimits) -> RgbImage {
-    let img = read_file(path, limits)
-        .ok()
-        .and_then(|b| decode(&b, limits).ok())
-        .unwrap_or_else(|| {
-            DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([200; 3])))
-        });
+    let decoded = std::panic::catch_unwind(|| {
+        read_file(path, limits)
+            .ok()
+            .and_then(|b| decode(&b, limits).ok())
+    });
+    let img = decoded.ok().flatten().unwrap_or_else(|| {
+        DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([200; 3])))
+    });
     let (w, h) = (img.width(), img.height());
     let side = w.max(h);
     let img = if side <= THUMB / 2 {

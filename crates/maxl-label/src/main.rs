@@ -127,7 +127,10 @@ struct MergeArgs {
     /// The shards' finished CSVs (each with its .meta.json).
     #[arg(value_name = "SHARD_CSV", required = true)]
     shards: Vec<PathBuf>,
-    /// Replace an existing --out.
+    /// Also merge the shards' errors files (as their runs recorded them) into this file.
+    #[arg(long, value_name = "FILE")]
+    errors: Option<PathBuf>,
+    /// Replace an existing --out (and --errors).
     #[arg(long)]
     force: bool,
 }
@@ -263,11 +266,19 @@ fn run_label(a: &LabelArgs) -> anyhow::Result<bool> {
     let options = Options {
         input: std::path::absolute(input.path()).unwrap_or_else(|_| input.path().to_path_buf()),
         primary: a.primary,
-        backend: a.model_args.backend().name().to_string(),
+        backend: format!(
+            "{} {}{}",
+            a.model_args.backend().name(),
+            serde_json::to_string(&model.providers()).unwrap_or_default(),
+            if a.model_args.trt_fp16 { " fp16" } else { "" }
+        ),
         batch_size: a.batch_size as usize,
         probs: a.probs,
         min_confidence: a.min_confidence,
-        errors: a.errors.clone(),
+        errors: a
+            .errors
+            .as_ref()
+            .map(|e| std::path::absolute(e).unwrap_or_else(|_| e.clone())),
     };
     let announce = format!(
         "labelling {} with {} ({}), {} decoding threads{}",
@@ -361,7 +372,10 @@ fn run_label(a: &LabelArgs) -> anyhow::Result<bool> {
 
 fn run_merge(m: &MergeArgs) -> anyhow::Result<bool> {
     refuse_existing(&m.out, m.force)?;
-    let merged = merge::merge(&m.out, &m.shards)?;
+    if let Some(e) = &m.errors {
+        refuse_existing(e, m.force)?;
+    }
+    let merged = merge::merge(&m.out, &m.shards, m.errors.as_deref())?;
     println!(
         "merged {} shards: {} rows into {} ({} skipped, {} ignored; details in {})",
         merged.shards,

@@ -73,7 +73,7 @@ impl Cursor {
         match read_record(&mut self.reader, &mut self.line).map_err(io)? {
             Some(rec) => {
                 let key = first_field(&rec);
-                if key <= self.key && !self.key.is_empty() {
+                if key < self.key {
                     return Err(LabelError::Format {
                         path: self.file.clone(),
                         message: format!(
@@ -115,8 +115,9 @@ pub struct Merged {
     pub counts: Counts,
 }
 
-/// Checks that `shards` are the finished shards 1..n of one job and merges them into `out`.
-pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged, LabelError> {
+/// Checks that `shards` are the finished shards 1..n of one job and merges them into `out`
+/// (and, with `errors`, their errors files into that file).
+pub fn merge(out: &Path, shards: &[PathBuf], errors: Option<&Path>) -> Result<Merged, LabelError> {
     if shards.is_empty() {
         return Err(LabelError::Invalid("merge: no shard files given".into()));
     }
@@ -158,8 +159,21 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged, LabelError> {
         if job.model != first.model {
             return Err(differ("comes from another model".into()));
         }
-        if let Some(d) = first.options.difference(&job.options) {
+        if let Some(d) = first.options.difference(&job.options, false) {
             return Err(differ(format!("was labelled with other options ({d})")));
+        }
+        if job.input_sha256 != first.input_sha256 {
+            return Err(differ("saw other input files".into()));
+        }
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if len != job.csv_bytes {
+            return Err(LabelError::Format {
+                path: file.clone(),
+                message: format!(
+                    "is {len} bytes, its run wrote {}: changed since",
+                    job.csv_bytes
+                ),
+            });
         }
         if shard.count != n {
             return Err(differ(format!("is shard {shard}, of another split")));
@@ -187,9 +201,56 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged, LabelError> {
         )));
     }
 
+    let errors_files: Option<Vec<PathBuf>> = match errors {
+        None => None,
+        Some(_) => Some(
+            jobs.iter()
+                .map(|(file, _, job)| {
+                    job.options
+                        .errors
+                        .clone()
+                        .ok_or_else(|| LabelError::Format {
+                            path: file.clone(),
+                            message: "its run wrote no errors file (--errors)".into(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let files: Vec<PathBuf> = jobs.iter().map(|(f, _, _)| f.clone()).collect();
+    let rows = merge_sorted(out, &files)?;
+    if let (Some(e), Some(files)) = (errors, &errors_files) {
+        merge_sorted(e, files)?;
+    }
+    let mut counts = Counts::default();
+    for (_, _, j) in &jobs {
+        counts.labelled += j.counts.labelled;
+        counts.skipped += j.counts.skipped;
+        counts.ignored += j.counts.ignored;
+        counts.flagged += j.counts.flagged;
+    }
+    let mut merged = first.clone();
+    merged.shard = None;
+    merged.entries = jobs.iter().map(|(_, _, j)| j.entries).sum();
+    merged.done = merged.entries;
+    merged.entries_sha256 = String::new();
+    merged.csv_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    merged.errors_bytes = 0;
+    merged.counts = counts;
+    fsio::write_atomic(&meta_path(out), &merged.to_json())?;
+    Ok(Merged {
+        rows,
+        shards: n,
+        counts,
+    })
+}
+
+/// Merges CSV files, each sorted by its first field and with the same header, into `out` in
+/// that order (a k-way merge: memory does not grow with the files). Returns the rows written.
+fn merge_sorted(out: &Path, files: &[PathBuf]) -> Result<u64, LabelError> {
     let mut cursors = Vec::new();
     let mut header: Option<String> = None;
-    for (file, _, _) in &jobs {
+    for file in files {
         let f = std::fs::File::open(file).map_err(|source| LabelError::Io {
             path: file.clone(),
             source,
@@ -246,27 +307,7 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged, LabelError> {
         w.flush()
     })
     .map_err(|e| failure.take().unwrap_or(LabelError::Write(e)))?;
-    let mut counts = Counts::default();
-    for (_, _, j) in &jobs {
-        counts.labelled += j.counts.labelled;
-        counts.skipped += j.counts.skipped;
-        counts.ignored += j.counts.ignored;
-        counts.flagged += j.counts.flagged;
-    }
-    let mut merged = first.clone();
-    merged.shard = None;
-    merged.entries = jobs.iter().map(|(_, _, j)| j.entries).sum();
-    merged.done = merged.entries;
-    merged.entries_sha256 = String::new();
-    merged.csv_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    merged.errors_bytes = 0;
-    merged.counts = counts;
-    fsio::write_atomic(&meta_path(out), &merged.to_json())?;
-    Ok(Merged {
-        rows,
-        shards: n,
-        counts,
-    })
+    Ok(rows)
 }
 
 #[cfg(test)]

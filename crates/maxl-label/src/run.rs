@@ -109,11 +109,14 @@ impl Partial {
     fn create(path: &Path, header: &str) -> Result<Self, LabelError> {
         let mut file = BufWriter::new(File::create(path).map_err(io_err(path))?);
         file.write_all(header.as_bytes()).map_err(io_err(path))?;
-        Ok(Self {
+        let mut p = Self {
             path: path.to_path_buf(),
             file,
             bytes: header.len() as u64,
-        })
+        };
+        // On disk before the job file that records it.
+        p.sync()?;
+        Ok(p)
     }
 
     /// Opens a partial file of an interrupted run and cuts it back to `bytes`.
@@ -217,6 +220,11 @@ pub fn run(req: &Request<'_>, observer: &mut dyn Observer) -> Result<Outcome, La
         shard: req.shard,
         entries: entries.len() as u64,
         entries_sha256: entries_digest(&entries),
+        input_sha256: if req.shard.is_some() {
+            entries_digest(&all.iter().collect::<Vec<_>>())
+        } else {
+            String::new()
+        },
         done: 0,
         csv_bytes: header.len() as u64,
         errors_bytes: ERRORS_HEADER.len() as u64,

@@ -65,6 +65,8 @@ pub struct ModelId {
 pub struct Options {
     pub input: PathBuf,
     pub primary: Primary,
+    /// The backend, and the execution providers each graph actually runs on (with precision
+    /// options): outputs of different providers may differ in the last digits.
     pub backend: String,
     pub batch_size: usize,
     pub probs: bool,
@@ -73,8 +75,9 @@ pub struct Options {
 }
 
 impl Options {
-    /// The first option that differs, as `--flag: was X, now Y`.
-    pub fn difference(&self, now: &Options) -> Option<String> {
+    /// The first option that differs, as `--flag: was X, now Y`. With `same_errors_file` false
+    /// (shards of one job) only whether there is an errors file must agree, not its name.
+    pub fn difference(&self, now: &Options, same_errors_file: bool) -> Option<String> {
         let d = |flag: &str, a: String, b: String| {
             (a != b).then(|| format!("{flag}: was {a}, now {b}"))
         };
@@ -107,11 +110,19 @@ impl Options {
             )
         })
         .or_else(|| {
-            d(
-                "--errors",
-                format!("{:?}", self.errors),
-                format!("{:?}", now.errors),
-            )
+            if same_errors_file {
+                d(
+                    "--errors",
+                    format!("{:?}", self.errors),
+                    format!("{:?}", now.errors),
+                )
+            } else {
+                d(
+                    "--errors",
+                    self.errors.is_some().to_string(),
+                    now.errors.is_some().to_string(),
+                )
+            }
         })
     }
 }
@@ -136,6 +147,8 @@ pub struct Job {
     pub entries: u64,
     /// SHA-256 over the entries (relative path and what is done with it), in order.
     pub entries_sha256: String,
+    /// The same over the whole input, before sharding: shards of one job agree on it.
+    pub input_sha256: String,
     /// Entries done (a multiple of the batch size until the last batch).
     pub done: u64,
     /// Bytes of the label CSV (and of the errors CSV) that hold exactly the rows of `done`.
@@ -210,7 +223,7 @@ impl Job {
                 &now.model.primary_sha256[..12.min(now.model.primary_sha256.len())]
             )));
         }
-        if let Some(d) = self.options.difference(&now.options) {
+        if let Some(d) = self.options.difference(&now.options, true) {
             return Err(refuse(format!(
                 "the interrupted run had other options ({d})"
             )));
