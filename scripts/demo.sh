@@ -18,9 +18,11 @@ echo "== 2/3 a folder of real images: 20 Fashion-MNIST test images per class =="
 "$bin/maxl-train" dump-images --per-class 20 --out "$run/images"
 
 echo "== 3/3 label them with the exported label generator (ONNX Runtime) =="
-"$bin/maxl-label" --input "$run/images" --out "$run/labels.csv" --model "$run/models"
+"$bin/maxl-label" --input "$run/images" --out "$run/labels.csv" --model "$run/models" \
+  --errors "$run/label-errors.csv" --gallery "$run/gallery"
 
 echo
 echo "run:      $run (metrics.csv, accuracy.png, loss.png, slot_usage.png, checkpoints/)"
 echo "model:    $run/models (maxl.yaml, primary.onnx, label_generator.onnx)"
 echo "labels:   $run/labels.csv"
+echo "gallery:  $run/gallery/index.html (what the label generator found, one sheet per class)"

@@ -25,14 +25,7 @@ fn dump(out: &Path, per_class: usize) {
 }
 
 fn label(input: &Path, out: &Path, backend: &str) -> common::Run {
-    run(Command::new(bin("maxl-label"))
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .arg("--model")
-        .arg(models())
-        .args(["--backend", backend]))
+    run(&mut label_with(input, out, &["--backend", backend]))
 }
 
 /// The CSV's rows as maps column → value (header by name).
@@ -275,15 +268,7 @@ fn a_hostile_folder_labels_every_good_image_and_lists_every_bad_file() {
 
     let out = tmp.path().join("labels.csv");
     let errors = tmp.path().join("errors.csv");
-    let r = run(Command::new(bin("maxl-label"))
-        .arg("--input")
-        .arg(&imgs)
-        .arg("--out")
-        .arg(&out)
-        .arg("--errors")
-        .arg(&errors)
-        .arg("--model")
-        .arg(models()));
+    let r = run(label_with(&imgs, &out, &[]).arg("--errors").arg(&errors));
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let labelled = rows(&std::fs::read_to_string(&out).unwrap());
@@ -390,15 +375,7 @@ fn lists_and_nested_folders() {
     std::fs::write(&list, text).unwrap();
     let out = tmp.path().join("list-out.csv");
     let errors = tmp.path().join("list-errors.csv");
-    let r = run(Command::new(bin("maxl-label"))
-        .arg("--input")
-        .arg(&list)
-        .arg("--out")
-        .arg(&out)
-        .arg("--errors")
-        .arg(&errors)
-        .arg("--model")
-        .arg(models()));
+    let r = run(label_with(&list, &out, &[]).arg("--errors").arg(&errors));
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     let list_rows = rows(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(list_rows.len(), 20);
@@ -690,13 +667,7 @@ fn model_errors_are_one_line_and_keep_an_existing_csv() {
         .arg(tmp.path().join("none"))
         .arg("--force"));
     r.assert_one_line_error(&["maxl.yaml: cannot read"]);
-    let r = run(Command::new(bin("maxl-label"))
-        .arg("--input")
-        .arg(&imgs)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(models()));
+    let r = run(&mut label_with(&imgs, &out, &[]));
     r.assert_one_line_error(&["labels.csv: exists; pass --force"]);
     let r = run(Command::new(bin("maxl-label"))
         .arg("--input")

@@ -403,6 +403,17 @@ mod tests {
         }
     }
 
+    /// EXIF APP1: big-endian TIFF with one IFD entry, Orientation (0x0112) = 6 (90° clockwise).
+    fn exif_rotated_clockwise() -> Vec<u8> {
+        [
+            b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
+            &[0, 1],
+            &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
+            &[0, 0, 0, 0],
+        ]
+        .concat()
+    }
+
     #[test]
     fn exif_orientation_is_applied() {
         // A 2×1 JPEG (left black, right white) rotated 90° clockwise by its EXIF tag is 1×2.
@@ -412,14 +423,7 @@ mod tests {
         let mut jpeg = Cursor::new(Vec::new());
         let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
         use image::ImageEncoder;
-        // EXIF APP1: big-endian TIFF with one IFD entry, Orientation (0x0112) = 6.
-        let exif: Vec<u8> = [
-            b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
-            &[0, 1],
-            &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
-            &[0, 0, 0, 0],
-        ]
-        .concat();
+        let exif = exif_rotated_clockwise();
         enc.set_exif_metadata(exif).unwrap();
         enc.write_image(img.as_bytes(), 16, 8, image::ExtendedColorType::L8)
             .unwrap();
@@ -533,13 +537,7 @@ mod tests {
         let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(64, 32, |x, _| {
             image::Luma([if x < 32 { 0 } else { 255 }])
         }));
-        let exif: Vec<u8> = [
-            b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
-            &[0, 1],
-            &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
-            &[0, 0, 0, 0],
-        ]
-        .concat();
+        let exif = exif_rotated_clockwise();
         let jpeg = jpeg_bytes(&img, Some(exif));
         let shape = ImageShape {
             channels: 1,

@@ -71,6 +71,11 @@ pub struct ModelArgs {
     /// all sessions instead of a pool per session.
     #[arg(long, value_name = "N", conflicts_with = "intra_threads")]
     pub global_threads: Option<usize>,
+    /// Idle ONNX Runtime threads sleep instead of spin-waiting for work: less CPU burnt between
+    /// calls, a little more latency. maxl-label always does this (its decoding threads need the
+    /// cores).
+    #[arg(long)]
+    pub no_spin: bool,
     /// GPU for ort-cuda and ort-tensorrt.
     #[arg(long, value_name = "ID", default_value_t = 0)]
     pub device_id: i32,
@@ -106,6 +111,7 @@ impl ModelArgs {
             sessions: self.sessions as usize,
             intra_threads: self.intra_threads,
             global_threads: self.global_threads,
+            spin: !self.no_spin,
         }
     }
 

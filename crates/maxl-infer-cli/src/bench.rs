@@ -342,6 +342,7 @@ pub fn run(
                 sessions,
                 intra_threads: intra,
                 global_threads: None,
+                ..Default::default()
             })
             .build()
     };

@@ -220,6 +220,11 @@ fn ort_session(
             .with_intra_threads(n)
             .map_err(|e| ort_err(one_line(e)))?;
     }
+    if !threads.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(|e| ort_err(one_line(e)))?;
+    }
     if !options.cpu_fallback && backend != Backend::OrtCpu {
         builder = builder
             .with_disable_cpu_fallback()

@@ -126,6 +126,10 @@ pub struct ThreadOptions {
     /// One intra-op pool of this many threads shared by all sessions of the process instead of
     /// a pool per session (0: one per core). Process-wide: the first model loaded decides.
     pub global_threads: Option<usize>,
+    /// Whether idle intra-op threads spin-wait for work (ONNX Runtime's default: yes). Spinning
+    /// lowers latency when inference has the cores to itself; turn it off when other work
+    /// (image decoding, say) shares them.
+    pub spin: bool,
 }
 
 impl Default for ThreadOptions {
@@ -134,6 +138,7 @@ impl Default for ThreadOptions {
             sessions: 1,
             intra_threads: None,
             global_threads: None,
+            spin: true,
         }
     }
 }

@@ -24,6 +24,7 @@ fn load(backend: Backend, sessions: usize) -> MaxlModel {
             sessions,
             intra_threads: Some(1),
             global_threads: None,
+            ..Default::default()
         })
         .build()
         .unwrap_or_else(|e| panic!("{backend}: {e}"))

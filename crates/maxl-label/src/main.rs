@@ -250,7 +250,15 @@ fn run_label(a: &LabelArgs) -> anyhow::Result<bool> {
             refuse_existing(e, a.force)?;
         }
     }
-    let model = a.model_args.load()?;
+    // Inference shares the cores with decoding: its idle threads must not spin.
+    let model = a
+        .model_args
+        .builder()
+        .with_threads(maxl_infer::ThreadOptions {
+            spin: false,
+            ..a.model_args.threads()
+        })
+        .build()?;
     if !model.has_generator() {
         anyhow::bail!(
             "{}: the model has no label generator (trained with method `{}`)",
