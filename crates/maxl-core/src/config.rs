@@ -441,6 +441,37 @@ mod tests {
         TrainConfig::from_yaml(text, Path::new("run.yaml"))
     }
 
+    /// Every training config the README shows parses and validates (the Kubernetes manifest
+    /// among its YAML blocks is not a config).
+    #[test]
+    fn the_readme_configs_are_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .unwrap();
+        let blocks: Vec<&str> = readme
+            .split("```yaml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .filter(|b| !b.contains("apiVersion:"))
+            .collect();
+        assert!(blocks.len() >= 2, "{}", blocks.len());
+        for b in blocks {
+            let c = parse(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            c.validate().unwrap_or_else(|e| panic!("{e}\n{b}"));
+        }
+        // The authors' setting, as the README spells it.
+        let authors = readme
+            .split("The authors' CIFAR-100 setting")
+            .nth(1)
+            .and_then(|t| t.split("```yaml\n").nth(1))
+            .and_then(|t| t.split("```").next())
+            .unwrap();
+        let c = parse(authors).unwrap();
+        assert_eq!(c.dataset.crop_padding, 4);
+        assert_eq!(c.dataset.validation_fraction, 0.0);
+        assert_eq!(c.multitask_optimizer.momentum, 0.0);
+    }
+
     #[test]
     fn empty_file_gives_the_defaults_and_they_round_trip() {
         let c = parse("# nothing\n").unwrap();
