@@ -91,14 +91,7 @@ fn the_whole_test_set_as_png_files_gives_the_recorded_accuracy_on_both_backends(
             let top = v["top_k"].as_array().unwrap();
             let margin =
                 top[0]["probability"].as_f64().unwrap() - top[1]["probability"].as_f64().unwrap();
-            let folder = Path::new(&path)
-                .parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
+            let folder = common::folder_of(&path);
             if folder == class {
                 correct += 1;
             }

@@ -705,14 +705,7 @@ fn maxl_infer_predicts_real_images_mostly_right() {
             .skip(1)
             .filter(|l| {
                 let cols: Vec<&str> = l.split(',').collect();
-                Path::new(cols[0])
-                    .parent()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    == cols[1]
+                common::folder_of(cols[0]) == cols[1]
             })
             .count();
         assert!(right >= 35, "{backend}: {right} of 50 right\n{}", r.stdout);

@@ -37,6 +37,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_atomic_with(path, |f| f.write_all(bytes))
 }
 
+/// Replaces `path` through a temporary file and a rename, without syncing: atomic for readers
+/// and against a crash of the process, not against a power cut. For files rewritten many times
+/// a second.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).map_err(WriteError::at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(WriteError::at(path))
+}
+
 /// Like [`write_atomic`], with the contents written by `fill` to the temporary file.
 pub fn write_atomic_with(
     path: &Path,

@@ -97,7 +97,7 @@ fn describe(err: &walkdir::Error) -> String {
         Some(std::io::ErrorKind::NotFound) if link => {
             "dangling symbolic link (its target does not exist)".into()
         }
-        _ if link && io.and_then(std::io::Error::raw_os_error) == Some(libc_eloop()) => {
+        _ if link && io.and_then(std::io::Error::raw_os_error) == Some(libc::ELOOP) => {
             "symbolic link loop".into()
         }
         Some(std::io::ErrorKind::PermissionDenied) => {
@@ -112,11 +112,6 @@ fn describe(err: &walkdir::Error) -> String {
             None => format!("cannot read: {err}"),
         },
     }
-}
-
-/// ELOOP on Linux and the BSDs' value elsewhere.
-fn libc_eloop() -> i32 {
-    if cfg!(target_os = "linux") { 40 } else { 62 }
 }
 
 /// Walks `root` (following symbolic links, skipping hidden names) and returns every image file
@@ -225,6 +220,16 @@ pub struct Listed {
     pub origin: String,
 }
 
+/// The file a list line's `path` names: itself when absolute, else relative to the list's folder.
+pub fn list_path(csv: &Path, rel: &str) -> PathBuf {
+    let p = Path::new(rel);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        csv.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
 /// Reads an image list: CSV (RFC 4180 quoting) with the columns `path,label[,fine_label]`, an
 /// optional header line that starts with `path`. With `labels_required` false, lines of the
 /// path alone are accepted too. Relative paths are relative to the list's folder.
@@ -233,7 +238,6 @@ pub fn read_list(csv: &Path, labels_required: bool) -> Result<Vec<Listed>, DataE
         path: csv.to_path_buf(),
         source,
     })?;
-    let base = csv.parent().unwrap_or(Path::new("."));
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -266,14 +270,9 @@ pub fn read_list(csv: &Path, labels_required: bool) -> Result<Vec<Listed>, DataE
                 cols.join(",")
             )));
         }
-        let p = Path::new(cols[0]);
         items.push(Listed {
             rel: cols[0].to_string(),
-            path: if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            },
+            path: list_path(csv, cols[0]),
             label: cols.get(1).map(|s| s.to_string()),
             fine: cols.get(2).map(|s| s.to_string()),
             origin,

@@ -97,7 +97,8 @@ pub fn save_inputs(path: &Path, x: &Array4<f32>) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`-quantile of sorted values (nearest rank; NaN when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

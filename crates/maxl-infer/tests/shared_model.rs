@@ -17,6 +17,19 @@ fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
+/// Image `i` of `x` classified on its own.
+fn classify_one(
+    model: &MaxlModel,
+    x: &Array4<f32>,
+    i: usize,
+    opts: &Classify<'_>,
+) -> Classification {
+    model
+        .classify(x.slice(s![i..i + 1, .., .., ..]), opts)
+        .unwrap()
+        .remove(0)
+}
+
 fn load(backend: Backend, sessions: usize) -> MaxlModel {
     MaxlModel::builder(models())
         .with_backend(backend)
@@ -74,12 +87,7 @@ fn many_threads_on_one_model_get_bit_identical_results() {
         };
         // Single-threaded reference, one image per call.
         let reference: Vec<Classification> = (0..16)
-            .map(|i| {
-                model
-                    .classify(x.slice(s![i..i + 1, .., .., ..]), &opts)
-                    .unwrap()
-                    .remove(0)
-            })
+            .map(|i| classify_one(&model, &x, i, &opts))
             .collect();
         let handles: Vec<_> = (0..16)
             .map(|t| {
@@ -87,10 +95,7 @@ fn many_threads_on_one_model_get_bit_identical_results() {
                 std::thread::spawn(move || {
                     for call in 0..200 {
                         let i = (t * 7 + call) % 16;
-                        let got = model
-                            .classify(x.slice(s![i..i + 1, .., .., ..]), &opts)
-                            .unwrap()
-                            .remove(0);
+                        let got = classify_one(&model, &x, i, &opts);
                         assert_eq!(got, reference[i], "{backend}: thread {t}, call {call}");
                     }
                 })
@@ -112,12 +117,7 @@ fn one_images_result_does_not_depend_on_its_batch() {
     for backend in BACKENDS {
         let model = load(backend, 1);
         let alone: Vec<Classification> = (0..24)
-            .map(|i| {
-                model
-                    .classify(x.slice(s![i..i + 1, .., .., ..]), &opts)
-                    .unwrap()
-                    .remove(0)
-            })
+            .map(|i| classify_one(&model, &x, i, &opts))
             .collect();
         let whole = model.classify(x.view(), &opts).unwrap();
         // The same images in another order and another company.

@@ -182,17 +182,9 @@ pub struct Row {
     pub median_peak_rss_mib: f64,
 }
 
-pub fn median(mut v: Vec<f64>) -> f64 {
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    maxl_infer_cli::bench::percentile(&v, 0.5)
 }
 
 impl Row {

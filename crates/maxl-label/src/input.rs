@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use maxl_data::scan::{read_list, scan_images};
+use maxl_data::scan::{list_path, read_list, scan_images};
 use maxl_infer::MaxlModel;
 use serde::{Deserialize, Serialize};
 
@@ -94,14 +94,7 @@ impl Input {
     pub fn resolve(&self, rel: &str) -> PathBuf {
         match self {
             Input::Folder(root) => root.join(rel),
-            Input::List(csv) => {
-                let p = Path::new(rel);
-                if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    csv.parent().unwrap_or(Path::new(".")).join(p)
-                }
-            }
+            Input::List(csv) => list_path(csv, rel),
         }
     }
 

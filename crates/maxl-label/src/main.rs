@@ -198,7 +198,6 @@ struct Bar {
     /// Logged once the run has passed its checks (so that a refusal stays one line).
     announce: String,
     bar: ProgressBar,
-    quiet: bool,
     errors_file: bool,
 }
 
@@ -219,11 +218,9 @@ impl Observer for Bar {
     }
 
     fn skipped(&mut self, rel: &str, reason: &str) {
-        if !self.errors_file && !self.quiet {
+        if !self.errors_file {
             self.bar
                 .suspend(|| eprintln!("maxl-label: skipped: {rel}: {reason}"));
-        } else if !self.errors_file {
-            eprintln!("maxl-label: skipped: {rel}: {reason}");
         }
     }
 }
@@ -259,13 +256,6 @@ fn run_label(a: &LabelArgs) -> anyhow::Result<bool> {
             ..a.model_args.threads()
         })
         .build()?;
-    if !model.has_generator() {
-        anyhow::bail!(
-            "{}: the model has no label generator (trained with method `{}`)",
-            a.model_args.model.display(),
-            model.manifest().training.method
-        );
-    }
     let input = Input::new(&input)?;
     let jobs = a.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -311,7 +301,6 @@ fn run_label(a: &LabelArgs) -> anyhow::Result<bool> {
     let mut observer = Bar {
         announce,
         bar,
-        quiet: a.quiet,
         errors_file: a.errors.is_some(),
     };
     let req = Request {

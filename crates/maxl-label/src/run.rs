@@ -15,8 +15,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use maxl_core::fsio;
-use maxl_data::preprocess;
-use maxl_infer::{AuxFor, Classify, MaxlModel};
+use maxl_infer::{AuxFor, Classify, InferError, MaxlModel};
 use rayon::prelude::*;
 
 use crate::LabelError;
@@ -176,13 +175,12 @@ pub fn model_id(model: &MaxlModel) -> ModelId {
 /// One image decoded, resized and scaled to [0, 1] — or why not. A decoder that panics on a
 /// hostile file costs that file, not the run.
 fn prepare(model: &MaxlModel, path: &Path) -> Result<Vec<f32>, String> {
-    let shape = model.input_shape();
-    let limits = *model.decode_limits();
     let work = || {
-        preprocess::read_file(path, &limits)
-            .and_then(|bytes| preprocess::preprocess(&bytes, shape, &limits))
-            .map(|px| px.into_iter().map(preprocess::unit).collect::<Vec<f32>>())
-            .map_err(|e| e.to_string())
+        model.preprocess_file(path).map_err(|e| match e {
+            // The path has its own column: the reason alone.
+            InferError::Image { source, .. } => source.to_string(),
+            e => e.to_string(),
+        })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err("the image decoder failed on this file (internal error)".into()))
@@ -191,6 +189,13 @@ fn prepare(model: &MaxlModel, path: &Path) -> Result<Vec<f32>, String> {
 /// Runs (or resumes) a labelling job to the end.
 pub fn run(req: &Request<'_>, observer: &mut dyn Observer) -> Result<Outcome, LabelError> {
     let model = req.model;
+    if !model.has_generator() {
+        return Err(LabelError::Invalid(format!(
+            "{}: the model has no label generator (trained with method `{}`)",
+            model.dir().display(),
+            model.manifest().training.method
+        )));
+    }
     let out = &req.out;
     let columns = Columns {
         probs: req.options.probs,
@@ -381,7 +386,9 @@ pub fn run(req: &Request<'_>, observer: &mut dyn Observer) -> Result<Outcome, La
                 fsio::write_atomic(&job_file, &job.to_json())?;
                 last_sync = Instant::now();
             } else {
-                replace(&job_file, &job.to_json())?;
+                // A crash of the process never leaves it half-written; the synced write above,
+                // every few seconds, covers a power cut.
+                fsio::replace(&job_file, &job.to_json())?;
             }
             failpoint("after-checkpoint", n as u64 + 1);
             observer.progress(job.done);
@@ -411,13 +418,4 @@ pub fn run(req: &Request<'_>, observer: &mut dyn Observer) -> Result<Outcome, La
     fsio::write_atomic(&meta_path(out), &job.to_json())?;
     std::fs::remove_file(&job_file).map_err(io_err(&job_file))?;
     Ok(Outcome { job, resumed })
-}
-
-/// Replaces `path` through a temporary file and a rename, without syncing: the job file after
-/// every batch (a crash of the process never leaves it half-written; [`fsio::write_atomic`]
-/// every few seconds covers a power cut).
-fn replace(path: &Path, bytes: &[u8]) -> Result<(), LabelError> {
-    let tmp = fsio::tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
