@@ -13,11 +13,16 @@ fn train() -> Command {
 }
 
 fn quick(c: &mut Command, out: &std::path::Path) {
+    quick_on(c, out, "400");
+}
+
+/// One epoch on a class-balanced subset of `train_limit` training images.
+fn quick_on(c: &mut Command, out: &std::path::Path, train_limit: &str) {
     c.args([
         "--epochs",
         "1",
         "--train-limit",
-        "400",
+        train_limit,
         "--test-limit",
         "300",
         "--threads",
@@ -39,7 +44,8 @@ fn all_five_methods_run_and_write_their_run_directory() {
         let out = tmp.path().join(method);
         let mut c = train();
         c.args(["--method", method, "--config"]).arg(&cfg);
-        quick(&mut c, &out);
+        // Ten steps: four (400 class-balanced images) can leave a network guessing one class.
+        quick_on(&mut c, &out, "1000");
         let r = run(&mut c);
         r.assert_ok();
         assert!(
@@ -225,15 +231,22 @@ fn an_existing_run_is_never_overwritten() {
     );
 }
 
-/// metrics.csv without the wall-clock column.
+/// metrics.csv without the wall-clock and CPU-time columns.
 fn metrics_without_seconds(dir: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-    let sec = header.iter().position(|h| *h == "seconds").unwrap();
+    let timed: Vec<usize> = ["seconds", "cpu_seconds"]
+        .iter()
+        .map(|name| header.iter().position(|h| h == name).unwrap())
+        .collect();
     text.lines()
         .map(|l| {
-            let mut cols: Vec<&str> = l.split(',').collect();
-            cols.remove(sec);
+            let cols: Vec<&str> = l
+                .split(',')
+                .enumerate()
+                .filter(|(i, _)| !timed.contains(i))
+                .map(|(_, c)| c)
+                .collect();
             cols.join(",")
         })
         .collect()
@@ -402,27 +415,169 @@ fn checkpoints_load_in_pytorch_with_the_documented_names() {
 }
 
 #[test]
-fn bench_reports_ratios_against_single_task() {
+fn bench_times_every_mode_in_its_own_process_against_single_task() {
     let r = run(Command::new(bin("maxl-train")).args([
         "bench",
         "--iters",
         "2",
         "--warmup",
         "1",
+        "--repeats",
+        "2",
         "--batch-size",
         "8",
         "--threads",
         "1",
     ]));
     r.assert_ok();
-    for line in [
-        "single-task step",
-        "maxl interleaved iter.",
-        "maxl reference iter.",
-    ] {
-        assert!(r.stdout.contains(line), "{}", r.stdout);
+    let rows: Vec<&str> = r.stdout.lines().skip(2).collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "single",
+            "reference-double-backward",
+            "reference-jvp",
+            "interleaved-double-backward",
+            "interleaved-jvp",
+            "fused-double-backward",
+            "fused-jvp"
+        ],
+        "{}",
+        r.stdout
+    );
+    for row in &rows {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let ms: f64 = cols[1].parse().unwrap();
+        let ratio: f64 = cols[2].parse().unwrap();
+        let rss: f64 = cols[4].parse().unwrap();
+        assert!(ms > 0.0 && ratio > 0.0 && rss > 10.0, "{row}");
+        if cols[0] == "single" {
+            assert_eq!(ratio, 1.0);
+        }
     }
-    assert!(r.stdout.contains("1.00×"), "{}", r.stdout);
+    // JSON lines for scripts, and a clear error for an unknown mode.
+    let r = run(Command::new(bin("maxl-train")).args([
+        "bench",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--modes",
+        "single,fused-jvp",
+        "--json",
+    ]));
+    r.assert_ok();
+    assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+    assert!(r.stdout.contains("\"mode\": \"fused-jvp\""), "{}", r.stdout);
+    let r = run(Command::new(bin("maxl-train")).args(["bench", "--modes", "fast"]));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("unknown mode `fast`"), "{}", r.stderr);
+}
+
+#[test]
+fn compare_runs_methods_by_seeds_resumes_and_writes_the_results() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("exp");
+    let experiment = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/maxl-train/configs/low-data-fmnist.yaml"
+    );
+    let compare = |test_limit: &str| {
+        let mut c = Command::new(bin("maxl-train"));
+        c.args([
+            "compare",
+            experiment,
+            "--quiet",
+            "--seeds",
+            "0,1",
+            "--only",
+            "single,maxl",
+        ]);
+        c.args([
+            "--epochs",
+            "1",
+            "--train-limit",
+            "200",
+            "--test-limit",
+            test_limit,
+            "--threads",
+            "1",
+        ]);
+        c.arg("--out").arg(&out);
+        run(&mut c)
+    };
+    let r = compare("300");
+    r.assert_ok();
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    let rows: Vec<&str> = md.lines().skip(2).collect();
+    assert_eq!(rows.len(), 2, "{md}");
+    assert!(
+        rows[0].starts_with("| single | single |") && rows[0].contains("| 2 | 1 |"),
+        "{md}"
+    );
+    assert!(
+        rows[1].starts_with("| maxl | maxl | reference | jvp | 5 | 2 | 1 |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "header + 2 runs × 2 seeds: {csv}");
+    for l in csv.lines().skip(1).filter(|l| l.starts_with("single,")) {
+        assert!(
+            l.ends_with(",0.00000"),
+            "the baseline's paired difference is 0: {l}"
+        );
+    }
+    for png in ["test_accuracy.png", "slot_usage.png"] {
+        assert!(
+            std::fs::metadata(out.join(png)).unwrap().len() > 5000,
+            "{png}"
+        );
+    }
+    // 200 images, class-balanced: 20 per class.
+    let cfg = std::fs::read_to_string(out.join("maxl/seed-1/config.yaml")).unwrap();
+    assert!(
+        cfg.contains("train_limit: 200") && cfg.contains("seed: 1"),
+        "{cfg}"
+    );
+
+    // Finished runs are skipped: nothing changes, the table is rewritten the same.
+    let before = std::fs::read_to_string(out.join("maxl/seed-0/metrics.csv")).unwrap();
+    let r = compare("300");
+    r.assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("maxl/seed-0/metrics.csv")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        csv
+    );
+    let r = run(Command::new(bin("maxl-train")).arg("results").arg(&out));
+    r.assert_ok();
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), md);
+
+    // An unfinished run (no summary yet) is run again; a run of another config is refused.
+    std::fs::remove_file(out.join("single/seed-1/summary.yaml")).unwrap();
+    compare("300").assert_ok();
+    assert!(out.join("single/seed-1/summary.yaml").exists());
+    let r = compare("301");
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("single/seed-0") && r.stderr.contains("holds a run of another config"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -66,6 +66,42 @@ pub enum Schedule {
     Reference,
     /// Per batch: stage 1, then stage 2 on the same batch.
     Interleaved,
+    /// Per batch, one forward and one gradient of L1 serve both stages: with plain SGD the
+    /// stage-1 update is θ1⁺ itself, so the meta-gradient is taken at the pre-update θ1. A
+    /// different algorithm, not a faster `reference`; needs θ1's optimiser without momentum
+    /// or weight decay.
+    Fused,
+}
+
+impl Schedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Reference => "reference",
+            Schedule::Interleaved => "interleaved",
+            Schedule::Fused => "fused",
+        }
+    }
+}
+
+/// How stage 2 computes the exact meta-gradient ∂L2/∂θ2 (both give the same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetaGradientMode {
+    /// Backward through the create_graph gradient G (a double backward).
+    #[default]
+    DoubleBackward,
+    /// L1 is linear in g's output: one forward-mode Jacobian-vector product of f's per-slot
+    /// losses along ∇L_pri(θ1⁺), then an ordinary backward through g.
+    Jvp,
+}
+
+impl MetaGradientMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaGradientMode::DoubleBackward => "double-backward",
+            MetaGradientMode::Jvp => "jvp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +138,9 @@ impl ModelConfig {
 pub enum DatasetKind {
     /// Fashion-MNIST's IDX files (`.gz` or raw), by default from the Debian package.
     FashionMnist,
+    /// Any MNIST-layout IDX directory (MNIST, KMNIST, EMNIST…): `train-images-idx3-ubyte` etc.,
+    /// class names from `dataset.class_names` (one per line) or `0`…`K−1`.
+    Idx,
     /// CIFAR-10's binary version (`data_batch_{1..5}.bin`, `test_batch.bin`).
     Cifar10,
     /// CIFAR-100's binary version (`train.bin`, `test.bin`): coarse labels are the primary task,
@@ -117,6 +156,7 @@ impl DatasetKind {
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Idx => "idx",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
             DatasetKind::ImageFolder => "image-folder",
@@ -155,10 +195,18 @@ pub struct DatasetConfig {
     /// Train on coarse groups of the dataset's classes, with the original classes as the fine
     /// labels (this is what the `human` method needs on a flat dataset such as Fashion-MNIST).
     pub coarse_groups: Option<Vec<CoarseGroup>>,
-    /// Use only the first N training images (after the validation split), for quick runs.
+    /// Train on a seeded, class-balanced subset of N training images (after the validation
+    /// split): N/K per class (per fine class where the data has them).
     pub train_limit: Option<usize>,
-    /// Use only the first N test images, for quick runs.
+    /// Evaluate on a seeded, class-balanced subset of N test images.
     pub test_limit: Option<usize>,
+    /// Pad every image with this many black pixels on each side (Fashion-MNIST's 28×28 → 32×32
+    /// with 2).
+    pub pad: usize,
+    /// Replicate single-channel images to the model's 3 channels.
+    pub grey_to_rgb: bool,
+    /// `idx` only: a text file with one class name per line (default `0`…`K−1`).
+    pub class_names: Option<PathBuf>,
 }
 
 impl Default for DatasetConfig {
@@ -175,6 +223,9 @@ impl Default for DatasetConfig {
             coarse_groups: None,
             train_limit: None,
             test_limit: None,
+            pad: 0,
+            grey_to_rgb: false,
+            class_names: None,
         }
     }
 }
@@ -245,6 +296,8 @@ pub struct TrainConfig {
     /// θ2, the label generator.
     pub generator_optimizer: OptimizerConfig,
     pub lr_step: LrStep,
+    /// How stage 2 computes the exact meta-gradient.
+    pub meta_gradient: MetaGradientMode,
     /// λ, the weight of the anti-collapse (entropy) term. Forced to 0 by `maxl-no-entropy`.
     pub entropy_weight: f64,
     /// γ of the focal loss.
@@ -277,6 +330,7 @@ impl Default for TrainConfig {
                 every_epochs: 2,
                 gamma: 0.5,
             },
+            meta_gradient: MetaGradientMode::DoubleBackward,
             entropy_weight: 0.2,
             focal_gamma: 2.0,
         }
@@ -346,7 +400,10 @@ impl TrainConfig {
         if d.test_path.is_some()
             && matches!(
                 d.kind,
-                DatasetKind::FashionMnist | DatasetKind::Cifar10 | DatasetKind::Cifar100
+                DatasetKind::FashionMnist
+                    | DatasetKind::Idx
+                    | DatasetKind::Cifar10
+                    | DatasetKind::Cifar100
             )
         {
             return Err(format!(
@@ -365,6 +422,23 @@ impl TrainConfig {
         }
         if let Some(groups) = &d.coarse_groups {
             validate_groups(groups)?;
+        }
+        if d.class_names.is_some() && d.kind != DatasetKind::Idx {
+            return Err(format!(
+                "dataset.class_names applies to kind `idx`, not `{}` (its names come with the data)",
+                d.kind.name()
+            ));
+        }
+        if self.schedule == Schedule::Fused
+            && self.method.uses_generator()
+            && (self.multitask_optimizer.momentum != 0.0
+                || self.multitask_optimizer.weight_decay != 0.0)
+        {
+            return Err(format!(
+                "schedule `fused` needs plain SGD for θ1 (its update is the meta-step's θ1⁺): set \
+                 multitask_optimizer.momentum and weight_decay to 0 (got {} and {})",
+                self.multitask_optimizer.momentum, self.multitask_optimizer.weight_decay
+            ));
         }
         for (name, o) in [
             ("multitask_optimizer", &self.multitask_optimizer),

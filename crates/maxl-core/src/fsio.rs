@@ -1,7 +1,9 @@
 //! Files that appear whole or not at all. Every output of the workspace that a crash must not
 //! leave half-written (models, manifests, run files, label CSVs) is written through here: to
-//! `<name>.tmp` next to the final name, synced, then renamed into place, and the directory synced
-//! so that the rename itself survives a power cut.
+//! `<name>.<pid>.tmp` next to the final name, synced, then renamed into place, and the directory
+//! synced so that the rename itself survives a power cut. The process id keeps processes that
+//! write the same file (parallel experiment runs sharing a directory) off each other's
+//! temporary file: each rename is whole, the last one wins.
 
 use std::fs::File;
 use std::io::Write;
@@ -24,10 +26,10 @@ impl WriteError {
     }
 }
 
-/// `<path>.tmp`, next to the final file.
+/// `<path>.<pid>.tmp`, next to the final file.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
+    s.push(format!(".{}.tmp", std::process::id()));
     PathBuf::from(s)
 }
 
@@ -93,12 +95,17 @@ mod tests {
         assert!(!tmp_path(&p).exists());
         // A failing writer leaves the old file in place.
         let e = write_atomic_with(&p, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
+        let pid = std::process::id();
         assert!(
-            e.to_string().contains("a.csv.tmp: cannot write: disk full"),
+            e.to_string()
+                .contains(&format!("a.csv.{pid}.tmp: cannot write: disk full")),
             "{e}"
         );
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let e = write_atomic(&dir.path().join("missing/x"), b"").unwrap_err();
-        assert!(e.to_string().contains("missing/x.tmp"), "{e}");
+        assert!(
+            e.to_string().contains(&format!("missing/x.{pid}.tmp")),
+            "{e}"
+        );
     }
 }

@@ -152,6 +152,46 @@ pub fn fashion_mnist(dir: Option<&Path>) -> Result<TrainTest, DataError> {
     })
 }
 
+/// Any MNIST-layout IDX directory (`train-…` and `t10k-…` files). Class names from
+/// `names_file` (one per non-empty line), else `0`…`K−1` with K = the largest label + 1.
+pub fn idx_dir(dir: &Path, names_file: Option<&Path>) -> Result<TrainTest, DataError> {
+    let names: Vec<String> = match names_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| DataError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.len() < 2 {
+                return Err(DataError::Format {
+                    path: p.to_path_buf(),
+                    message: format!(
+                        "needs at least 2 class names, one per line; found {}",
+                        names.len()
+                    ),
+                });
+            }
+            names
+        }
+        None => {
+            // At most 256 classes fit a byte label: read the labels once to count them.
+            let labels = read_labels(&find(dir, "train-labels-idx1-ubyte"), 256)?;
+            let k = labels.iter().max().map_or(0, |&m| m + 1);
+            (0..k).map(|i| i.to_string()).collect()
+        }
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    Ok(TrainTest {
+        train: read_split(dir, "train", &refs)?,
+        test: read_split(dir, "t10k", &refs)?,
+    })
+}
+
 /// Writes IDX files (used by tests and by tools that convert data to this format).
 pub fn write_images(path: &Path, rows: usize, cols: usize, pixels: &[u8]) -> std::io::Result<()> {
     let n = pixels.len() / (rows * cols);
@@ -194,6 +234,32 @@ mod tests {
                 std::fs::remove_file(p).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn generic_idx_names_classes_by_number_or_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_set(dir.path(), "train", 12, false);
+        write_set(dir.path(), "t10k", 3, true);
+        let tt = idx_dir(dir.path(), None).unwrap();
+        let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(tt.train.class_names, want);
+        assert_eq!(tt.test.len(), 3);
+        let names = dir.path().join("names.txt");
+        let digits = "zero\none\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\n";
+        std::fs::write(&names, digits).unwrap();
+        let tt = idx_dir(dir.path(), Some(&names)).unwrap();
+        assert_eq!(tt.train.class_names[0], "zero");
+        // Too few names for the labels: the labels file is named.
+        std::fs::write(&names, "zero\none\n").unwrap();
+        let e = idx_dir(dir.path(), Some(&names)).unwrap_err().to_string();
+        assert!(
+            e.contains("train-labels-idx1-ubyte") && e.contains("outside [0, 2)"),
+            "{e}"
+        );
+        std::fs::write(&names, "zero\n").unwrap();
+        let e = idx_dir(dir.path(), Some(&names)).unwrap_err().to_string();
+        assert!(e.contains("names.txt") && e.contains("at least 2"), "{e}");
     }
 
     #[test]

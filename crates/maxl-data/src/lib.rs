@@ -149,6 +149,93 @@ impl Dataset {
         }
     }
 
+    /// A seeded, class-balanced subset of `n` images: the images are spread as evenly as
+    /// possible over the classes (the fine classes where the dataset has them, so a coarse
+    /// grouping keeps every original class), each class's share drawn at random without
+    /// replacement. A class with fewer images than its share gives all of them and the rest is
+    /// spread over the others. The subset keeps the dataset's order.
+    pub fn balanced_subset(&self, n: usize, seed: u64) -> Dataset {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if n >= self.len() {
+            return self.clone();
+        }
+        let strata = self.fine_labels.as_ref().unwrap_or(&self.labels);
+        let k = strata.iter().max().map_or(0, |&m| m + 1);
+        let mut members = vec![Vec::new(); k];
+        for (i, &c) in strata.iter().enumerate() {
+            members[c].push(i);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xBA1A_4CED);
+        for m in &mut members {
+            m.shuffle(&mut rng);
+        }
+        // Water-filling: classes smaller than the fair share give all their images.
+        let mut take = vec![0usize; k];
+        let mut left = n;
+        let mut open: Vec<usize> = (0..k).filter(|&c| !members[c].is_empty()).collect();
+        open.sort_by_key(|&c| members[c].len());
+        while left > 0 && !open.is_empty() {
+            let share = left / open.len();
+            let extra = left % open.len();
+            let c = open[0];
+            let available = members[c].len() - take[c];
+            if available <= share {
+                take[c] += available;
+                left -= available;
+                open.remove(0);
+                continue;
+            }
+            // Every open class can give its share: the remainder goes to the lowest class ids.
+            let mut by_id = open.clone();
+            by_id.sort_unstable();
+            for (j, &c) in by_id.iter().enumerate() {
+                take[c] += share + usize::from(j < extra);
+            }
+            left = 0;
+        }
+        let mut chosen: Vec<usize> = members
+            .iter()
+            .zip(&take)
+            .flat_map(|(m, &t)| m[..t].iter().copied())
+            .collect();
+        chosen.sort_unstable();
+        self.subset(&chosen)
+    }
+
+    /// Pads every image with `pad` black pixels on each side and, with `channels` > the
+    /// dataset's single channel, replicates the grey channel (Fashion-MNIST for a model that
+    /// expects 3×32×32 input).
+    pub fn pad_and_replicate(&mut self, pad: usize, channels: usize) -> Result<(), DataError> {
+        if channels != self.channels && self.channels != 1 {
+            return Err(DataError::Invalid(format!(
+                "only single-channel images can be replicated to {channels} channels; these have {}",
+                self.channels
+            )));
+        }
+        if pad == 0 && channels == self.channels {
+            return Ok(());
+        }
+        let (h, w) = (self.height + 2 * pad, self.width + 2 * pad);
+        let mut out = vec![0u8; self.len() * channels * h * w];
+        for i in 0..self.len() {
+            let src = self.image(i);
+            for c in 0..channels {
+                let plane = &src[(c % self.channels) * self.height * self.width..];
+                let dst = &mut out[(i * channels + c) * h * w..];
+                for r in 0..self.height {
+                    let row = &plane[r * self.width..(r + 1) * self.width];
+                    dst[(r + pad) * w + pad..(r + pad) * w + pad + self.width].copy_from_slice(row);
+                }
+            }
+        }
+        self.pixels = out;
+        self.channels = channels;
+        self.height = h;
+        self.width = w;
+        Ok(())
+    }
+
     /// Splits off a seeded random `fraction` as a validation set: (train, validation).
     pub fn split_validation(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
         use rand::SeedableRng;
@@ -188,6 +275,85 @@ mod tests {
             class_names: vec!["a/b".into(), "c".into(), "d".into()],
             fine_class_names: None,
         }
+    }
+
+    fn counts(d: &Dataset, k: usize) -> Vec<usize> {
+        let mut c = vec![0; k];
+        for &l in &d.labels {
+            c[l] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn balanced_subsets_are_seeded_and_spread_over_classes() {
+        // Class-sorted, as an image folder is: the first N images would be class 0 only.
+        let labels: Vec<usize> = (0..3).flat_map(|c| vec![c; [50, 4, 50][c]]).collect();
+        let d = toy(labels);
+        let s = d.balanced_subset(30, 7);
+        assert_eq!(counts(&s, 3), vec![13, 4, 13], "class 1 gives all it has");
+        let s = d.balanced_subset(31, 7);
+        assert_eq!(
+            counts(&s, 3),
+            vec![14, 4, 13],
+            "remainder to the lowest class id"
+        );
+        assert_eq!(s, d.balanced_subset(31, 7), "same seed, same subset");
+        assert_ne!(
+            s,
+            d.balanced_subset(31, 8),
+            "another seed draws other images"
+        );
+        // Original order kept: pixel values (2 per image, increasing) stay increasing.
+        assert!(s.pixels.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(d.balanced_subset(1000, 7), d);
+        // Coarse groups balance over the fine classes.
+        let mut g = toy((0..3).flat_map(|c| vec![c; 20]).collect());
+        g.group_classes(&[
+            CoarseGroup {
+                name: "x".into(),
+                classes: vec![0, 2],
+            },
+            CoarseGroup {
+                name: "y".into(),
+                classes: vec![1],
+            },
+        ])
+        .unwrap();
+        let s = g.balanced_subset(9, 0);
+        let mut fine = [0; 3];
+        for &f in s.fine_labels.as_ref().unwrap() {
+            fine[f] += 1;
+        }
+        assert_eq!(fine, [3, 3, 3]);
+    }
+
+    #[test]
+    fn padding_and_channel_replication() {
+        let mut d = Dataset {
+            channels: 1,
+            height: 2,
+            width: 2,
+            pixels: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            labels: vec![0, 1],
+            fine_labels: None,
+            class_names: vec!["a".into(), "b".into()],
+            fine_class_names: None,
+        };
+        d.pad_and_replicate(1, 3).unwrap();
+        assert_eq!((d.channels, d.height, d.width, d.len()), (3, 4, 4, 2));
+        #[rustfmt::skip]
+        let plane = [0, 0, 0, 0,
+                     0, 5, 6, 0,
+                     0, 7, 8, 0,
+                     0, 0, 0, 0];
+        for c in 0..3 {
+            assert_eq!(&d.image(1)[c * 16..(c + 1) * 16], &plane);
+        }
+        assert!(
+            d.pad_and_replicate(0, 1).is_err(),
+            "3 channels cannot become 1"
+        );
     }
 
     #[test]

@@ -1,16 +1,19 @@
-//! Timing of training iterations on synthetic data (a benchmark, not a test): ms per single-task
-//! step and per MAXL iteration under each schedule, measured in the same process so the ratios
-//! compare like with like.
+//! Timing of training iterations on synthetic data (a benchmark, not a test): ms per
+//! single-task step and per MAXL iteration for each schedule × meta-gradient mode.
+//!
+//! `maxl-train bench` runs every mode in its own process (so each one's peak memory, VmHWM,
+//! is its own) and repeats the whole set, interleaved, taking medians; ratios are to the
+//! single-task step of the same run.
 
 use std::fmt;
 use std::time::Instant;
 
 use maxl_core::arch::Architecture;
-use maxl_core::config::OptimizerConfig;
+use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
-use crate::meta::{AuxTarget, LossConfig, stage1, stage2};
+use crate::meta::{AuxTarget, LossConfig, fused_step, interleaved_step, stage1, stage2};
 use crate::net::{LabelGenerator, MultiTaskNet};
 use crate::optim::Sgd;
 
@@ -24,43 +27,46 @@ pub struct BenchConfig {
     pub device: Device,
 }
 
-pub struct BenchReport {
-    /// ms per stage-1 step of the single-task baseline (primary head only).
-    pub single_ms: f64,
-    /// ms per stage-1 step with the generator's labels (MAXL's stage 1 alone).
-    pub stage1_ms: f64,
-    /// ms per MAXL iteration with the interleaved schedule (stage 1 + stage 2 on one batch).
-    pub interleaved_ms: f64,
-    /// ms per MAXL iteration with the reference schedule (a stage-1 pass, then a stage-2 pass).
-    pub reference_ms: f64,
+/// What one timed step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    /// A single-task step (primary head only): the baseline of every ratio.
+    Single,
+    /// Stage 1 then stage 2 on each batch.
+    Interleaved(MetaGradientMode),
+    /// The authors' schedule: a stage-1 step plus a stage-2 step, each timed in its own loop.
+    Reference(MetaGradientMode),
+    /// One gradient of L1 serves both stages.
+    Fused(MetaGradientMode),
 }
 
-impl fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = |v: f64| v / self.single_ms;
-        writeln!(
-            f,
-            "single-task step        {:9.2} ms   1.00×",
-            self.single_ms
-        )?;
-        writeln!(
-            f,
-            "maxl stage 1 only       {:9.2} ms  {:5.2}×",
-            self.stage1_ms,
-            r(self.stage1_ms)
-        )?;
-        writeln!(
-            f,
-            "maxl interleaved iter.  {:9.2} ms  {:5.2}×",
-            self.interleaved_ms,
-            r(self.interleaved_ms)
-        )?;
-        writeln!(
-            f,
-            "maxl reference iter.    {:9.2} ms  {:5.2}×",
-            self.reference_ms,
-            r(self.reference_ms)
-        )
+const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];
+
+impl BenchMode {
+    /// Every mode, in the order of the report.
+    pub fn all() -> Vec<BenchMode> {
+        let mut v = vec![BenchMode::Single];
+        for make in [
+            BenchMode::Reference as fn(MetaGradientMode) -> BenchMode,
+            BenchMode::Interleaved,
+            BenchMode::Fused,
+        ] {
+            v.extend(MODES.map(make));
+        }
+        v
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            BenchMode::Single => "single".into(),
+            BenchMode::Interleaved(m) => format!("interleaved-{}", m.name()),
+            BenchMode::Reference(m) => format!("reference-{}", m.name()),
+            BenchMode::Fused(m) => format!("fused-{}", m.name()),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BenchMode> {
+        Self::all().into_iter().find(|m| m.name() == name)
     }
 }
 
@@ -84,8 +90,12 @@ fn time(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) -> 
     start.elapsed().as_secs_f64() * 1000.0 / iters as f64
 }
 
-pub fn run(c: &BenchConfig) -> BenchReport {
+/// Times `mode` in this process: mean ms per step (per MAXL iteration).
+pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> f64 {
     tch::manual_seed(0);
+    if let Device::Cuda(_) = c.device {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let (kind, dev) = (Kind::Float, c.device);
     let h = Hierarchy::new(vec![c.psi_per_class; c.classes]).expect("validated by the caller");
     let i = &c.arch.input;
@@ -104,40 +114,133 @@ pub fn run(c: &BenchConfig) -> BenchReport {
         gamma: 2.0,
         lambda: 0.2,
     };
-
-    let single = MultiTaskNet::new(&c.arch, c.classes, 0, kind, dev);
-    let mut opt = Sgd::new(sgd, single.store.params.len());
-    let single_ms = time(dev, c.warmup, c.iters, || {
-        stage1(&single, AuxTarget::None, &x, &y, &mut opt, 0.01, 2.0);
-    });
-    drop(single);
-
+    let (lr_f, lr_g) = (0.01, 1e-3);
+    if mode == BenchMode::Single {
+        let single = MultiTaskNet::new(&c.arch, c.classes, 0, kind, dev);
+        let mut opt = Sgd::new(sgd, single.store.params.len());
+        return time(dev, c.warmup, c.iters, || {
+            stage1(
+                &single,
+                AuxTarget::None,
+                &x,
+                &y,
+                &mut opt,
+                lr_f,
+                losses.gamma,
+            );
+        });
+    }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
     let g = LabelGenerator::new(&c.arch, &h, kind, dev);
     let mut opt_f = Sgd::new(sgd, f.store.params.len());
     let mut opt_g = Sgd::new(
         OptimizerConfig {
-            lr: 1e-3,
+            lr: lr_g,
             momentum: 0.0,
             weight_decay: 5e-4,
         },
         g.store.params.len(),
     );
-    let stage1_ms = time(dev, c.warmup, c.iters, || {
-        stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.01, 2.0);
-    });
-    let interleaved_ms = time(dev, c.warmup, c.iters, || {
-        stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.01, 2.0);
-        stage2(&f, &g, (&x, &y), &mut opt_g, 0.01, 1e-3, losses);
-    });
-    // Reference schedule: all stage-1 steps, then all stage-2 steps; per-iteration cost.
-    let stage2_ms = time(dev, c.warmup, c.iters, || {
-        stage2(&f, &g, (&x, &y), &mut opt_g, 0.01, 1e-3, losses);
-    });
-    BenchReport {
-        single_ms,
-        stage1_ms,
-        interleaved_ms,
-        reference_ms: stage1_ms + stage2_ms,
+    let xy = (&x, &y);
+    match mode {
+        BenchMode::Single => unreachable!("timed above"),
+        BenchMode::Interleaved(m) => time(dev, c.warmup, c.iters, || {
+            let opts = (&mut opt_f, &mut opt_g);
+            interleaved_step(&f, &g, xy, opts, lr_f, lr_g, losses, m);
+        }),
+        BenchMode::Fused(m) => time(dev, c.warmup, c.iters, || {
+            let opts = (&mut opt_f, &mut opt_g);
+            fused_step(&f, &g, xy, opts, lr_f, lr_g, losses, m);
+        }),
+        BenchMode::Reference(m) => {
+            let stage1_ms = time(dev, c.warmup, c.iters, || {
+                stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, lr_f, 2.0);
+            });
+            let stage2_ms = time(dev, c.warmup, c.iters, || {
+                stage2(&f, &g, xy, &mut opt_g, lr_f, lr_g, losses, m);
+            });
+            stage1_ms + stage2_ms
+        }
+    }
+}
+
+/// This process's peak resident memory (VmHWM) in KiB, where /proc has it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// One mode's result over the repeats.
+#[derive(Debug, Clone)]
+pub struct ModeResult {
+    pub mode: BenchMode,
+    /// ms per step of every repeat.
+    pub ms: Vec<f64>,
+    /// The largest VmHWM of its processes, KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Median of a non-empty list.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// The report: medians, ratios to the single-task median, peak memory.
+pub struct BenchReport(pub Vec<ModeResult>);
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self
+            .0
+            .iter()
+            .find(|r| r.mode == BenchMode::Single)
+            .map(|r| median(&r.ms));
+        writeln!(
+            f,
+            "{:<28} {:>10} {:>8} {:>10} {:>14}",
+            "step", "median ms", "× single", "spread", "peak RSS MiB"
+        )?;
+        for r in &self.0 {
+            let m = median(&r.ms);
+            let lo = r.ms.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            writeln!(
+                f,
+                "{:<28} {:>10.2} {:>8} {:>10} {:>14}",
+                r.mode.name(),
+                m,
+                base.map_or("—".into(), |b| format!("{:.2}", m / b)),
+                format!("±{:.0}%", 50.0 * (hi - lo) / m),
+                r.peak_rss_kib
+                    .map_or("—".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_round_trip_and_medians() {
+        for m in BenchMode::all() {
+            assert_eq!(BenchMode::parse(&m.name()), Some(m));
+        }
+        assert_eq!(BenchMode::all().len(), 7);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(peak_rss_kib().is_some_and(|k| k > 0));
     }
 }

@@ -34,6 +34,7 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
     let test = d.test_path.as_deref();
     let tt = match d.kind {
         DatasetKind::FashionMnist => maxl_data::idx::fashion_mnist(d.path.as_deref())?,
+        DatasetKind::Idx => maxl_data::idx::idx_dir(path(), d.class_names.as_deref())?,
         DatasetKind::Cifar10 => maxl_data::cifar::cifar10(path())?,
         DatasetKind::Cifar100 => maxl_data::cifar::cifar100(path())?,
         DatasetKind::ImageFolder => {
@@ -49,6 +50,19 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
         test.group_classes(groups)?;
     }
     let input = &arch.input;
+    let channels = if d.grey_to_rgb {
+        input.channels
+    } else {
+        train.channels
+    };
+    if d.grey_to_rgb && train.channels != 1 {
+        return Err(TrainError::Invalid(format!(
+            "dataset.grey_to_rgb: the images already have {} channels",
+            train.channels
+        )));
+    }
+    train.pad_and_replicate(d.pad, channels)?;
+    test.pad_and_replicate(d.pad, channels)?;
     if (train.channels, train.height, train.width) != (input.channels, input.height, input.width) {
         return Err(TrainError::Invalid(format!(
             "dataset images are {}×{}×{} but the model expects {}×{}×{} (model.preset `{}`)",
@@ -89,10 +103,10 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
     };
     let (mut train, validation) = train.split_validation(d.validation_fraction, config.seed);
     if let Some(n) = d.train_limit {
-        train = train.subset(&(0..n.min(train.len())).collect::<Vec<_>>());
+        train = train.balanced_subset(n, config.seed);
     }
     if let Some(n) = d.test_limit {
-        test = test.subset(&(0..n.min(test.len())).collect::<Vec<_>>());
+        test = test.balanced_subset(n, config.seed ^ 0x7E57);
     }
     if train.len() < 2 {
         return Err(TrainError::Invalid(format!(

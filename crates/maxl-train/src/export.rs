@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use maxl_core::arch::Architecture;
-use maxl_core::config::{Method, Schedule, TrainConfig};
+use maxl_core::config::{Method, TrainConfig};
 use maxl_core::hierarchy::{Hierarchy, folder_safe_name};
 use maxl_core::manifest::{
     self, ClassName, Manifest, ManifestInput, ManifestModels, ModelFile, TrainingSummary,
@@ -160,10 +160,7 @@ pub fn export(
         },
         training: TrainingSummary {
             method: c.method.name().into(),
-            schedule: match c.schedule {
-                Schedule::Reference => "reference".into(),
-                Schedule::Interleaved => "interleaved".into(),
-            },
+            schedule: c.schedule.name().into(),
             architecture: if c.model.architecture.is_some() {
                 "custom".into()
             } else {

@@ -3,14 +3,18 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod export;
+pub mod forward_ad;
 pub mod loss;
 pub mod meta;
 pub mod net;
 pub mod optim;
 pub mod plots;
+pub mod results;
 pub mod run;
+pub mod runner;
 pub mod train;
 
 pub use train::{EpochMetrics, Trainer};

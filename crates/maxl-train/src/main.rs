@@ -6,12 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use maxl_core::config::{DatasetKind, Method, Schedule, TrainConfig};
-use maxl_train::checkpoint::{self, TrainState};
-use maxl_train::run::RunDir;
-use maxl_train::{EpochMetrics, Trainer};
-use tracing::info;
+use maxl_core::config::{DatasetKind, MetaGradientMode, Method, Schedule, TrainConfig};
+use maxl_train::runner::{self, Outcome, Start};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MethodArg {
@@ -26,11 +22,19 @@ enum MethodArg {
 enum ScheduleArg {
     Reference,
     Interleaved,
+    Fused,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MetaGradientArg {
+    DoubleBackward,
+    Jvp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DatasetArg {
     FashionMnist,
+    Idx,
     Cifar10,
     Cifar100,
     ImageFolder,
@@ -58,15 +62,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Time training iterations on synthetic data: ms per single-task step and per MAXL
-    /// iteration (both schedules), and their ratio.
+    /// Time training steps on synthetic data: ms per single-task step and per MAXL iteration
+    /// for each schedule × meta-gradient mode, each in its own process (peak memory per mode),
+    /// medians of interleaved repeats, as ratios to the single-task step.
     Bench(BenchArgs),
+    /// Run an experiment: every run of an experiment file × its seeds (finished runs are
+    /// skipped, interrupted ones continue), then write results.md, results.csv and plots.
+    Compare(CompareArgs),
+    /// Regenerate results.md, results.csv, test_accuracy.png and slot_usage.png of an
+    /// experiment directory from its finished runs.
+    Results(ResultsArgs),
     /// Write images of a dataset's test split as an image folder OUT/<class>/<index>.png (for
     /// example to try maxl-label on real data).
     DumpImages(DumpArgs),
     /// Export a run's checkpoint to ONNX (primary.onnx, label_generator.onnx) with its manifest
     /// maxl.yaml.
     Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Experiment file (YAML: seeds, baseline, base config, runs); see configs/.
+    experiment: PathBuf,
+    /// Output directory (default experiments/<file stem>); one run directory per run and seed.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Only these seeds (comma-separated), instead of the file's.
+    #[arg(long, value_name = "S,S,…", value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// Only these runs (comma-separated names).
+    #[arg(long, value_name = "NAME,…", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Epochs for every run (quick versions of an experiment).
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// A seeded, class-balanced subset of N training images for every run.
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// A seeded, class-balanced subset of N test images for every run.
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Where to train: cpu, cuda or auto.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// libtorch CPU threads.
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+    /// Only errors on stderr; no progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ResultsArgs {
+    /// An experiment directory written by `maxl-train compare`.
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -108,9 +158,15 @@ struct TrainArgs {
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
     /// When MAXL's two stages run: reference (stage 1 over the epoch, then stage 2 over the
-    /// epoch, as the authors' code) or interleaved (both stages per batch).
+    /// epoch, as the authors' code), interleaved (both stages per batch) or fused (one gradient
+    /// of L1 per batch serves both stages; a different algorithm, needs plain SGD for θ1).
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
+    /// How stage 2 computes the exact meta-gradient: double-backward (through the
+    /// create_graph gradient) or jvp (one forward-mode product, no second-order graph; same
+    /// numbers, less time and memory).
+    #[arg(long, value_enum)]
+    meta_gradient: Option<MetaGradientArg>,
     /// Architecture preset (small, vgg16); ignored when the config gives a full architecture.
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
@@ -123,7 +179,7 @@ struct TrainArgs {
     /// Seed for weights, split, shuffling and augmentation.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Dataset format: fashion-mnist (IDX), cifar10, cifar100 (binary versions), image-folder
+    /// Dataset format: fashion-mnist (IDX), idx (any MNIST-layout IDX directory), cifar10, cifar100 (binary versions), image-folder
     /// (DIR/<class>/… or DIR/<coarse>/<fine>/…), csv (lines `path,label[,fine_label]`).
     #[arg(long, value_enum)]
     dataset: Option<DatasetArg>,
@@ -133,10 +189,10 @@ struct TrainArgs {
     /// Image folder / CSV: a separate test folder or list (otherwise 10% is held out, seeded).
     #[arg(long, value_name = "PATH")]
     test_data: Option<PathBuf>,
-    /// Train on only the first N training images (quick runs).
+    /// Train on a seeded, class-balanced subset of N training images.
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
-    /// Evaluate on only the first N test images (quick runs).
+    /// Evaluate on a seeded, class-balanced subset of N test images.
     #[arg(long, value_name = "N")]
     test_limit: Option<usize>,
     /// Visit training images in file order every epoch (deterministic mode).
@@ -153,7 +209,7 @@ struct TrainArgs {
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
     /// --epochs, --max-steps, --device, --threads and --quiet may be given with it).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
     resume: Option<PathBuf>,
     /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
     #[arg(long, value_enum, default_value = "cpu")]
@@ -192,6 +248,19 @@ struct BenchArgs {
     /// Untimed warm-up iterations per measurement.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Times the whole set of modes is run, interleaved (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only these modes (comma-separated): single, reference-double-backward, reference-jvp,
+    /// interleaved-double-backward, interleaved-jvp, fused-double-backward, fused-jvp.
+    #[arg(long, value_name = "MODE,…", value_delimiter = ',')]
+    modes: Option<Vec<String>>,
+    /// Print one JSON object per mode (median ms, every repeat, peak RSS) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Time one mode in this process and print one JSON line (used by the parent process).
+    #[arg(long, hide = true, value_name = "MODE")]
+    worker: Option<String>,
     /// Where to run: cpu, cuda or auto.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
@@ -202,7 +271,8 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.train.quiet { "error" } else { "info" };
+    let quiet = cli.train.quiet || matches!(&cli.command, Some(Command::Compare(c)) if c.quiet);
+    let level = if quiet { "error" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -213,6 +283,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Compare(args)) => compare(args),
+        Some(Command::Results(args)) => results(args),
         Some(Command::Export(args)) => export_checkpoint(args),
         Some(Command::DumpImages(args)) => dump_images(args),
         None => train(cli.train),
@@ -259,6 +331,13 @@ fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
         c.schedule = match s {
             ScheduleArg::Reference => Schedule::Reference,
             ScheduleArg::Interleaved => Schedule::Interleaved,
+            ScheduleArg::Fused => Schedule::Fused,
+        };
+    }
+    if let Some(m) = a.meta_gradient {
+        c.meta_gradient = match m {
+            MetaGradientArg::DoubleBackward => MetaGradientMode::DoubleBackward,
+            MetaGradientArg::Jvp => MetaGradientMode::Jvp,
         };
     }
     if let Some(p) = &a.preset {
@@ -270,6 +349,7 @@ fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if let Some(d) = a.dataset {
         c.dataset.kind = match d {
             DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+            DatasetArg::Idx => DatasetKind::Idx,
             DatasetArg::Cifar10 => DatasetKind::Cifar10,
             DatasetArg::Cifar100 => DatasetKind::Cifar100,
             DatasetArg::ImageFolder => DatasetKind::ImageFolder,
@@ -296,65 +376,32 @@ fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let config = match &a.resume {
-        Some(dir) => {
-            let mut c = TrainConfig::load(&dir.join("config.yaml"))?;
-            c.epochs = a.epochs.unwrap_or(c.epochs);
-            c
-        }
-        None => resolve_config(&a)?,
-    };
     if let Some(n) = a.threads {
         tch::set_num_threads(n);
     }
     let device = device(a.device)?;
-    let arch = config
-        .model
-        .resolve()
-        .map_err(|e| anyhow::anyhow!("model: {e}"))?;
-    let data = maxl_train::data::prepare(&config, &arch)?;
-    info!(
-        "{} on {} train / {} validation / {} test images, {} primary classes, ψ = {:?}, device {device:?}",
-        config.method.name(),
-        data.train.len(),
-        data.validation.len(),
-        data.test.len(),
-        data.hierarchy.num_primary(),
-        data.hierarchy.psi()
-    );
-    let mut trainer = Trainer::new(config, data, device)?;
-    let (out, mut run_dir, mut state) = match &a.resume {
-        Some(dir) => {
-            let state = checkpoint::load(&dir.join("checkpoints").join("last"), &mut trainer)?;
-            info!(
-                "resuming {} after epoch {} ({} steps)",
-                dir.display(),
-                state.epochs_done,
-                state.steps_done
-            );
-            (dir.clone(), RunDir::reopen(dir, state.epochs_done)?, state)
-        }
+    let start = match &a.resume {
+        Some(dir) => Start::Resume {
+            dir: dir.clone(),
+            epochs: a.epochs,
+        },
         None => {
+            let config = resolve_config(&a)?;
             let out = a.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!(
-                    "{}-{}",
-                    trainer.config.method.name(),
-                    utc_stamp()
-                ))
+                PathBuf::from("runs").join(format!("{}-{}", config.method.name(), utc_stamp()))
             });
-            let run_dir = RunDir::create(&out, &trainer)?;
-            let state = TrainState {
-                format: 1,
-                epochs_done: 0,
-                steps_done: 0,
-                best_val_acc: f64::NEG_INFINITY,
-                best_epoch: 0,
-            };
-            (out, run_dir, state)
+            Start::New {
+                config: Box::new(config),
+                out,
+            }
         }
     };
-    info!("run directory: {}", out.display());
-    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, a.max_steps, a.quiet)?;
+    let Outcome {
+        trainer,
+        out,
+        state,
+        last,
+    } = runner::run(start, device, a.max_steps, a.quiet)?;
     let Some(last) = last else {
         println!(
             "{}: nothing to do, the run already has {} epochs",
@@ -363,8 +410,6 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    run_dir.save_weights(&trainer)?;
-    run_dir.write_summary(&trainer, &last, &state)?;
     if let Some(dir) = &a.export {
         let info = maxl_train::export::ExportInfo {
             config: &trainer.config,
@@ -418,97 +463,37 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Trains the remaining epochs, writing metrics and checkpoints after each. Returns the last
-/// epoch's metrics (None when there was nothing left to train).
-fn train_epochs(
-    trainer: &mut Trainer,
-    run_dir: &mut RunDir,
-    state: &mut TrainState,
-    max_steps: Option<usize>,
-    quiet: bool,
-) -> anyhow::Result<Option<EpochMetrics>> {
-    let epochs = trainer.config.epochs;
-    let checkpoints = run_dir.path.join("checkpoints");
-    std::fs::create_dir_all(&checkpoints)
-        .with_context(|| format!("{}: cannot create", checkpoints.display()))?;
-    let mut last = None;
-    while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(format!("{}/{epochs}", trainer.epochs_done + 1));
-        let m = trainer.train_epoch(max_steps, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        });
-        bar.finish_and_clear();
-        run_dir.append(&m)?;
-        state.epochs_done = trainer.epochs_done;
-        state.steps_done = trainer.steps_done;
-        // Without a validation set (validation_fraction 0) every epoch is the best so far.
-        let best = m.val_acc.is_nan() || m.val_acc > state.best_val_acc;
-        if best {
-            state.best_val_acc = m.val_acc;
-            state.best_epoch = m.epoch;
-        }
-        checkpoint::save(&checkpoints.join("last"), trainer, state)?;
-        if best {
-            checkpoint::save(&checkpoints.join("best"), trainer, state)?;
-        }
-        draw_plots(trainer, &run_dir.path, &m);
-        log_epoch(&m, epochs);
-        last = Some(m);
+fn compare(a: CompareArgs) -> anyhow::Result<()> {
+    use maxl_train::compare::{self, Experiment, Overrides};
+    if let Some(n) = a.threads {
+        tch::set_num_threads(n);
     }
-    Ok(last)
-}
-
-/// Plots are a convenience: a failure to draw them is reported, never fatal to the run.
-fn draw_plots(trainer: &Trainer, run_dir: &std::path::Path, m: &EpochMetrics) {
-    let mut result = maxl_train::plots::curves(run_dir);
-    if let (Ok(()), Some(g)) = (&result, &m.generator) {
-        let names = trainer.data.train.safe_class_names();
-        result = maxl_train::plots::slot_usage(
-            run_dir,
-            &names,
-            trainer.data.hierarchy.psi(),
-            &g.usage_counts,
-        );
-    }
-    if let Err(e) = result {
-        tracing::warn!("plots not drawn: {e}");
-    }
-}
-
-fn log_epoch(m: &EpochMetrics, epochs: usize) {
-    let gen_note = m
-        .generator
-        .as_ref()
-        .map(|g| {
-            let mean = g.usage_entropy.iter().sum::<f64>() / g.usage_entropy.len() as f64;
-            format!(
-                ", slot usage entropy {mean:.3}, sample entropy {:.3}",
-                g.sample_entropy
-            )
-        })
-        .unwrap_or_default();
-    info!(
-        "epoch {}/{epochs}: loss {:.4}, train {:.2}%, val {:.2}%, test {:.2}%, {:.1}s{gen_note}",
-        m.epoch,
-        m.primary_loss,
-        100.0 * m.train_acc,
-        100.0 * m.val_acc,
-        100.0 * m.test_acc,
-        m.seconds
+    let device = device(a.device)?;
+    let overrides = Overrides {
+        seeds: a.seeds,
+        only: a.only,
+        epochs: a.epochs,
+        train_limit: a.train_limit,
+        test_limit: a.test_limit,
+    };
+    let e = Experiment::load(&a.experiment)?.with_overrides(&overrides, &a.experiment)?;
+    let out = a
+        .out
+        .unwrap_or_else(|| maxl_train::results::default_out(&a.experiment));
+    compare::run_all(&e, &a.experiment, &out, device, a.quiet)?;
+    let table = maxl_train::results::write(&out)?;
+    println!("{table}");
+    println!(
+        "results in {}: results.md, results.csv, test_accuracy.png, slot_usage.png",
+        out.display()
     );
+    Ok(())
+}
+
+fn results(a: ResultsArgs) -> anyhow::Result<()> {
+    let table = maxl_train::results::write(&a.dir)?;
+    println!("{table}");
+    Ok(())
 }
 
 fn dump_images(a: DumpArgs) -> anyhow::Result<()> {
@@ -519,6 +504,7 @@ fn dump_images(a: DumpArgs) -> anyhow::Result<()> {
     };
     let test = match a.dataset {
         DatasetArg::FashionMnist => maxl_data::idx::fashion_mnist(a.data.as_deref())?.test,
+        DatasetArg::Idx => maxl_data::idx::idx_dir(need()?, None)?.test,
         DatasetArg::Cifar10 => maxl_data::cifar::cifar10(need()?)?.test,
         DatasetArg::Cifar100 => maxl_data::cifar::cifar100(need()?)?.test,
         DatasetArg::ImageFolder | DatasetArg::Csv => {
@@ -546,26 +532,126 @@ fn export_checkpoint(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    if let Some(n) = a.threads {
-        tch::set_num_threads(n);
-    }
-    let device = device(a.device)?;
+    use maxl_train::bench::{BenchConfig, BenchMode, BenchReport, ModeResult, median};
     let arch =
         maxl_core::Architecture::preset(&a.preset).map_err(|e| anyhow::anyhow!("--preset: {e}"))?;
-    if a.batch_size < 2 || a.iters == 0 || a.classes == 0 || a.psi_per_class == 0 {
-        bail!("--batch-size must be ≥ 2 and --iters, --classes, --psi-per-class ≥ 1");
+    if a.batch_size < 2 || a.iters == 0 || a.classes == 0 || a.psi_per_class == 0 || a.repeats == 0
+    {
+        bail!("--batch-size must be ≥ 2 and --iters, --repeats, --classes, --psi-per-class ≥ 1");
     }
-    let report = maxl_train::bench::run(&maxl_train::bench::BenchConfig {
-        arch: arch.clone(),
-        batch_size: a.batch_size,
-        classes: a.classes,
-        psi_per_class: a.psi_per_class,
-        iters: a.iters,
-        warmup: a.warmup,
-        device,
-    });
+    let modes: Vec<BenchMode> = match &a.modes {
+        None => BenchMode::all(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                BenchMode::parse(n).with_context(|| {
+                    format!(
+                        "--modes: unknown mode `{n}` (one of: {})",
+                        BenchMode::all()
+                            .iter()
+                            .map(|m| m.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if let Some(name) = &a.worker {
+        let mode =
+            BenchMode::parse(name).with_context(|| format!("--worker: unknown mode `{name}`"))?;
+        if let Some(n) = a.threads {
+            tch::set_num_threads(n);
+        }
+        let ms = maxl_train::bench::time_mode(
+            &BenchConfig {
+                arch,
+                batch_size: a.batch_size,
+                classes: a.classes,
+                psi_per_class: a.psi_per_class,
+                iters: a.iters,
+                warmup: a.warmup,
+                device: device(a.device)?,
+            },
+            mode,
+        );
+        let rss = maxl_train::bench::peak_rss_kib().unwrap_or(0);
+        println!("{{\"mode\": \"{name}\", \"ms\": {ms:.4}, \"peak_rss_kib\": {rss}}}");
+        return Ok(());
+    }
+    // Every mode in its own process, the set repeated and interleaved.
+    let exe = std::env::current_exe().context("cannot find this executable to run the modes")?;
+    let mut results: Vec<ModeResult> = modes
+        .iter()
+        .map(|&mode| ModeResult {
+            mode,
+            ms: Vec::new(),
+            peak_rss_kib: None,
+        })
+        .collect();
+    let bar = indicatif::ProgressBar::new((a.repeats * modes.len()) as u64);
+    for _ in 0..a.repeats {
+        for r in results.iter_mut() {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(["bench", "--worker", &r.mode.name(), "--preset", &a.preset]);
+            for (flag, v) in [
+                ("--batch-size", a.batch_size),
+                ("--classes", a.classes),
+                ("--psi-per-class", a.psi_per_class),
+                ("--iters", a.iters),
+                ("--warmup", a.warmup),
+            ] {
+                cmd.args([flag, &v.to_string()]);
+            }
+            cmd.args([
+                "--device",
+                match a.device {
+                    DeviceArg::Cpu => "cpu",
+                    DeviceArg::Cuda => "cuda",
+                    DeviceArg::Auto => "auto",
+                },
+            ]);
+            if let Some(n) = a.threads {
+                cmd.args(["--threads", &n.to_string()]);
+            }
+            let out = cmd.output().context("cannot start a bench process")?;
+            if !out.status.success() {
+                bail!(
+                    "{}: {}",
+                    r.mode.name(),
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("failed")
+                );
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            let v: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(line.trim()).with_context(|| {
+                    format!("{}: unreadable result `{}`", r.mode.name(), line.trim())
+                })?;
+            r.ms.push(v["ms"].as_f64().context("no ms")?);
+            let rss = v["peak_rss_kib"].as_u64().filter(|&k| k > 0);
+            r.peak_rss_kib = r.peak_rss_kib.max(rss);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    if a.json {
+        for r in &results {
+            let all: Vec<String> = r.ms.iter().map(|m| format!("{m:.4}")).collect();
+            println!(
+                "{{\"impl\": \"rust\", \"mode\": \"{}\", \"ms\": {:.4}, \"repeats\": [{}], \"peak_rss_mib\": {:.1}}}",
+                r.mode.name(),
+                median(&r.ms),
+                all.join(", "),
+                r.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+            );
+        }
+        return Ok(());
+    }
     println!(
-        "preset {} ({}×{}×{}), batch {}, {} classes × ψ {}, device {device:?}, {} timed iterations each",
+        "preset {} ({}×{}×{}), batch {}, {} classes × ψ {}, device {:?}, {} timed steps per process, medians of {} interleaved repeats",
         a.preset,
         arch.input.channels,
         arch.input.height,
@@ -573,9 +659,11 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         a.batch_size,
         a.classes,
         a.psi_per_class,
-        a.iters
+        device(a.device)?,
+        a.iters,
+        a.repeats
     );
-    print!("{report}");
+    print!("{}", BenchReport(results));
     Ok(())
 }
 

@@ -15,6 +15,9 @@
 
 use tch::{Kind, Tensor};
 
+use maxl_core::config::MetaGradientMode;
+
+use crate::forward_ad::DualLevel;
 use crate::loss::{anti_collapse, focal_loss, one_hot};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, defined_or_zero};
@@ -87,11 +90,23 @@ pub struct MetaGradient {
     pub regulariser: f64,
 }
 
+/// How stage 2 takes ∂L2/∂θ2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaPath {
+    /// The exact second-order meta-gradient, by either computation.
+    Exact(MetaGradientMode),
+    /// G taken without create_graph: what a first-order implementation that forgets to build
+    /// the graph of G computes (kept for the test that proves the difference).
+    WithoutSecondOrder,
+}
+
+impl From<MetaGradientMode> for MetaPath {
+    fn from(m: MetaGradientMode) -> Self {
+        MetaPath::Exact(m)
+    }
+}
+
 /// Stage 2's meta-gradient at the current θ1 and θ2 on the batch (x, y).
-///
-/// `create_graph` must be true for the exact second-order gradient; false gives what a
-/// first-order implementation that forgets to build the graph of G would compute (kept for the
-/// test that proves the difference).
 pub fn meta_gradient(
     f: &MultiTaskNet,
     g: &LabelGenerator,
@@ -99,31 +114,154 @@ pub fn meta_gradient(
     y: &Tensor,
     alpha: f64,
     losses: LossConfig,
-    create_graph: bool,
+    path: impl Into<MetaPath>,
+) -> MetaGradient {
+    let t = g.forward(x, y, BatchNorm::Batch);
+    meta_gradient_for(f, g, (x, y), &t, alpha, losses, path.into())
+}
+
+/// [`meta_gradient`] with g's output t = g(x, y; θ2) already computed (with its graph to θ2),
+/// so an iteration that also needs t for stage 1 runs g's forward once.
+pub fn meta_gradient_for(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    (x, y): (&Tensor, &Tensor),
+    t: &Tensor,
+    alpha: f64,
+    losses: LossConfig,
+    path: MetaPath,
 ) -> MetaGradient {
     let theta1 = &f.store.params;
-    let theta2 = &g.store.params;
-    let t = g.forward(x, y, BatchNorm::Batch);
-    let l1 = multitask_loss(f, x, y, Some(&t), theta1, BatchNorm::Batch, losses.gamma);
-    let grad1 = Tensor::run_backward(&[&l1.total], theta1, true, create_graph);
-    let grad1 = defined_or_zero(grad1, theta1);
-    let fast: Vec<Tensor> = theta1
+    match path {
+        MetaPath::Exact(MetaGradientMode::Jvp) => {
+            let out = f.forward_with(x, theta1, BatchNorm::Batch, true);
+            let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
+            let grad1 = gradient(&l1.total, theta1, false);
+            by_jvp(f, g, x, y, t, &grad1, alpha, losses)
+        }
+        path => {
+            let l1 = multitask_loss(f, x, y, Some(t), theta1, BatchNorm::Batch, losses.gamma);
+            let create_graph = path == MetaPath::Exact(MetaGradientMode::DoubleBackward);
+            let grad1 = gradient(&l1.total, theta1, create_graph);
+            by_double_backward(f, g, x, y, t, &grad1, alpha, losses)
+        }
+    }
+}
+
+/// ∂loss/∂params (zeros for parameters the loss does not reach).
+fn gradient(loss: &Tensor, params: &[Tensor], create_graph: bool) -> Vec<Tensor> {
+    defined_or_zero(
+        Tensor::run_backward(&[loss], params, create_graph, create_graph),
+        params,
+    )
+}
+
+fn primary_focal(f: &MultiTaskNet, logits: &Tensor, y: &Tensor, gamma: f64) -> Tensor {
+    focal_loss(logits, &one_hot(y, f.num_primary, logits.kind()), gamma)
+}
+
+/// The meta-gradient by a backward through θ1⁺ = θ1 − αG, with `grad1` = G built with
+/// create_graph (G is then a function of θ2 through t).
+#[allow(clippy::too_many_arguments)]
+fn by_double_backward(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    x: &Tensor,
+    y: &Tensor,
+    t: &Tensor,
+    grad1: &[Tensor],
+    alpha: f64,
+    losses: LossConfig,
+) -> MetaGradient {
+    let fast: Vec<Tensor> = f
+        .store
+        .params
         .iter()
-        .zip(&grad1)
+        .zip(grad1)
         .map(|(p, g)| p - g * alpha)
         .collect();
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
-    let kind = out.primary.kind();
-    let primary_at_fast = focal_loss(&out.primary, &one_hot(y, f.num_primary, kind), losses.gamma);
-    let regulariser = anti_collapse(&t);
+    let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
+    let regulariser = anti_collapse(t);
     let l2 = &primary_at_fast + &regulariser * losses.lambda;
-    let grads = defined_or_zero(Tensor::run_backward(&[&l2], theta2, false, false), theta2);
+    let theta2 = &g.store.params;
     MetaGradient {
-        grads,
+        grads: defined_or_zero(Tensor::run_backward(&[&l2], theta2, false, false), theta2),
         loss: l2.double_value(&[]),
         primary_at_fast: primary_at_fast.double_value(&[]),
         regulariser: regulariser.double_value(&[]),
     }
+}
+
+/// The same meta-gradient without a second-order graph. L1 is linear in t:
+/// L1 = F_pri(θ1) + (1/N) Σ_n Σ_i t_ni c_ni(θ1), so with v = ∇F_pri(θ1⁺)
+/// ∂L2/∂t_ni = −(α/N) ⟨v, ∇c_ni(θ1)⟩ + λ ∂R/∂t_ni, and ⟨v, ∇c_ni(θ1)⟩ for every n, i is one
+/// forward-mode product of θ1 ↦ C(θ1) along v (batch statistics, as in L1). `grad1` = G is
+/// plain (no graph); θ1 is read from f's live parameters.
+#[allow(clippy::too_many_arguments)]
+fn by_jvp(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    x: &Tensor,
+    y: &Tensor,
+    t: &Tensor,
+    grad1: &[Tensor],
+    alpha: f64,
+    losses: LossConfig,
+) -> MetaGradient {
+    let fast: Vec<Tensor> = tch::no_grad(|| {
+        f.store
+            .params
+            .iter()
+            .zip(grad1)
+            .map(|(p, g)| (p - g * alpha).set_requires_grad(true))
+            .collect()
+    });
+    let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
+    let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
+    let v = gradient(&primary_at_fast, &fast, false);
+    let dot = slot_loss_jvp(f, x, &v, losses.gamma);
+    let n = x.size()[0] as f64;
+    let regulariser = anti_collapse(t);
+    // A surrogate whose gradient in θ2 is ∂L2/∂θ2: t enters linearly with the weight above.
+    let surrogate = (t * (dot * (-alpha / n))).sum(t.kind()) + &regulariser * losses.lambda;
+    let theta2 = &g.store.params;
+    let grads = defined_or_zero(
+        Tensor::run_backward(&[&surrogate], theta2, false, false),
+        theta2,
+    );
+    let regulariser = regulariser.double_value(&[]);
+    let primary_at_fast = primary_at_fast.double_value(&[]);
+    MetaGradient {
+        grads,
+        loss: primary_at_fast + losses.lambda * regulariser,
+        primary_at_fast,
+        regulariser,
+    }
+}
+
+/// ⟨v, ∇c_ni(θ1)⟩ [N, A] at f's live θ1, with c_ni = −(1 − p_ni)^γ log p_ni the per-slot focal
+/// loss of the auxiliary head (batch statistics; running statistics untouched).
+pub fn slot_loss_jvp(f: &MultiTaskNet, x: &Tensor, v: &[Tensor], gamma: f64) -> Tensor {
+    let level = DualLevel::enter().expect("a forward-AD level (levels are taken in turn)");
+    let duals: Vec<Tensor> = f
+        .store
+        .params
+        .iter()
+        .zip(v)
+        .map(|(p, v)| Tensor::internal_make_dual(&p.detach(), &v.detach(), level.index()))
+        .collect();
+    let aux = f
+        .forward_with(x, &duals, BatchNorm::Batch, true)
+        .aux
+        .expect("MAXL's network has an auxiliary head");
+    let log_p = aux.log_softmax(-1, aux.kind());
+    let c = -((-log_p.exp() + 1.0).pow_tensor_scalar(gamma) * &log_p);
+    let (_, tangent) = Tensor::internal_unpack_dual(&c, level.index());
+    // Own storage, valid after the level (and its tangents) is gone.
+    let tangent = tangent.detach().copy();
+    drop(level);
+    tangent
 }
 
 /// Where stage 1's auxiliary target comes from.
@@ -176,6 +314,7 @@ pub fn stage1(
 }
 
 /// Stage 2: one optimiser step of θ2 on the exact meta-gradient, α = `alpha`.
+#[allow(clippy::too_many_arguments)]
 pub fn stage2(
     f: &MultiTaskNet,
     g: &LabelGenerator,
@@ -184,10 +323,86 @@ pub fn stage2(
     alpha: f64,
     lr: f64,
     losses: LossConfig,
+    mode: MetaGradientMode,
 ) -> MetaGradient {
-    let mg = meta_gradient(f, g, x, y, alpha, losses, true);
+    let mg = meta_gradient(f, g, x, y, alpha, losses, mode);
     opt.step(&g.store.params, &mg.grads, lr);
     mg
+}
+
+/// One iteration of the `interleaved` schedule: stage 1, then stage 2 on the same batch. θ2
+/// does not change in between, so g's forward runs once (updating g's running statistics, as
+/// stage 1's forward does): stage 1 uses its output as a constant, stage 2 differentiates it.
+#[allow(clippy::too_many_arguments)]
+pub fn interleaved_step(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    (x, y): (&Tensor, &Tensor),
+    (opt_f, opt_g): (&mut Sgd, &mut Sgd),
+    lr_f: f64,
+    lr_g: f64,
+    losses: LossConfig,
+    mode: MetaGradientMode,
+) -> (StageOne, MetaGradient) {
+    let t = g.forward(x, y, BatchNorm::BatchUpdate);
+    let s = stage1(
+        f,
+        AuxTarget::Fixed(t.detach()),
+        x,
+        y,
+        opt_f,
+        lr_f,
+        losses.gamma,
+    );
+    let mg = meta_gradient_for(f, g, (x, y), &t, lr_f, losses, mode.into());
+    opt_g.step(&g.store.params, &mg.grads, lr_g);
+    (s, mg)
+}
+
+/// One iteration of the `fused` schedule: one forward of f and g (updating running statistics)
+/// and one gradient G of L1 serve both stages. With plain SGD the stage-1 update θ1 − lr·G is
+/// θ1⁺ itself (α = lr), so the meta-gradient is taken at the pre-update θ1; then both networks
+/// step. A different algorithm from `reference` and `interleaved`.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_step(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    (x, y): (&Tensor, &Tensor),
+    (opt_f, opt_g): (&mut Sgd, &mut Sgd),
+    lr_f: f64,
+    lr_g: f64,
+    losses: LossConfig,
+    mode: MetaGradientMode,
+) -> (StageOne, MetaGradient) {
+    assert!(
+        opt_f.config.momentum == 0.0 && opt_f.config.weight_decay == 0.0,
+        "the fused schedule needs plain SGD for θ1 (refused by the config's validation)"
+    );
+    let theta1 = &f.store.params;
+    let t = g.forward(x, y, BatchNorm::BatchUpdate);
+    let out = f.forward_with(x, theta1, BatchNorm::BatchUpdate, true);
+    let (l1, grad1, mg) = match mode {
+        MetaGradientMode::Jvp => {
+            let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
+            let grad1 = gradient(&l1.total, theta1, false);
+            let mg = by_jvp(f, g, x, y, &t, &grad1, lr_f, losses);
+            (l1, grad1, mg)
+        }
+        MetaGradientMode::DoubleBackward => {
+            let l1 = losses_from_output(f, &out, y, Some(&t), losses.gamma);
+            let grad1 = gradient(&l1.total, theta1, true);
+            let mg = by_double_backward(f, g, x, y, &t, &grad1, lr_f, losses);
+            (l1, grad1.iter().map(Tensor::detach).collect(), mg)
+        }
+    };
+    opt_f.step(theta1, &grad1, lr_f);
+    opt_g.step(&g.store.params, &mg.grads, lr_g);
+    let s = StageOne {
+        primary_loss: l1.primary.double_value(&[]),
+        aux_loss: l1.aux.as_ref().map_or(f64::NAN, |a| a.double_value(&[])),
+        correct: correct(&out.primary.detach(), y),
+    };
+    (s, mg)
 }
 
 /// Class predictions (argmax of the logits).

@@ -160,6 +160,10 @@ fn fans(shape: &[usize]) -> (usize, usize) {
 /// Forward through a backbone. `params` starts with the backbone's trainable tensors
 /// (per conv: weight, bias, γ, β); `buffers` holds per conv: running mean, running var.
 /// Returns the flattened features [N, F].
+/// cuDNN's batch norm on CUDA (its double backward and forward-mode formulas exist); the CPU
+/// ignores the flag.
+const CUDNN: bool = true;
+
 fn backbone(
     arch: &Architecture,
     x: &Tensor,
@@ -181,7 +185,7 @@ fn backbone(
                 true,
                 BN_MOMENTUM,
                 BN_EPS,
-                false,
+                CUDNN,
             ),
             BatchNorm::Batch => h.batch_norm(
                 Some(&p[2]),
@@ -191,7 +195,7 @@ fn backbone(
                 true,
                 BN_MOMENTUM,
                 BN_EPS,
-                false,
+                CUDNN,
             ),
             BatchNorm::Running => h.batch_norm(
                 Some(&p[2]),
@@ -201,7 +205,7 @@ fn backbone(
                 false,
                 BN_MOMENTUM,
                 BN_EPS,
-                false,
+                CUDNN,
             ),
         };
         h = h.relu();

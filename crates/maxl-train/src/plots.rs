@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use crate::TrainError;
 
 /// Registers the font once per process.
-fn font() -> Result<(), TrainError> {
+pub(crate) fn font() -> Result<(), TrainError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
@@ -155,65 +155,81 @@ pub fn slot_usage(
 ) -> Result<(), TrainError> {
     font()?;
     let path = run_dir.join("slot_usage.png");
-    let max_psi = psi.iter().copied().max().unwrap_or(1);
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         let width = (120 + 70 * psi.len()).max(600) as u32;
         let root = BitMapBackend::new(&path, (width, 500)).into_drawing_area();
         root.fill(&WHITE)?;
-        let k = psi.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Label generator: slot usage per primary class",
-                ("sans-serif", 22),
-            )
-            .margin(12)
-            .x_label_area_size(70)
-            .y_label_area_size(60)
-            // A segmented range `0..n` has n + 1 columns; k classes need `0..k - 1`.
-            .build_cartesian_2d((0..k.saturating_sub(1)).into_segmented(), 0.0..1.0)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_desc("share of the class's images")
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => class_names.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_labels(k)
-            .label_style(("sans-serif", 12))
-            .draw()?;
-        let mut offset = 0;
-        for (class, &n) in psi.iter().enumerate() {
-            let slots = &counts[offset..offset + n];
-            offset += n;
-            let total: usize = slots.iter().sum();
-            let mut bottom = 0.0;
-            for (j, &c) in slots.iter().enumerate() {
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    c as f64 / total as f64
-                };
-                let color = HSLColor(j as f64 / max_psi as f64, 0.6, 0.55);
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(class), bottom),
-                        (SegmentValue::Exact(class + 1), bottom + share),
-                    ],
-                    color.filled(),
-                )))?;
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(class), bottom),
-                        (SegmentValue::Exact(class + 1), bottom + share),
-                    ],
-                    WHITE.stroke_width(1),
-                )))?;
-                bottom += share;
-            }
-        }
+        draw_slot_usage(
+            &root,
+            "Label generator: slot usage per primary class",
+            class_names,
+            psi,
+            counts,
+        )?;
         root.present()?;
         Ok(())
     };
     draw().map_err(|e| TrainError::output(&path, e))
+}
+
+/// The slot-usage chart on a drawing area (also one panel of an experiment's figure).
+pub(crate) fn draw_slot_usage<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    class_names: &[String],
+    psi: &[usize],
+    counts: &[usize],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let max_psi = psi.iter().copied().max().unwrap_or(1);
+    let k = psi.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        // A segmented range `0..n` has n + 1 columns; k classes need `0..k - 1`.
+        .build_cartesian_2d((0..k.saturating_sub(1)).into_segmented(), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("share of the class's images")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => class_names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_labels(k)
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    let mut offset = 0;
+    for (class, &n) in psi.iter().enumerate() {
+        let slots = &counts[offset..offset + n];
+        offset += n;
+        let total: usize = slots.iter().sum();
+        let mut bottom = 0.0;
+        for (j, &c) in slots.iter().enumerate() {
+            let share = if total == 0 {
+                0.0
+            } else {
+                c as f64 / total as f64
+            };
+            let color = HSLColor(j as f64 / max_psi as f64, 0.6, 0.55);
+            let corners = [
+                (SegmentValue::Exact(class), bottom),
+                (SegmentValue::Exact(class + 1), bottom + share),
+            ];
+            chart.draw_series(std::iter::once(Rectangle::new(
+                corners.clone(),
+                color.filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                corners,
+                WHITE.stroke_width(1),
+            )))?;
+            bottom += share;
+        }
+    }
+    Ok(())
 }

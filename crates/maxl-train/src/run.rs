@@ -70,7 +70,7 @@ impl RunDir {
             .open(&metrics_path)
             .map_err(|e| TrainError::output(&metrics_path, e))?;
         let mut header = String::from(
-            "epoch,lr,primary_loss,aux_loss,meta_loss,regulariser,train_acc,val_acc,test_acc,seconds,generator_sample_entropy",
+            "epoch,lr,primary_loss,aux_loss,meta_loss,regulariser,train_acc,val_acc,test_acc,seconds,cpu_seconds,generator_sample_entropy",
         );
         if trainer.g.is_some() {
             for name in trainer.data.train.safe_class_names() {
@@ -115,7 +115,7 @@ impl RunDir {
 
     pub fn append(&mut self, m: &EpochMetrics) -> Result<(), TrainError> {
         let mut row = format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:.5},{:.5},{:.5},{:.2}",
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.5},{:.5},{:.5},{:.2},{:.2}",
             m.epoch,
             m.lr,
             m.primary_loss,
@@ -125,7 +125,8 @@ impl RunDir {
             m.train_acc,
             m.val_acc,
             m.test_acc,
-            m.seconds
+            m.seconds,
+            m.cpu_seconds
         );
         match &m.generator {
             Some(g) => {
@@ -164,12 +165,10 @@ impl RunDir {
         state: &TrainState,
     ) -> Result<(), TrainError> {
         let mut s = format!(
-            "method: {}\nschedule: {}\nepochs: {}\nsteps: {}\nprimary_test_accuracy: {:.5}\nprimary_validation_accuracy: {:.5}\nbest_validation_accuracy: {:.5}\nbest_epoch: {}\npsi: {:?}\n",
+            "method: {}\nschedule: {}\nmeta_gradient: {}\nepochs: {}\nsteps: {}\nprimary_test_accuracy: {:.5}\nprimary_validation_accuracy: {:.5}\nbest_validation_accuracy: {:.5}\nbest_epoch: {}\npsi: {:?}\n",
             trainer.config.method.name(),
-            match trainer.config.schedule {
-                maxl_core::Schedule::Reference => "reference",
-                maxl_core::Schedule::Interleaved => "interleaved",
-            },
+            trainer.config.schedule.name(),
+            trainer.config.meta_gradient.name(),
             last.epoch,
             state.steps_done,
             last.test_acc,
@@ -180,8 +179,8 @@ impl RunDir {
         );
         if let Some(g) = &last.generator {
             s.push_str(&format!(
-                "generator_sample_entropy: {:.4}\ngenerator_usage_entropy:\n",
-                g.sample_entropy
+                "generator_sample_entropy: {:.4}\ngenerator_usage_counts: {:?}\ngenerator_usage_entropy:\n",
+                g.sample_entropy, g.usage_counts
             ));
             for (name, e) in trainer
                 .data

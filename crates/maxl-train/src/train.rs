@@ -14,7 +14,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::PreparedData;
 use crate::loss::one_hot;
-use crate::meta::{AuxTarget, LossConfig, correct, stage1, stage2};
+use crate::meta::{
+    AuxTarget, LossConfig, MetaGradient, StageOne, correct, fused_step, interleaved_step, stage1,
+    stage2,
+};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
 
@@ -36,6 +39,9 @@ pub struct EpochMetrics {
     pub val_acc: f64,
     pub test_acc: f64,
     pub seconds: f64,
+    /// CPU seconds the process spent in the same part (all its threads): the training cost
+    /// without the waiting caused by other load on the machine.
+    pub cpu_seconds: f64,
     pub generator: Option<GeneratorStats>,
 }
 
@@ -83,6 +89,22 @@ struct Accum {
     meta_batches: usize,
 }
 
+impl Accum {
+    fn add_stage1(&mut self, s: &StageOne, n: usize) {
+        self.primary += s.primary_loss;
+        self.aux += s.aux_loss;
+        self.correct += s.correct;
+        self.seen += n;
+        self.batches += 1;
+    }
+
+    fn add_meta(&mut self, mg: &MetaGradient) {
+        self.meta += mg.loss;
+        self.reg += mg.regulariser;
+        self.meta_batches += 1;
+    }
+}
+
 impl Trainer {
     pub fn new(
         config: TrainConfig,
@@ -94,6 +116,10 @@ impl Trainer {
             .resolve()
             .map_err(|e| crate::TrainError::Invalid(format!("model: {e}")))?;
         let kind = Kind::Float;
+        if let Device::Cuda(_) = device {
+            // Fixed shapes every step: let cuDNN pick its fastest kernels once.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         tch::manual_seed(config.seed as i64);
         let num_aux = if config.method == Method::Single {
             0
@@ -187,11 +213,74 @@ impl Trainer {
             lr,
             self.config.focal_gamma,
         );
-        acc.primary += s.primary_loss;
-        acc.aux += s.aux_loss;
-        acc.correct += s.correct;
-        acc.seen += indices.len();
-        acc.batches += 1;
+        acc.add_stage1(&s, indices.len());
+    }
+
+    fn losses(&self) -> LossConfig {
+        LossConfig {
+            gamma: self.config.focal_gamma,
+            lambda: self.config.effective_entropy_weight(),
+        }
+    }
+
+    /// An `interleaved` iteration (see [`interleaved_step`]).
+    fn interleaved_step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        n: usize,
+        lr: (f64, f64),
+        acc: &mut Accum,
+    ) {
+        let losses = self.losses();
+        let (Some(g), Some(opt_g)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
+            unreachable!("interleaved steps are taken by methods with a generator")
+        };
+        let (s, mg) = interleaved_step(
+            &self.f,
+            g,
+            (x, y),
+            (&mut self.opt_f, opt_g),
+            lr.0,
+            lr.1,
+            losses,
+            self.config.meta_gradient,
+        );
+        acc.add_stage1(&s, n);
+        acc.add_meta(&mg);
+    }
+
+    /// A `fused` iteration (see [`fused_step`]).
+    fn fused_step(&mut self, x: &Tensor, y: &Tensor, n: usize, lr: (f64, f64), acc: &mut Accum) {
+        let losses = self.losses();
+        let (Some(g), Some(opt_g)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
+            unreachable!("fused steps are taken by methods with a generator")
+        };
+        let (s, mg) = fused_step(
+            &self.f,
+            g,
+            (x, y),
+            (&mut self.opt_f, opt_g),
+            lr.0,
+            lr.1,
+            losses,
+            self.config.meta_gradient,
+        );
+        acc.add_stage1(&s, n);
+        acc.add_meta(&mg);
+    }
+
+    /// Recomputes g's running batch-norm statistics at the current θ2 over the epoch's
+    /// batches (the `reference` schedule changes θ2 only after its stage-1 pass, which is where
+    /// the statistics were last updated): evaluation and export then see statistics of the
+    /// weights they use.
+    fn refresh_generator_statistics(&mut self, batches: &[Vec<usize>]) {
+        for idx in batches {
+            let (x, y) = self.train_batch(idx);
+            if let Some(g) = &self.g {
+                let _ = tch::no_grad(|| g.forward(&x, &y, BatchNorm::BatchUpdate));
+            }
+        }
     }
 
     /// Stage 2 on a batch (methods with a generator).
@@ -203,10 +292,9 @@ impl Trainer {
             gamma: self.config.focal_gamma,
             lambda: self.config.effective_entropy_weight(),
         };
-        let mg = stage2(&self.f, g, (x, y), opt, alpha, lr, losses);
-        acc.meta += mg.loss;
-        acc.reg += mg.regulariser;
-        acc.meta_batches += 1;
+        let mode = self.config.meta_gradient;
+        let mg = stage2(&self.f, g, (x, y), opt, alpha, lr, losses, mode);
+        acc.add_meta(&mg);
     }
 
     /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
@@ -218,6 +306,7 @@ impl Trainer {
         progress: &mut dyn FnMut(usize, usize),
     ) -> EpochMetrics {
         let start = Instant::now();
+        let cpu_start = process_cpu_seconds();
         let epoch = self.epochs_done;
         self.rng = epoch_rng(self.config.seed, epoch);
         let lr_f = scheduled_lr(
@@ -241,8 +330,9 @@ impl Trainer {
             meta_batches: 0,
         };
         let meta = self.g.is_some();
+        let schedule = self.config.schedule;
         let batches = self.shuffled_batches();
-        let passes = if meta && self.config.schedule == Schedule::Reference {
+        let passes = if meta && schedule == Schedule::Reference {
             2
         } else {
             1
@@ -253,15 +343,20 @@ impl Trainer {
         let mut done = 0;
         for idx in &batches[..stage1_batches] {
             let (x, y) = self.train_batch(idx);
-            self.stage1(&x, &y, idx, lr_f, &mut acc);
-            self.steps_done += 1;
-            if meta && self.config.schedule == Schedule::Interleaved {
-                self.stage2(&x, &y, lr_f, lr_g, &mut acc);
+            match (meta, schedule) {
+                (true, Schedule::Interleaved) => {
+                    self.interleaved_step(&x, &y, idx.len(), (lr_f, lr_g), &mut acc)
+                }
+                (true, Schedule::Fused) => {
+                    self.fused_step(&x, &y, idx.len(), (lr_f, lr_g), &mut acc)
+                }
+                _ => self.stage1(&x, &y, idx, lr_f, &mut acc),
             }
+            self.steps_done += 1;
             done += 1;
             progress(done, total);
         }
-        if meta && self.config.schedule == Schedule::Reference {
+        if meta && schedule == Schedule::Reference {
             // The authors' schedule: a second full pass over freshly shuffled, augmented batches
             // (as many as stage 1 took).
             let second = self.shuffled_batches();
@@ -271,11 +366,11 @@ impl Trainer {
                 done += 1;
                 progress(done, total);
             }
+            self.refresh_generator_statistics(&batches[..stage1_batches]);
         }
         let seconds = start.elapsed().as_secs_f64();
-        let val_acc = self.accuracy(&self.data.validation);
-        let test_acc = self.accuracy(&self.data.test);
-        let generator = self.generator_stats(&self.data.validation);
+        let cpu_seconds = process_cpu_seconds() - cpu_start;
+        let (val_acc, test_acc, generator) = self.evaluate();
         self.epochs_done += 1;
         let per = |v: f64, n: usize| if n == 0 { f64::NAN } else { v / n as f64 };
         EpochMetrics {
@@ -289,6 +384,43 @@ impl Trainer {
             val_acc,
             test_acc,
             seconds,
+            cpu_seconds,
+            generator,
+        }
+    }
+
+    /// Validation and test accuracy and the generator's slot usage (on the validation set, or
+    /// on the unaugmented training set without one).
+    fn evaluate(&self) -> (f64, f64, Option<GeneratorStats>) {
+        let generator = if self.data.validation.is_empty() {
+            self.generator_stats(&self.data.train)
+        } else {
+            self.generator_stats(&self.data.validation)
+        };
+        (
+            self.accuracy(&self.data.validation),
+            self.accuracy(&self.data.test),
+            generator,
+        )
+    }
+
+    /// The evaluation part of the last epoch's metrics, recomputed from the current weights
+    /// (training losses and times NaN): for a run whose last epoch finished but whose summary
+    /// was not written.
+    pub fn evaluation(&self) -> EpochMetrics {
+        let (val_acc, test_acc, generator) = self.evaluate();
+        EpochMetrics {
+            epoch: self.epochs_done,
+            lr: f64::NAN,
+            primary_loss: f64::NAN,
+            aux_loss: f64::NAN,
+            meta_loss: f64::NAN,
+            regulariser: f64::NAN,
+            train_acc: f64::NAN,
+            val_acc,
+            test_acc,
+            seconds: f64::NAN,
+            cpu_seconds: f64::NAN,
             generator,
         }
     }
@@ -412,6 +544,17 @@ fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage struct into the zeroed value it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// Entropy of a histogram divided by ln(bins); 0 for one bin or an empty histogram.

@@ -3,9 +3,9 @@
 //! finite differences. Also pins down batch-norm behaviour.
 
 use maxl_core::arch::{Architecture, ConvBlock, InputSpec};
-use maxl_core::config::OptimizerConfig;
+use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_core::hierarchy::Hierarchy;
-use maxl_train::meta::{AuxTarget, LossConfig, meta_gradient, stage1, stage2};
+use maxl_train::meta::{AuxTarget, LossConfig, MetaPath, meta_gradient, stage1, stage2};
 use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
 use maxl_train::optim::Sgd;
 use tch::{Device, Kind, Tensor};
@@ -115,39 +115,72 @@ fn grads_named(g: &LabelGenerator, grads: &[Tensor]) -> Vec<(String, Tensor)> {
         .collect()
 }
 
+/// Both ways of computing the exact meta-gradient; every test that checks it runs both.
+const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];
+
 #[test]
 fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
     let fx = Fixture::load();
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
-    for (lambda, tag) in [(0.0, "lambda0"), (0.2, "lambda0.2")] {
-        let mg = meta_gradient(
-            &f,
-            &g,
-            &x,
-            &y,
-            alpha,
-            LossConfig { gamma: 2.0, lambda },
-            true,
-        );
-        let want_loss = fx.get(&format!("expected.{tag}.loss")).double_value(&[0]);
-        assert!(
-            (mg.loss - want_loss).abs() < 1e-12,
-            "{tag}: L2 {} vs {want_loss}",
-            mg.loss
-        );
-        assert_close(
-            &grads_named(&g, &mg.grads),
-            &fx,
-            &format!("expected.{tag}.grad."),
-            1e-10,
-        );
-        let norm: f64 = mg
-            .grads
-            .iter()
-            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
-            .sum();
-        assert!(norm > 1e-8, "{tag}: the meta-gradient must not vanish");
+    for mode in MODES {
+        for (lambda, tag) in [(0.0, "lambda0"), (0.2, "lambda0.2")] {
+            let tag_mode = format!("{tag} ({})", mode.name());
+            let mg = meta_gradient(
+                &f,
+                &g,
+                &x,
+                &y,
+                alpha,
+                LossConfig { gamma: 2.0, lambda },
+                mode,
+            );
+            let want_loss = fx.get(&format!("expected.{tag}.loss")).double_value(&[0]);
+            assert!(
+                (mg.loss - want_loss).abs() < 1e-12,
+                "{tag_mode}: L2 {} vs {want_loss}",
+                mg.loss
+            );
+            assert_close(
+                &grads_named(&g, &mg.grads),
+                &fx,
+                &format!("expected.{tag}.grad."),
+                1e-10,
+            );
+            let norm: f64 = mg
+                .grads
+                .iter()
+                .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+                .sum();
+            assert!(norm > 1e-8, "{tag_mode}: the meta-gradient must not vanish");
+        }
+    }
+}
+
+#[test]
+fn jvp_equals_double_backward_to_rounding_in_f64() {
+    let fx = Fixture::load();
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    for lambda in [0.0, 0.2] {
+        for gamma in [0.0, 2.0] {
+            let losses = LossConfig { gamma, lambda };
+            let db = meta_gradient(
+                &f,
+                &g,
+                &x,
+                &y,
+                alpha,
+                losses,
+                MetaGradientMode::DoubleBackward,
+            );
+            let jvp = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaGradientMode::Jvp);
+            assert!((db.loss - jvp.loss).abs() < 1e-14);
+            for (a, b) in db.grads.iter().zip(&jvp.grads) {
+                let d = max_abs_diff(a, b);
+                assert!(d < 1e-10, "λ {lambda}, γ {gamma}: max |diff| {d:e}");
+            }
+        }
     }
 }
 
@@ -160,7 +193,16 @@ fn meta_loss(
     alpha: f64,
     lambda: f64,
 ) -> f64 {
-    meta_gradient(f, g, x, y, alpha, LossConfig { gamma: 2.0, lambda }, true).loss
+    meta_gradient(
+        f,
+        g,
+        x,
+        y,
+        alpha,
+        LossConfig { gamma: 2.0, lambda },
+        MetaGradientMode::DoubleBackward,
+    )
+    .loss
 }
 
 #[test]
@@ -169,19 +211,24 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
     let fx = Fixture::load();
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let losses = LossConfig {
+        gamma: 2.0,
+        lambda: 0.0,
+    };
     let analytic = meta_gradient(
         &f,
         &g,
         &x,
         &y,
         alpha,
-        LossConfig {
-            gamma: 2.0,
-            lambda: 0.0,
-        },
-        true,
+        losses,
+        MetaGradientMode::DoubleBackward,
     )
     .grads;
+    let jvp = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaGradientMode::Jvp).grads;
+    for (a, b) in analytic.iter().zip(&jvp) {
+        assert!(max_abs_diff(a, b) < 1e-10, "jvp equals double-backward");
+    }
     let h = 1e-6;
     let (mut num, mut den) = (0.0, 0.0);
     for (p, a) in g.store.params.iter().zip(&analytic) {
@@ -220,8 +267,17 @@ fn create_graph_is_what_carries_the_meta_gradient() {
         gamma: 2.0,
         lambda: 0.0,
     };
-    let without = meta_gradient(&f, &g, &x, &y, alpha, losses, false).grads;
-    let with = meta_gradient(&f, &g, &x, &y, alpha, losses, true).grads;
+    let without = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaPath::WithoutSecondOrder).grads;
+    let with = meta_gradient(
+        &f,
+        &g,
+        &x,
+        &y,
+        alpha,
+        losses,
+        MetaGradientMode::DoubleBackward,
+    )
+    .grads;
     let norm = |gs: &[Tensor]| {
         gs.iter()
             .map(|t| t.square().sum(Kind::Double).double_value(&[]))
@@ -245,58 +301,61 @@ fn create_graph_is_what_carries_the_meta_gradient() {
 #[test]
 fn stage1_then_stage2_match_pytorch() {
     let fx = Fixture::load();
-    let (f, g) = fx.nets();
-    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
-    let mut opt_f = Sgd::new(
-        OptimizerConfig {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-        },
-        f.store.params.len(),
-    );
-    let s = stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.1, 2.0);
-    let want = fx.get("expected.stage1.loss").double_value(&[0]);
-    let got = s.primary_loss + s.aux_loss;
-    assert!((got - want).abs() < 1e-12, "L1 {got} vs {want}");
-    // θ1 after the step and f's running statistics after exactly one update.
-    assert_close(&f.store.named(), &fx, "expected.stage1.f.", 1e-10);
-    // g's running statistics were updated by the stage-1 forward (its weights were not).
-    let g_bufs: Vec<(String, Tensor)> = g
-        .store
-        .named()
-        .into_iter()
-        .filter(|(n, _)| n.contains("running"))
-        .collect();
-    assert_eq!(g_bufs.len(), 6);
-    assert_close(&g_bufs, &fx, "expected.stage1.g.", 1e-12);
-    let mut opt_g = Sgd::new(
-        OptimizerConfig {
-            lr: 1e-3,
-            momentum: 0.0,
-            weight_decay: 5e-4,
-        },
-        g.store.params.len(),
-    );
-    stage2(
-        &f,
-        &g,
-        (&x, &y),
-        &mut opt_g,
-        alpha,
-        1e-3,
-        LossConfig {
-            gamma: 2.0,
-            lambda: 0.2,
-        },
-    );
-    let g_params: Vec<(String, Tensor)> = g
-        .store
-        .named()
-        .into_iter()
-        .filter(|(n, _)| !n.contains("running"))
-        .collect();
-    assert_close(&g_params, &fx, "expected.stage2.g.", 1e-12);
+    for mode in MODES {
+        let (f, g) = fx.nets();
+        let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+        let mut opt_f = Sgd::new(
+            OptimizerConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+            f.store.params.len(),
+        );
+        let s = stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.1, 2.0);
+        let want = fx.get("expected.stage1.loss").double_value(&[0]);
+        let got = s.primary_loss + s.aux_loss;
+        assert!((got - want).abs() < 1e-12, "L1 {got} vs {want}");
+        // θ1 after the step and f's running statistics after exactly one update.
+        assert_close(&f.store.named(), &fx, "expected.stage1.f.", 1e-10);
+        // g's running statistics were updated by the stage-1 forward (its weights were not).
+        let g_bufs: Vec<(String, Tensor)> = g
+            .store
+            .named()
+            .into_iter()
+            .filter(|(n, _)| n.contains("running"))
+            .collect();
+        assert_eq!(g_bufs.len(), 6);
+        assert_close(&g_bufs, &fx, "expected.stage1.g.", 1e-12);
+        let mut opt_g = Sgd::new(
+            OptimizerConfig {
+                lr: 1e-3,
+                momentum: 0.0,
+                weight_decay: 5e-4,
+            },
+            g.store.params.len(),
+        );
+        stage2(
+            &f,
+            &g,
+            (&x, &y),
+            &mut opt_g,
+            alpha,
+            1e-3,
+            LossConfig {
+                gamma: 2.0,
+                lambda: 0.2,
+            },
+            mode,
+        );
+        let g_params: Vec<(String, Tensor)> = g
+            .store
+            .named()
+            .into_iter()
+            .filter(|(n, _)| !n.contains("running"))
+            .collect();
+        assert_close(&g_params, &fx, "expected.stage2.g.", 1e-12);
+    }
 }
 
 fn buffers(store: &ParamStore) -> Vec<Tensor> {
@@ -310,19 +369,22 @@ fn batch_norm_running_statistics_follow_the_method() {
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     let (f0, g0) = (buffers(&f.store), buffers(&g.store));
 
-    // Stage 2 (the functional forward at θ1⁺ and the recomputation at θ1) never touches them.
-    let _ = meta_gradient(
-        &f,
-        &g,
-        &x,
-        &y,
-        alpha,
-        LossConfig {
-            gamma: 2.0,
-            lambda: 0.2,
-        },
-        true,
-    );
+    // Stage 2 (the functional forward at θ1⁺, the recomputation at θ1 and the dual forward of
+    // the jvp path) never touches them.
+    for mode in MODES {
+        let _ = meta_gradient(
+            &f,
+            &g,
+            &x,
+            &y,
+            alpha,
+            LossConfig {
+                gamma: 2.0,
+                lambda: 0.2,
+            },
+            mode,
+        );
+    }
     for (a, b) in f0
         .iter()
         .zip(&f.store.buffers)

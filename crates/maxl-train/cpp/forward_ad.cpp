@@ -1,0 +1,39 @@
+// Entering and leaving a forward-mode AD level of libtorch, which tch does not wrap. The C
+// functions never let a C++ exception cross into Rust: they return 1 and copy the message.
+#include <cstdint>
+#include <cstring>
+#include <exception>
+
+#include <torch/csrc/autograd/forward_grad.h>
+
+namespace {
+void copy_message(const char* what, char* err, size_t len) {
+  if (len == 0) return;
+  std::strncpy(err, what, len - 1);
+  err[len - 1] = '\0';
+}
+}  // namespace
+
+extern "C" int maxl_forward_ad_enter(uint64_t* level, char* err, size_t len) {
+  try {
+    *level = torch::autograd::ForwardADLevel::get_next_idx();
+    return 0;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, len);
+  } catch (...) {
+    copy_message("unknown C++ exception", err, len);
+  }
+  return 1;
+}
+
+extern "C" int maxl_forward_ad_exit(uint64_t level, char* err, size_t len) {
+  try {
+    torch::autograd::ForwardADLevel::release_idx(level);
+    return 0;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, len);
+  } catch (...) {
+    copy_message("unknown C++ exception", err, len);
+  }
+  return 1;
+}

@@ -1,0 +1,212 @@
+//! One training run from start (or from its last checkpoint) to its summary: the loop that
+//! `maxl-train` and `maxl-train compare` share. Per epoch: train, append to `metrics.csv`,
+//! checkpoint (`last`, and `best` by validation accuracy), redraw the plots.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use maxl_core::config::TrainConfig;
+use tch::Device;
+use tracing::info;
+
+use crate::TrainError;
+use crate::checkpoint::{self, TrainState};
+use crate::run::RunDir;
+use crate::train::{EpochMetrics, Trainer};
+
+/// Where a run starts.
+pub enum Start {
+    /// A new run directory `out` (refused if it already holds a run).
+    New {
+        config: Box<TrainConfig>,
+        out: PathBuf,
+    },
+    /// The run in `dir`, from its last checkpoint, with its own config; `epochs` sets a new
+    /// total.
+    Resume { dir: PathBuf, epochs: Option<usize> },
+}
+
+/// A finished (or already complete) run.
+pub struct Outcome {
+    pub trainer: Trainer,
+    pub out: PathBuf,
+    pub state: TrainState,
+    /// The last epoch trained now; None when the run already had all its epochs.
+    pub last: Option<EpochMetrics>,
+}
+
+/// Trains until the configured epochs (or `max_steps` stage-1 steps) are done, then saves the
+/// weights and `summary.yaml`.
+pub fn run(
+    start: Start,
+    device: Device,
+    max_steps: Option<usize>,
+    quiet: bool,
+) -> Result<Outcome, TrainError> {
+    let config = match &start {
+        Start::Resume { dir, epochs } => {
+            let mut c = TrainConfig::load(&dir.join("config.yaml"))?;
+            c.epochs = epochs.unwrap_or(c.epochs);
+            c
+        }
+        Start::New { config, .. } => (**config).clone(),
+    };
+    let arch = config
+        .model
+        .resolve()
+        .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
+    let data = crate::data::prepare(&config, &arch)?;
+    let how = if config.method.uses_generator() {
+        format!(
+            " ({} schedule, {} meta-gradient)",
+            config.schedule.name(),
+            config.meta_gradient.name()
+        )
+    } else {
+        String::new()
+    };
+    info!(
+        "{}{how} on {} train / {} validation / {} test images, {} primary classes, ψ = {:?}, device {device:?}",
+        config.method.name(),
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        data.hierarchy.num_primary(),
+        data.hierarchy.psi()
+    );
+    let mut trainer = Trainer::new(config, data, device)?;
+    let (out, mut run_dir, mut state) = match start {
+        Start::Resume { dir, .. } => {
+            let state = checkpoint::load(&dir.join("checkpoints").join("last"), &mut trainer)?;
+            info!(
+                "resuming {} after epoch {} ({} steps)",
+                dir.display(),
+                state.epochs_done,
+                state.steps_done
+            );
+            let run_dir = RunDir::reopen(&dir, state.epochs_done)?;
+            (dir, run_dir, state)
+        }
+        Start::New { out, .. } => {
+            let run_dir = RunDir::create(&out, &trainer)?;
+            let state = TrainState {
+                format: 1,
+                epochs_done: 0,
+                steps_done: 0,
+                best_val_acc: f64::NEG_INFINITY,
+                best_epoch: 0,
+            };
+            (out, run_dir, state)
+        }
+    };
+    info!("run directory: {}", out.display());
+    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, quiet)?;
+    if let Some(last) = &last {
+        run_dir.save_weights(&trainer)?;
+        run_dir.write_summary(&trainer, last, &state)?;
+    } else if !out.join("summary.yaml").exists() && state.epochs_done > 0 {
+        // Stopped after its last checkpoint but before the summary: finish it.
+        info!("{}: writing the missing weights and summary", out.display());
+        run_dir.save_weights(&trainer)?;
+        run_dir.write_summary(&trainer, &trainer.evaluation(), &state)?;
+    }
+    Ok(Outcome {
+        trainer,
+        out,
+        state,
+        last,
+    })
+}
+
+/// Trains the remaining epochs, writing metrics and checkpoints after each. Returns the last
+/// epoch's metrics (None when there was nothing left to train).
+fn train_epochs(
+    trainer: &mut Trainer,
+    run_dir: &mut RunDir,
+    state: &mut TrainState,
+    max_steps: Option<usize>,
+    quiet: bool,
+) -> Result<Option<EpochMetrics>, TrainError> {
+    let epochs = trainer.config.epochs;
+    let checkpoints = run_dir.path.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints)
+        .map_err(|e| TrainError::output(&checkpoints, format!("cannot create: {e}")))?;
+    let mut last = None;
+    while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("{}/{epochs}", trainer.epochs_done + 1));
+        let m = trainer.train_epoch(max_steps, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        });
+        bar.finish_and_clear();
+        run_dir.append(&m)?;
+        state.epochs_done = trainer.epochs_done;
+        state.steps_done = trainer.steps_done;
+        // Without a validation set (validation_fraction 0) every epoch is the best so far.
+        let best = m.val_acc.is_nan() || m.val_acc > state.best_val_acc;
+        if best {
+            state.best_val_acc = m.val_acc;
+            state.best_epoch = m.epoch;
+        }
+        checkpoint::save(&checkpoints.join("last"), trainer, state)?;
+        if best {
+            checkpoint::save(&checkpoints.join("best"), trainer, state)?;
+        }
+        draw_plots(trainer, &run_dir.path, &m);
+        log_epoch(&m, epochs);
+        last = Some(m);
+    }
+    Ok(last)
+}
+
+/// Plots are a convenience: a failure to draw them is reported, never fatal to the run.
+fn draw_plots(trainer: &Trainer, run_dir: &Path, m: &EpochMetrics) {
+    let mut result = crate::plots::curves(run_dir);
+    if let (Ok(()), Some(g)) = (&result, &m.generator) {
+        let names = trainer.data.train.safe_class_names();
+        result = crate::plots::slot_usage(
+            run_dir,
+            &names,
+            trainer.data.hierarchy.psi(),
+            &g.usage_counts,
+        );
+    }
+    if let Err(e) = result {
+        tracing::warn!("plots not drawn: {e}");
+    }
+}
+
+fn log_epoch(m: &EpochMetrics, epochs: usize) {
+    let gen_note = m
+        .generator
+        .as_ref()
+        .map(|g| {
+            let mean = g.usage_entropy.iter().sum::<f64>() / g.usage_entropy.len() as f64;
+            format!(
+                ", slot usage entropy {mean:.3}, sample entropy {:.3}",
+                g.sample_entropy
+            )
+        })
+        .unwrap_or_default();
+    info!(
+        "epoch {}/{epochs}: loss {:.4}, train {:.2}%, val {:.2}%, test {:.2}%, {:.1}s{gen_note}",
+        m.epoch,
+        m.primary_loss,
+        100.0 * m.train_acc,
+        100.0 * m.val_acc,
+        100.0 * m.test_acc,
+        m.seconds
+    );
+}
