@@ -12,7 +12,10 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "${RUNS:-5}"); do
   "$CARGO_TARGET_DIR/release/maxl-train" bench --repeats 1 --json "$@" >> "$out"
-  "$MAXL_PYTHON" scripts/bench_train.py --repeats 1 --json "$@" | sed 's/^{/{"impl": "python", /' >> "$out"
+  # maxl-train sets glibc's allocator parameters itself (maxl_train::keep_freed_memory); the
+  # Python side gets the same ones through glibc's tunables, so the rows compare implementations.
+  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
+    "$MAXL_PYTHON" scripts/bench_train.py --repeats 1 --json "$@" | sed 's/^{/{"impl": "python", /' >> "$out"
 done
 "$MAXL_PYTHON" - "$out" <<'PY'
 import json, statistics, sys

@@ -482,6 +482,24 @@ fn bench_times_every_mode_in_its_own_process_against_single_task() {
     let r = run(Command::new(bin("maxl-train")).args(["bench", "--modes", "fast"]));
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("unknown mode `fast`"), "{}", r.stderr);
+    // The f32 check of the jvp meta-gradient against the double backward.
+    let r = run(Command::new(bin("maxl-train")).args([
+        "bench",
+        "--check-jvp",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]));
+    r.assert_ok();
+    let d: f64 = r
+        .stdout
+        .split("= ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(d < 1e-4, "{}", r.stdout);
 }
 
 #[test]

@@ -12,11 +12,12 @@ void copy_message(const char* what, char* err, size_t len) {
   std::strncpy(err, what, len - 1);
   err[len - 1] = '\0';
 }
-}  // namespace
 
-extern "C" int maxl_forward_ad_enter(uint64_t* level, char* err, size_t len) {
+// Runs `body`; 0 on success, 1 with the exception's message in `err` otherwise.
+template <typename Body>
+int guarded(char* err, size_t len, Body body) {
   try {
-    *level = torch::autograd::ForwardADLevel::get_next_idx();
+    body();
     return 0;
   } catch (const std::exception& e) {
     copy_message(e.what(), err, len);
@@ -25,15 +26,12 @@ extern "C" int maxl_forward_ad_enter(uint64_t* level, char* err, size_t len) {
   }
   return 1;
 }
+}  // namespace
+
+extern "C" int maxl_forward_ad_enter(uint64_t* level, char* err, size_t len) {
+  return guarded(err, len, [&] { *level = torch::autograd::ForwardADLevel::get_next_idx(); });
+}
 
 extern "C" int maxl_forward_ad_exit(uint64_t level, char* err, size_t len) {
-  try {
-    torch::autograd::ForwardADLevel::release_idx(level);
-    return 0;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), err, len);
-  } catch (...) {
-    copy_message("unknown C++ exception", err, len);
-  }
-  return 1;
+  return guarded(err, len, [&] { torch::autograd::ForwardADLevel::release_idx(level); });
 }

@@ -13,7 +13,10 @@ use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
-use crate::meta::{AuxTarget, LossConfig, fused_step, interleaved_step, stage1, stage2};
+use crate::TrainError;
+use crate::meta::{
+    AuxTarget, LossConfig, fused_step, interleaved_step, meta_gradient, stage1, stage2,
+};
 use crate::net::{LabelGenerator, MultiTaskNet};
 use crate::optim::Sgd;
 
@@ -77,34 +80,68 @@ fn sync(device: Device) {
 }
 
 /// Mean ms of `step` over `iters` calls after `warmup` untimed calls.
-fn time(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) -> f64 {
+fn time(
+    device: Device,
+    warmup: usize,
+    iters: usize,
+    mut step: impl FnMut() -> Result<(), TrainError>,
+) -> Result<f64, TrainError> {
     for _ in 0..warmup {
-        step();
+        step()?;
     }
     sync(device);
     let start = Instant::now();
     for _ in 0..iters {
-        step();
+        step()?;
     }
     sync(device);
-    start.elapsed().as_secs_f64() * 1000.0 / iters as f64
+    Ok(start.elapsed().as_secs_f64() * 1000.0 / iters as f64)
 }
 
-/// Times `mode` in this process: mean ms per step (per MAXL iteration).
-pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> f64 {
-    tch::manual_seed(0);
-    if let Device::Cuda(_) = c.device {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    let (kind, dev) = (Kind::Float, c.device);
+/// A random f32 batch of the preset's input shape and its labels, and ψ_k = `psi_per_class`.
+fn synthetic(c: &BenchConfig) -> (Tensor, Tensor, Hierarchy) {
     let h = Hierarchy::new(vec![c.psi_per_class; c.classes]).expect("validated by the caller");
     let i = &c.arch.input;
     let n = c.batch_size as i64;
     let x = Tensor::randn(
         [n, i.channels as i64, i.height as i64, i.width as i64],
-        (kind, dev),
+        (Kind::Float, c.device),
     );
-    let y = Tensor::randint(c.classes as i64, [n], (Kind::Int64, dev));
+    let y = Tensor::randint(c.classes as i64, [n], (Kind::Int64, c.device));
+    (x, y, h)
+}
+
+/// The jvp and the double-backward meta-gradient of one batch at fresh f32 weights: the
+/// largest absolute difference over all of θ2, divided by the largest magnitude of the
+/// double-backward gradient.
+pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
+    tch::manual_seed(0);
+    let (x, y, h) = synthetic(c);
+    let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), Kind::Float, c.device);
+    let g = LabelGenerator::new(&c.arch, &h, Kind::Float, c.device);
+    let losses = LossConfig {
+        gamma: 2.0,
+        lambda: 0.2,
+    };
+    let grads = |mode| meta_gradient(&f, &g, &x, &y, 0.01, losses, mode).map(|m| m.grads);
+    let db = grads(MetaGradientMode::DoubleBackward)?;
+    let jvp = grads(MetaGradientMode::Jvp)?;
+    let (mut diff, mut scale) = (0.0f64, 0.0f64);
+    for (a, b) in db.iter().zip(&jvp) {
+        diff = diff.max((a - b).abs().max().double_value(&[]));
+        scale = scale.max(a.abs().max().double_value(&[]));
+    }
+    Ok(diff / scale)
+}
+
+/// Times `mode` in this process: mean ms per step (per MAXL iteration).
+pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
+    tch::manual_seed(0);
+    if let Device::Cuda(_) = c.device {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let (kind, dev) = (Kind::Float, c.device);
+    let (x, y, h) = synthetic(c);
     let sgd = OptimizerConfig {
         lr: 0.01,
         momentum: 0.0,
@@ -128,6 +165,7 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> f64 {
                 lr_f,
                 losses.gamma,
             );
+            Ok(())
         });
     }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
@@ -146,20 +184,21 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> f64 {
         BenchMode::Single => unreachable!("timed above"),
         BenchMode::Interleaved(m) => time(dev, c.warmup, c.iters, || {
             let opts = (&mut opt_f, &mut opt_g);
-            interleaved_step(&f, &g, xy, opts, lr_f, lr_g, losses, m);
+            interleaved_step(&f, &g, xy, opts, lr_f, lr_g, losses, m).map(drop)
         }),
         BenchMode::Fused(m) => time(dev, c.warmup, c.iters, || {
             let opts = (&mut opt_f, &mut opt_g);
-            fused_step(&f, &g, xy, opts, lr_f, lr_g, losses, m);
+            fused_step(&f, &g, xy, opts, lr_f, lr_g, losses, m).map(drop)
         }),
         BenchMode::Reference(m) => {
             let stage1_ms = time(dev, c.warmup, c.iters, || {
                 stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, lr_f, 2.0);
-            });
+                Ok(())
+            })?;
             let stage2_ms = time(dev, c.warmup, c.iters, || {
-                stage2(&f, &g, xy, &mut opt_g, lr_f, lr_g, losses, m);
-            });
-            stage1_ms + stage2_ms
+                stage2(&f, &g, xy, &mut opt_g, lr_f, lr_g, losses, m).map(drop)
+            })?;
+            Ok(stage1_ms + stage2_ms)
         }
     }
 }

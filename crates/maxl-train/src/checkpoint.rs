@@ -12,48 +12,16 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::TrainError;
+use crate::files::{
+    GENERATOR_FILE, MULTITASK_FILE, OPTIMIZER_FILE, STATE_FILE, STATE_FORMAT, TrainState,
+    first_line, read_tensors, write_tensors,
+};
 use crate::net::ParamStore;
 use crate::optim::Sgd;
-use crate::run::write_tensors;
 use crate::train::Trainer;
-
-pub const MULTITASK_FILE: &str = "multitask.safetensors";
-pub const GENERATOR_FILE: &str = "label_generator.safetensors";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-pub const STATE_FILE: &str = "state.yaml";
-const FORMAT: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    pub format: u32,
-    pub epochs_done: usize,
-    pub steps_done: usize,
-    pub best_val_acc: f64,
-    pub best_epoch: usize,
-}
-
-fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, TrainError> {
-    if !path.is_file() {
-        return Err(TrainError::output(path, "missing checkpoint file"));
-    }
-    Tensor::read_safetensors(path).map_err(|e| {
-        TrainError::output(
-            path,
-            format!(
-                "not a readable safetensors file: {}",
-                first_line(&e.to_string())
-            ),
-        )
-    })
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
-}
 
 fn momentum_named(prefix: &str, store: &ParamStore, opt: &Sgd) -> Vec<(String, Tensor)> {
     store
@@ -104,11 +72,11 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
         std::fs::read_to_string(&state_path).map_err(|e| TrainError::output(&state_path, e))?;
     let state: TrainState = serde_yaml_ng::from_str(&text)
         .map_err(|e| TrainError::output(&state_path, first_line(&e.to_string())))?;
-    if state.format != FORMAT {
+    if state.format != STATE_FORMAT {
         return Err(TrainError::output(
             &state_path,
             format!(
-                "checkpoint format {} (this maxl-train reads {FORMAT})",
+                "checkpoint format {} (this maxl-train reads {STATE_FORMAT})",
                 state.format
             ),
         ));

@@ -149,7 +149,16 @@ impl Experiment {
                     return Err(invalid(path, format!("--only: no run named `{name}`")));
                 }
             }
-            self.runs.retain(|r| only.contains(&r.name));
+            // The baseline and the runs a kept run's match_time reads are kept too (finished
+            // ones are skipped): the table and the time-matched runs need them.
+            let mut keep: Vec<String> = only.clone();
+            keep.push(self.baseline.clone());
+            for r in self.runs.iter().rev() {
+                if let (true, Some(m)) = (keep.contains(&r.name), &r.match_time) {
+                    keep.extend([m.of.clone(), m.epoch_seconds_of.clone()]);
+                }
+            }
+            self.runs.retain(|r| keep.contains(&r.name));
         }
         let mut set = serde_yaml_ng::Mapping::new();
         if let Some(n) = o.epochs {
@@ -297,7 +306,7 @@ pub fn run_all(
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(out).map_err(|err| TrainError::output(out, err))?;
     let copy = serde_yaml_ng::to_string(e).expect("an experiment serialises");
-    crate::run::write_atomic(&out.join(EXPERIMENT_FILE), copy.as_bytes())?;
+    maxl_core::fsio::write_atomic(&out.join(EXPERIMENT_FILE), copy.as_bytes())?;
     let total = e.runs.len() * e.seeds.len();
     let mut n = 0;
     for &seed in &e.seeds {
@@ -338,7 +347,7 @@ pub fn run_all(
                     std::fs::remove_dir_all(&dir).map_err(|err| TrainError::output(&dir, err))?;
                 }
                 std::fs::create_dir_all(&dir).map_err(|err| TrainError::output(&dir, err))?;
-                crate::run::write_atomic(&requested_path, requested.as_bytes())?;
+                maxl_core::fsio::write_atomic(&requested_path, requested.as_bytes())?;
                 info!(
                     "[{n}/{total}] {} seed {seed}: {} epochs",
                     r.name, config.epochs
@@ -419,16 +428,20 @@ runs:
         assert_eq!(c.dataset.validation_fraction, 0.0);
         assert_eq!(c.multitask_optimizer.lr, 0.01);
         let o = Overrides {
-            only: Some(vec!["single".into(), "single-at-maxl-time".into()]),
+            only: Some(vec!["single-at-maxl-time".into()]),
             ..Default::default()
         };
-        let e = e
+        let kept: Vec<String> = e
             .with_overrides(&o, Path::new("x.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("match_time"),
-            "dropping a run others depend on is refused: {e}"
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            kept,
+            ["single", "maxl-psi3", "single-at-maxl-time"],
+            "the baseline and the runs match_time reads are kept"
         );
         let o = Overrides {
             epochs: Some(1),

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use maxl_core::arch::Architecture;
 use maxl_core::config::{Method, TrainConfig};
+use maxl_core::fsio::write_atomic;
 use maxl_core::hierarchy::{Hierarchy, folder_safe_name};
 use maxl_core::manifest::{
     self, ClassName, Manifest, ManifestInput, ManifestModels, ModelFile, TrainingSummary,
@@ -16,14 +17,11 @@ use maxl_onnx::{Array, ExportOptions, Weights};
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
-use crate::checkpoint::{GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
+use crate::files::{CLASSES_FILE, GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
 use crate::net::{LabelGenerator, MultiTaskNet, ParamStore};
-use crate::run::write_atomic;
 
 pub const PRIMARY_FILE: &str = "primary.onnx";
 pub const LABEL_GENERATOR_FILE: &str = "label_generator.onnx";
-/// Display names of the primary classes, written into every run directory.
-pub const CLASSES_FILE: &str = "classes.yaml";
 
 /// What the manifest records beyond the networks themselves.
 pub struct ExportInfo<'a> {

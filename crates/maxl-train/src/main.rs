@@ -90,7 +90,8 @@ struct CompareArgs {
     /// Only these seeds (comma-separated), instead of the file's.
     #[arg(long, value_name = "S,S,…", value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
-    /// Only these runs (comma-separated names).
+    /// Only these runs (comma-separated names), with the baseline and the runs their match_time
+    /// reads (finished runs are skipped).
     #[arg(long, value_name = "NAME,…", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Epochs for every run (quick versions of an experiment).
@@ -258,6 +259,11 @@ struct BenchArgs {
     /// Print one JSON object per mode (median ms, every repeat, peak RSS) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Instead of timing: compare the jvp and the double-backward meta-gradient of one batch
+    /// (f32, fresh weights, the preset and device given) and fail when they differ by more than
+    /// 1e-4 of the gradient's largest magnitude.
+    #[arg(long)]
+    check_jvp: bool,
     /// Time one mode in this process and print one JSON line (used by the parent process).
     #[arg(long, hide = true, value_name = "MODE")]
     worker: Option<String>,
@@ -270,6 +276,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    let allocator_tuned = maxl_train::keep_freed_memory();
     let cli = Cli::parse();
     let quiet = cli.train.quiet || matches!(&cli.command, Some(Command::Compare(c)) if c.quiet);
     let level = if quiet { "error" } else { "info" };
@@ -281,6 +288,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if !allocator_tuned {
+        tracing::debug!("the allocator did not take maxl-train's settings (not glibc?)");
+    }
     let result = match cli.command {
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Compare(args)) => compare(args),
@@ -557,24 +567,40 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
+    let config = |arch| -> anyhow::Result<BenchConfig> {
+        Ok(BenchConfig {
+            arch,
+            batch_size: a.batch_size,
+            classes: a.classes,
+            psi_per_class: a.psi_per_class,
+            iters: a.iters,
+            warmup: a.warmup,
+            device: device(a.device)?,
+        })
+    };
+    if a.check_jvp {
+        if let Some(n) = a.threads {
+            tch::set_num_threads(n);
+        }
+        let c = config(arch)?;
+        let d = maxl_train::bench::jvp_difference(&c)?;
+        const BOUND: f64 = 1e-4;
+        println!(
+            "jvp vs double-backward, preset {}, batch {}, f32, {:?}: max |difference| / max |meta-gradient| = {d:.2e} (bound {BOUND:.0e})",
+            a.preset, a.batch_size, c.device
+        );
+        if d.is_nan() || d > BOUND {
+            bail!("the jvp meta-gradient differs from the double-backward one by {d:.2e}");
+        }
+        return Ok(());
+    }
     if let Some(name) = &a.worker {
         let mode =
             BenchMode::parse(name).with_context(|| format!("--worker: unknown mode `{name}`"))?;
         if let Some(n) = a.threads {
             tch::set_num_threads(n);
         }
-        let ms = maxl_train::bench::time_mode(
-            &BenchConfig {
-                arch,
-                batch_size: a.batch_size,
-                classes: a.classes,
-                psi_per_class: a.psi_per_class,
-                iters: a.iters,
-                warmup: a.warmup,
-                device: device(a.device)?,
-            },
-            mode,
-        );
+        let ms = maxl_train::bench::time_mode(&config(arch)?, mode)?;
         let rss = maxl_train::bench::peak_rss_kib().unwrap_or(0);
         println!("{{\"mode\": \"{name}\", \"ms\": {ms:.4}, \"peak_rss_kib\": {rss}}}");
         return Ok(());
@@ -603,14 +629,9 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             ] {
                 cmd.args([flag, &v.to_string()]);
             }
-            cmd.args([
-                "--device",
-                match a.device {
-                    DeviceArg::Cpu => "cpu",
-                    DeviceArg::Cuda => "cuda",
-                    DeviceArg::Auto => "auto",
-                },
-            ]);
+            if let Some(d) = a.device.to_possible_value() {
+                cmd.args(["--device", d.get_name()]);
+            }
             if let Some(n) = a.threads {
                 cmd.args(["--threads", &n.to_string()]);
             }

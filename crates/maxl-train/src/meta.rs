@@ -17,6 +17,7 @@ use tch::{Kind, Tensor};
 
 use maxl_core::config::MetaGradientMode;
 
+use crate::TrainError;
 use crate::forward_ad::DualLevel;
 use crate::loss::{anti_collapse, focal_loss, one_hot};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
@@ -78,16 +79,18 @@ pub fn losses_from_output(
     }
 }
 
-/// The result of stage 2's meta-gradient computation.
+/// The result of stage 2's meta-gradient computation. The losses are 0-dimensional tensors on
+/// the training device (reading them is a device→host copy: the training loop sums them on the
+/// device and reads once per epoch).
 pub struct MetaGradient {
     /// ∂L2/∂θ2, one tensor per generator parameter.
     pub grads: Vec<Tensor>,
     /// L2 = primary loss at θ1⁺ + λ R.
-    pub loss: f64,
+    pub loss: Tensor,
     /// The primary focal loss at θ1⁺.
-    pub primary_at_fast: f64,
+    pub primary_at_fast: Tensor,
     /// R(t), the anti-collapse term (before λ).
-    pub regulariser: f64,
+    pub regulariser: Tensor,
 }
 
 /// How stage 2 takes ∂L2/∂θ2.
@@ -115,7 +118,7 @@ pub fn meta_gradient(
     alpha: f64,
     losses: LossConfig,
     path: impl Into<MetaPath>,
-) -> MetaGradient {
+) -> Result<MetaGradient, TrainError> {
     let t = g.forward(x, y, BatchNorm::Batch);
     meta_gradient_for(f, g, (x, y), &t, alpha, losses, path.into())
 }
@@ -130,7 +133,7 @@ pub fn meta_gradient_for(
     alpha: f64,
     losses: LossConfig,
     path: MetaPath,
-) -> MetaGradient {
+) -> Result<MetaGradient, TrainError> {
     let theta1 = &f.store.params;
     match path {
         MetaPath::Exact(MetaGradientMode::Jvp) => {
@@ -143,7 +146,7 @@ pub fn meta_gradient_for(
             let l1 = multitask_loss(f, x, y, Some(t), theta1, BatchNorm::Batch, losses.gamma);
             let create_graph = path == MetaPath::Exact(MetaGradientMode::DoubleBackward);
             let grad1 = gradient(&l1.total, theta1, create_graph);
-            by_double_backward(f, g, x, y, t, &grad1, alpha, losses)
+            Ok(by_double_backward(f, g, x, y, t, &grad1, alpha, losses))
         }
     }
 }
@@ -160,6 +163,16 @@ fn primary_focal(f: &MultiTaskNet, logits: &Tensor, y: &Tensor, gamma: f64) -> T
     focal_loss(logits, &one_hot(y, f.num_primary, logits.kind()), gamma)
 }
 
+/// The fast weights θ1⁺ = θ1 − αG at f's live θ1.
+fn fast_weights(f: &MultiTaskNet, grad1: &[Tensor], alpha: f64) -> Vec<Tensor> {
+    f.store
+        .params
+        .iter()
+        .zip(grad1)
+        .map(|(p, g)| p - g * alpha)
+        .collect()
+}
+
 /// The meta-gradient by a backward through θ1⁺ = θ1 − αG, with `grad1` = G built with
 /// create_graph (G is then a function of θ2 through t).
 #[allow(clippy::too_many_arguments)]
@@ -173,13 +186,7 @@ fn by_double_backward(
     alpha: f64,
     losses: LossConfig,
 ) -> MetaGradient {
-    let fast: Vec<Tensor> = f
-        .store
-        .params
-        .iter()
-        .zip(grad1)
-        .map(|(p, g)| p - g * alpha)
-        .collect();
+    let fast = fast_weights(f, grad1, alpha);
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
     let regulariser = anti_collapse(t);
@@ -187,9 +194,9 @@ fn by_double_backward(
     let theta2 = &g.store.params;
     MetaGradient {
         grads: defined_or_zero(Tensor::run_backward(&[&l2], theta2, false, false), theta2),
-        loss: l2.double_value(&[]),
-        primary_at_fast: primary_at_fast.double_value(&[]),
-        regulariser: regulariser.double_value(&[]),
+        loss: l2.detach(),
+        primary_at_fast: primary_at_fast.detach(),
+        regulariser: regulariser.detach(),
     }
 }
 
@@ -208,19 +215,15 @@ fn by_jvp(
     grad1: &[Tensor],
     alpha: f64,
     losses: LossConfig,
-) -> MetaGradient {
-    let fast: Vec<Tensor> = tch::no_grad(|| {
-        f.store
-            .params
-            .iter()
-            .zip(grad1)
-            .map(|(p, g)| (p - g * alpha).set_requires_grad(true))
-            .collect()
-    });
+) -> Result<MetaGradient, TrainError> {
+    let fast: Vec<Tensor> = tch::no_grad(|| fast_weights(f, grad1, alpha))
+        .into_iter()
+        .map(|p| p.set_requires_grad(true))
+        .collect();
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
     let v = gradient(&primary_at_fast, &fast, false);
-    let dot = slot_loss_jvp(f, x, &v, losses.gamma);
+    let dot = slot_loss_jvp(f, x, &v, losses.gamma)?;
     let n = x.size()[0] as f64;
     let regulariser = anti_collapse(t);
     // A surrogate whose gradient in θ2 is ∂L2/∂θ2: t enters linearly with the weight above.
@@ -230,20 +233,24 @@ fn by_jvp(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
         theta2,
     );
-    let regulariser = regulariser.double_value(&[]);
-    let primary_at_fast = primary_at_fast.double_value(&[]);
-    MetaGradient {
+    let (primary_at_fast, regulariser) = (primary_at_fast.detach(), regulariser.detach());
+    Ok(MetaGradient {
         grads,
-        loss: primary_at_fast + losses.lambda * regulariser,
+        loss: &primary_at_fast + &regulariser * losses.lambda,
         primary_at_fast,
         regulariser,
-    }
+    })
 }
 
 /// ⟨v, ∇c_ni(θ1)⟩ [N, A] at f's live θ1, with c_ni = −(1 − p_ni)^γ log p_ni the per-slot focal
 /// loss of the auxiliary head (batch statistics; running statistics untouched).
-pub fn slot_loss_jvp(f: &MultiTaskNet, x: &Tensor, v: &[Tensor], gamma: f64) -> Tensor {
-    let level = DualLevel::enter().expect("a forward-AD level (levels are taken in turn)");
+pub fn slot_loss_jvp(
+    f: &MultiTaskNet,
+    x: &Tensor,
+    v: &[Tensor],
+    gamma: f64,
+) -> Result<Tensor, TrainError> {
+    let level = DualLevel::enter()?;
     let duals: Vec<Tensor> = f
         .store
         .params
@@ -261,7 +268,7 @@ pub fn slot_loss_jvp(f: &MultiTaskNet, x: &Tensor, v: &[Tensor], gamma: f64) -> 
     // Own storage, valid after the level (and its tangents) is gone.
     let tangent = tangent.detach().copy();
     drop(level);
-    tangent
+    Ok(tangent)
 }
 
 /// Where stage 1's auxiliary target comes from.
@@ -274,13 +281,24 @@ pub enum AuxTarget<'a> {
     Generator(&'a LabelGenerator),
 }
 
-/// What stage 1 measured on its batch.
+/// What stage 1 measured on its batch: 0-dimensional tensors on the training device (see
+/// [`MetaGradient`]).
 pub struct StageOne {
-    pub primary_loss: f64,
-    /// NaN without an auxiliary task.
-    pub aux_loss: f64,
-    /// Correct primary predictions (training mode, before the step).
-    pub correct: i64,
+    pub primary_loss: Tensor,
+    /// None without an auxiliary task.
+    pub aux_loss: Option<Tensor>,
+    /// Correct primary predictions (training mode, before the step), Int64.
+    pub correct: Tensor,
+}
+
+impl StageOne {
+    fn measure(l: &MultiTaskLoss, logits: &Tensor, y: &Tensor) -> Self {
+        StageOne {
+            primary_loss: l.primary.detach(),
+            aux_loss: l.aux.as_ref().map(Tensor::detach),
+            correct: correct_count(&logits.detach(), y),
+        }
+    }
 }
 
 /// Stage 1: one optimiser step of θ1 on L1 with the auxiliary target held constant. This is the
@@ -306,11 +324,7 @@ pub fn stage1(
         &f.store.params,
     );
     opt.step(&f.store.params, &grads, lr);
-    StageOne {
-        primary_loss: l.primary.double_value(&[]),
-        aux_loss: l.aux.as_ref().map_or(f64::NAN, |a| a.double_value(&[])),
-        correct: correct(&out.primary.detach(), y),
-    }
+    StageOne::measure(&l, &out.primary, y)
 }
 
 /// Stage 2: one optimiser step of θ2 on the exact meta-gradient, α = `alpha`.
@@ -324,11 +338,24 @@ pub fn stage2(
     lr: f64,
     losses: LossConfig,
     mode: MetaGradientMode,
-) -> MetaGradient {
-    let mg = meta_gradient(f, g, x, y, alpha, losses, mode);
+) -> Result<MetaGradient, TrainError> {
+    let mg = meta_gradient(f, g, x, y, alpha, losses, mode)?;
     opt.step(&g.store.params, &mg.grads, lr);
-    mg
+    Ok(mg)
 }
+
+/// One MAXL iteration on a batch, both networks stepping: [`interleaved_step`] or
+/// [`fused_step`].
+pub type Iteration = fn(
+    &MultiTaskNet,
+    &LabelGenerator,
+    (&Tensor, &Tensor),
+    (&mut Sgd, &mut Sgd),
+    f64,
+    f64,
+    LossConfig,
+    MetaGradientMode,
+) -> Result<(StageOne, MetaGradient), TrainError>;
 
 /// One iteration of the `interleaved` schedule: stage 1, then stage 2 on the same batch. θ2
 /// does not change in between, so g's forward runs once (updating g's running statistics, as
@@ -343,7 +370,7 @@ pub fn interleaved_step(
     lr_g: f64,
     losses: LossConfig,
     mode: MetaGradientMode,
-) -> (StageOne, MetaGradient) {
+) -> Result<(StageOne, MetaGradient), TrainError> {
     let t = g.forward(x, y, BatchNorm::BatchUpdate);
     let s = stage1(
         f,
@@ -354,9 +381,9 @@ pub fn interleaved_step(
         lr_f,
         losses.gamma,
     );
-    let mg = meta_gradient_for(f, g, (x, y), &t, lr_f, losses, mode.into());
+    let mg = meta_gradient_for(f, g, (x, y), &t, lr_f, losses, mode.into())?;
     opt_g.step(&g.store.params, &mg.grads, lr_g);
-    (s, mg)
+    Ok((s, mg))
 }
 
 /// One iteration of the `fused` schedule: one forward of f and g (updating running statistics)
@@ -373,11 +400,12 @@ pub fn fused_step(
     lr_g: f64,
     losses: LossConfig,
     mode: MetaGradientMode,
-) -> (StageOne, MetaGradient) {
-    assert!(
-        opt_f.config.momentum == 0.0 && opt_f.config.weight_decay == 0.0,
-        "the fused schedule needs plain SGD for θ1 (refused by the config's validation)"
-    );
+) -> Result<(StageOne, MetaGradient), TrainError> {
+    if opt_f.config.momentum != 0.0 || opt_f.config.weight_decay != 0.0 {
+        return Err(TrainError::Invalid(
+            "the fused schedule needs plain SGD for θ1 (no momentum, no weight decay)".into(),
+        ));
+    }
     let theta1 = &f.store.params;
     let t = g.forward(x, y, BatchNorm::BatchUpdate);
     let out = f.forward_with(x, theta1, BatchNorm::BatchUpdate, true);
@@ -385,7 +413,7 @@ pub fn fused_step(
         MetaGradientMode::Jvp => {
             let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, false);
-            let mg = by_jvp(f, g, x, y, &t, &grad1, lr_f, losses);
+            let mg = by_jvp(f, g, x, y, &t, &grad1, lr_f, losses)?;
             (l1, grad1, mg)
         }
         MetaGradientMode::DoubleBackward => {
@@ -397,19 +425,16 @@ pub fn fused_step(
     };
     opt_f.step(theta1, &grad1, lr_f);
     opt_g.step(&g.store.params, &mg.grads, lr_g);
-    let s = StageOne {
-        primary_loss: l1.primary.double_value(&[]),
-        aux_loss: l1.aux.as_ref().map_or(f64::NAN, |a| a.double_value(&[])),
-        correct: correct(&out.primary.detach(), y),
-    };
-    (s, mg)
+    Ok((StageOne::measure(&l1, &out.primary, y), mg))
 }
 
-/// Class predictions (argmax of the logits).
+/// How many argmax predictions of the logits equal `y` (a 0-dimensional Int64 tensor on the
+/// logits' device).
+pub fn correct_count(logits: &Tensor, y: &Tensor) -> Tensor {
+    logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64)
+}
+
+/// [`correct_count`] read back.
 pub fn correct(logits: &Tensor, y: &Tensor) -> i64 {
-    logits
-        .argmax(-1, false)
-        .eq_tensor(y)
-        .sum(Kind::Int64)
-        .int64_value(&[])
+    correct_count(logits, y).int64_value(&[])
 }

@@ -40,12 +40,15 @@ impl Sgd {
                     g.shallow_clone()
                 };
                 if momentum != 0.0 {
-                    let b = match buf.take() {
-                        None => d.detach().copy(),
-                        Some(b) => b * momentum + &d,
-                    };
-                    d = b.shallow_clone();
-                    *buf = Some(b);
+                    // buf ← momentum · buf + d, in place (PyTorch: buf.mul_(momentum).add_(d)).
+                    match buf {
+                        None => *buf = Some(d.detach().copy()),
+                        Some(b) => {
+                            *b *= momentum;
+                            *b += &d;
+                        }
+                    }
+                    d = buf.as_ref().map_or(d, Tensor::shallow_clone);
                 }
                 let mut p = p.shallow_clone();
                 let _ = p.f_sub_(&(d * lr)).expect("parameter update");

@@ -116,9 +116,9 @@ pub fn read_run(dir: &Path, run: &str, seed: u64) -> Result<SeedResult, TrainErr
         curve.push((v[ce], v[ct], elapsed, cpu));
     }
     let class_names: Vec<String> = serde_yaml_ng::from_str(&read_text(
-        &dir.join(crate::export::CLASSES_FILE),
+        &dir.join(crate::files::CLASSES_FILE),
     )?)
-    .map_err(|e| TrainError::output(&dir.join(crate::export::CLASSES_FILE), e.to_string()))?;
+    .map_err(|e| TrainError::output(&dir.join(crate::files::CLASSES_FILE), e.to_string()))?;
     Ok(SeedResult {
         run: run.to_string(),
         method: text("method"),
@@ -216,7 +216,7 @@ pub fn write(out: &Path) -> Result<String, TrainError> {
         )
         .expect("string write");
     }
-    crate::run::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    maxl_core::fsio::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
 
     let mut md = format!(
         "| run | method | schedule | meta-gradient | ψ | seeds | epochs | test accuracy % | Δ vs {b} (pp, paired) | best val. % | {c} s / epoch | {c} time × {b} |\n\
@@ -307,7 +307,7 @@ pub fn write(out: &Path) -> Result<String, TrainError> {
         )
         .expect("string write");
     }
-    crate::run::write_atomic(&out.join("results.md"), md.as_bytes())?;
+    maxl_core::fsio::write_atomic(&out.join("results.md"), md.as_bytes())?;
     accuracy_plot(&out.join("test_accuracy.png"), &e, &all)?;
     usage_plot(&out.join("slot_usage.png"), &e, &all)?;
     Ok(md)

@@ -6,10 +6,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tch::Tensor;
+use maxl_core::fsio::write_atomic;
 
 use crate::TrainError;
-use crate::checkpoint::TrainState;
+use crate::files::{CLASSES_FILE, TrainState, write_tensors};
 use crate::train::{EpochMetrics, Trainer};
 
 pub struct RunDir {
@@ -25,25 +25,6 @@ fn usage_columns(header: &str) -> usize {
         .split(',')
         .filter(|h| h.starts_with("usage_entropy."))
         .count()
-}
-
-pub use maxl_core::fsio::write_atomic;
-
-/// Writes named tensors as safetensors (on the CPU, contiguous), through a temporary file and a
-/// rename like [`write_atomic`].
-pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let tmp = maxl_core::fsio::tmp_path(path);
-    let cpu: Vec<(String, Tensor)> = named
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.detach().to_device(tch::Device::Cpu).contiguous(),
-            )
-        })
-        .collect();
-    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::output(&tmp, e))?;
-    Ok(maxl_core::fsio::rename_durable(&tmp, path)?)
 }
 
 impl RunDir {
@@ -63,7 +44,7 @@ impl RunDir {
         write_atomic(&path.join("config.yaml"), config.to_yaml().as_bytes())?;
         let classes =
             serde_yaml_ng::to_string(&trainer.data.train.class_names).expect("names serialise");
-        write_atomic(&path.join(crate::export::CLASSES_FILE), classes.as_bytes())?;
+        write_atomic(&path.join(CLASSES_FILE), classes.as_bytes())?;
         let mut metrics = OpenOptions::new()
             .create_new(true)
             .write(true)

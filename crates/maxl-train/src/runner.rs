@@ -10,7 +10,8 @@ use tch::Device;
 use tracing::info;
 
 use crate::TrainError;
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint;
+use crate::files::TrainState;
 use crate::run::RunDir;
 use crate::train::{EpochMetrics, Trainer};
 
@@ -90,7 +91,7 @@ pub fn run(
         Start::New { out, .. } => {
             let run_dir = RunDir::create(&out, &trainer)?;
             let state = TrainState {
-                format: 1,
+                format: crate::files::STATE_FORMAT,
                 epochs_done: 0,
                 steps_done: 0,
                 best_val_acc: f64::NEG_INFINITY,
@@ -149,7 +150,7 @@ fn train_epochs(
         let m = trainer.train_epoch(max_steps, &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
-        });
+        })?;
         bar.finish_and_clear();
         run_dir.append(&m)?;
         state.epochs_done = trainer.epochs_done;

@@ -12,11 +12,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tch::{Device, Kind, Tensor};
 
+use crate::TrainError;
 use crate::data::PreparedData;
 use crate::loss::one_hot;
 use crate::meta::{
-    AuxTarget, LossConfig, MetaGradient, StageOne, correct, fused_step, interleaved_step, stage1,
-    stage2,
+    AuxTarget, Iteration, LossConfig, MetaGradient, StageOne, correct, fused_step,
+    interleaved_step, stage1, stage2,
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
@@ -66,9 +67,6 @@ pub struct Trainer {
     pub g: Option<LabelGenerator>,
     pub(crate) opt_f: Sgd,
     pub(crate) opt_g: Option<Sgd>,
-    /// Re-seeded from (seed, epoch) at the start of every epoch, so a run resumed at an epoch
-    /// boundary draws exactly the batches and augmentations of an uninterrupted one.
-    rng: StdRng,
     device: Device,
     kind: Kind,
     norm: Normalize,
@@ -76,33 +74,6 @@ pub struct Trainer {
     pub epochs_done: usize,
     /// Stage-1 optimiser steps taken so far (over all epochs).
     pub steps_done: usize,
-}
-
-struct Accum {
-    primary: f64,
-    aux: f64,
-    meta: f64,
-    reg: f64,
-    correct: i64,
-    seen: usize,
-    batches: usize,
-    meta_batches: usize,
-}
-
-impl Accum {
-    fn add_stage1(&mut self, s: &StageOne, n: usize) {
-        self.primary += s.primary_loss;
-        self.aux += s.aux_loss;
-        self.correct += s.correct;
-        self.seen += n;
-        self.batches += 1;
-    }
-
-    fn add_meta(&mut self, mg: &MetaGradient) {
-        self.meta += mg.loss;
-        self.reg += mg.regulariser;
-        self.meta_batches += 1;
-    }
 }
 
 impl Trainer {
@@ -145,7 +116,6 @@ impl Trainer {
                 mean: arch.input.mean,
                 std: arch.input.std,
             },
-            rng: StdRng::seed_from_u64(config.seed),
             config,
             arch,
             data,
@@ -161,232 +131,133 @@ impl Trainer {
         })
     }
 
-    /// A training batch, augmented as configured.
-    fn train_batch(&mut self, indices: &[usize]) -> (Tensor, Tensor) {
-        let ds = &self.data.train;
-        let pixels = assemble(
-            ds,
-            indices,
-            self.norm,
-            self.augment.map(|a| (a, &mut self.rng)),
-        );
-        to_tensors(ds, indices, &pixels, self.kind, self.device)
-    }
-
-    fn shuffled_batches(&mut self) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.data.train.len()).collect();
-        if self.config.dataset.shuffle {
-            order.shuffle(&mut self.rng);
-        }
-        order
-            .chunks(self.config.batch_size)
-            // Batch norm needs more than one sample per channel in training mode.
-            .filter(|c| c.len() > 1)
-            .map(<[usize]>::to_vec)
-            .collect()
-    }
-
-    /// Stage 1 on a batch, with the method's auxiliary target.
-    fn stage1(&mut self, x: &Tensor, y: &Tensor, indices: &[usize], lr: f64, acc: &mut Accum) {
-        let target = match self.config.method {
-            Method::Single => AuxTarget::None,
-            Method::Random | Method::Human => {
-                let fixed = self
-                    .data
-                    .fixed_aux
-                    .as_ref()
-                    .expect("fixed labels for random/human");
-                let slots: Vec<i64> = indices.iter().map(|&i| fixed[i] as i64).collect();
-                let slots = Tensor::from_slice(&slots).to_device(self.device);
-                AuxTarget::Fixed(one_hot(&slots, self.data.hierarchy.num_aux(), self.kind))
-            }
-            Method::Maxl | Method::MaxlNoEntropy => {
-                AuxTarget::Generator(self.g.as_ref().expect("generator"))
-            }
-        };
-        let s = stage1(
-            &self.f,
-            target,
-            x,
-            y,
-            &mut self.opt_f,
-            lr,
-            self.config.focal_gamma,
-        );
-        acc.add_stage1(&s, indices.len());
-    }
-
-    fn losses(&self) -> LossConfig {
-        LossConfig {
-            gamma: self.config.focal_gamma,
-            lambda: self.config.effective_entropy_weight(),
-        }
-    }
-
-    /// An `interleaved` iteration (see [`interleaved_step`]).
-    fn interleaved_step(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        n: usize,
-        lr: (f64, f64),
-        acc: &mut Accum,
-    ) {
-        let losses = self.losses();
-        let (Some(g), Some(opt_g)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
-            unreachable!("interleaved steps are taken by methods with a generator")
-        };
-        let (s, mg) = interleaved_step(
-            &self.f,
-            g,
-            (x, y),
-            (&mut self.opt_f, opt_g),
-            lr.0,
-            lr.1,
-            losses,
-            self.config.meta_gradient,
-        );
-        acc.add_stage1(&s, n);
-        acc.add_meta(&mg);
-    }
-
-    /// A `fused` iteration (see [`fused_step`]).
-    fn fused_step(&mut self, x: &Tensor, y: &Tensor, n: usize, lr: (f64, f64), acc: &mut Accum) {
-        let losses = self.losses();
-        let (Some(g), Some(opt_g)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
-            unreachable!("fused steps are taken by methods with a generator")
-        };
-        let (s, mg) = fused_step(
-            &self.f,
-            g,
-            (x, y),
-            (&mut self.opt_f, opt_g),
-            lr.0,
-            lr.1,
-            losses,
-            self.config.meta_gradient,
-        );
-        acc.add_stage1(&s, n);
-        acc.add_meta(&mg);
-    }
-
-    /// Recomputes g's running batch-norm statistics at the current θ2 over the epoch's
-    /// batches (the `reference` schedule changes θ2 only after its stage-1 pass, which is where
-    /// the statistics were last updated): evaluation and export then see statistics of the
-    /// weights they use.
-    fn refresh_generator_statistics(&mut self, batches: &[Vec<usize>]) {
-        for idx in batches {
-            let (x, y) = self.train_batch(idx);
-            if let Some(g) = &self.g {
-                let _ = tch::no_grad(|| g.forward(&x, &y, BatchNorm::BatchUpdate));
-            }
-        }
-    }
-
-    /// Stage 2 on a batch (methods with a generator).
-    fn stage2(&mut self, x: &Tensor, y: &Tensor, alpha: f64, lr: f64, acc: &mut Accum) {
-        let (Some(g), Some(opt)) = (self.g.as_ref(), self.opt_g.as_mut()) else {
-            return;
-        };
-        let losses = LossConfig {
-            gamma: self.config.focal_gamma,
-            lambda: self.config.effective_entropy_weight(),
-        };
-        let mode = self.config.meta_gradient;
-        let mg = stage2(&self.f, g, (x, y), opt, alpha, lr, losses, mode);
-        acc.add_meta(&mg);
-    }
-
     /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
     /// (steps done, steps in the epoch). With `max_steps`, training stops once that many stage-1
     /// steps have been taken in the whole run (the epoch is then partial).
+    ///
+    /// Batches are assembled (augmented, converted, moved to the device) on a second thread, a
+    /// few batches ahead of the training thread, in the order of one random stream per epoch:
+    /// the numbers do not depend on the thread timing. Losses and accuracy are summed on the
+    /// device and read once, at the end of the epoch.
     pub fn train_epoch(
         &mut self,
         max_steps: Option<usize>,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> EpochMetrics {
+    ) -> Result<EpochMetrics, TrainError> {
         let start = Instant::now();
         let cpu_start = process_cpu_seconds();
         let epoch = self.epochs_done;
-        self.rng = epoch_rng(self.config.seed, epoch);
-        let lr_f = scheduled_lr(
-            self.config.multitask_optimizer.lr,
-            self.config.lr_step,
-            epoch,
+        let c = &self.config;
+        let lr = (
+            scheduled_lr(c.multitask_optimizer.lr, c.lr_step, epoch),
+            scheduled_lr(c.generator_optimizer.lr, c.lr_step, epoch),
         );
-        let lr_g = scheduled_lr(
-            self.config.generator_optimizer.lr,
-            self.config.lr_step,
-            epoch,
-        );
-        let mut acc = Accum {
-            primary: 0.0,
-            aux: 0.0,
-            meta: 0.0,
-            reg: 0.0,
-            correct: 0,
-            seen: 0,
-            batches: 0,
-            meta_batches: 0,
-        };
         let meta = self.g.is_some();
-        let schedule = self.config.schedule;
-        let batches = self.shuffled_batches();
-        let passes = if meta && schedule == Schedule::Reference {
-            2
-        } else {
-            1
-        };
+        let schedule = c.schedule;
+        let mut rng = epoch_rng(c.seed, epoch);
+        let (shuffle, batch_size) = (c.dataset.shuffle, c.batch_size);
+        let first = shuffled_batches(self.data.train.len(), shuffle, batch_size, &mut rng);
         let budget = max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.steps_done));
-        let stage1_batches = batches.len().min(budget);
-        let total = stage1_batches * passes;
-        let mut done = 0;
-        for idx in &batches[..stage1_batches] {
-            let (x, y) = self.train_batch(idx);
-            match (meta, schedule) {
-                (true, Schedule::Interleaved) => {
-                    self.interleaved_step(&x, &y, idx.len(), (lr_f, lr_g), &mut acc)
+        let steps = first.len().min(budget);
+        let reference = meta && schedule == Schedule::Reference;
+        let total = if reference { 2 * steps } else { steps };
+        let source = BatchSource {
+            ds: &self.data.train,
+            norm: self.norm,
+            augment: self.augment,
+            kind: self.kind,
+            device: self.device,
+        };
+        let mut acc = Accum::new(self.device);
+        let mut nets = Nets {
+            config: &self.config,
+            data: &self.data,
+            f: &self.f,
+            g: self.g.as_ref(),
+            opt_f: &mut self.opt_f,
+            opt_g: self.opt_g.as_mut(),
+            kind: self.kind,
+            device: self.device,
+        };
+        let (mut done, mut steps_done) = (0, 0);
+        std::thread::scope(|scope| -> Result<(), TrainError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(PREFETCH);
+            scope.spawn(move || {
+                let send = |phase, idx: &[usize], rng: &mut StdRng| {
+                    let (x, y) = source.batch(idx, rng);
+                    let indices = idx.to_vec();
+                    tx.send(Batch {
+                        phase,
+                        indices,
+                        x,
+                        y,
+                    })
+                    .is_ok()
+                };
+                for idx in &first[..steps] {
+                    if !send(Phase::Train, idx, &mut rng) {
+                        return;
+                    }
                 }
-                (true, Schedule::Fused) => {
-                    self.fused_step(&x, &y, idx.len(), (lr_f, lr_g), &mut acc)
+                if reference {
+                    // The authors' schedule: a second full pass over freshly shuffled,
+                    // augmented batches (as many as stage 1 took), then g's statistics at the
+                    // final θ2 over stage 1's batches.
+                    let second = shuffled_batches(source.ds.len(), shuffle, batch_size, &mut rng);
+                    for idx in second.iter().take(steps) {
+                        if !send(Phase::Meta, idx, &mut rng) {
+                            return;
+                        }
+                    }
+                    for idx in &first[..steps] {
+                        if !send(Phase::Refresh, idx, &mut rng) {
+                            return;
+                        }
+                    }
                 }
-                _ => self.stage1(&x, &y, idx, lr_f, &mut acc),
-            }
-            self.steps_done += 1;
-            done += 1;
-            progress(done, total);
-        }
-        if meta && schedule == Schedule::Reference {
-            // The authors' schedule: a second full pass over freshly shuffled, augmented batches
-            // (as many as stage 1 took).
-            let second = self.shuffled_batches();
-            for idx in second.into_iter().take(stage1_batches) {
-                let (x, y) = self.train_batch(&idx);
-                self.stage2(&x, &y, lr_f, lr_g, &mut acc);
+            });
+            for b in rx {
+                match b.phase {
+                    Phase::Train => {
+                        nets.train_step(&b, lr, &mut acc)?;
+                        steps_done += 1;
+                    }
+                    Phase::Meta => nets.stage2(&b, lr, &mut acc)?,
+                    Phase::Refresh => {
+                        // The reference schedule changes θ2 only after stage 1, which is where
+                        // g's running statistics were last updated: evaluation and export then
+                        // see statistics of the weights they use.
+                        if let Some(g) = nets.g {
+                            let _ = tch::no_grad(|| g.forward(&b.x, &b.y, BatchNorm::BatchUpdate));
+                        }
+                        continue;
+                    }
+                }
                 done += 1;
                 progress(done, total);
             }
-            self.refresh_generator_statistics(&batches[..stage1_batches]);
-        }
+            Ok(())
+        })?;
+        self.steps_done += steps_done;
         let seconds = start.elapsed().as_secs_f64();
         let cpu_seconds = process_cpu_seconds() - cpu_start;
         let (val_acc, test_acc, generator) = self.evaluate();
         self.epochs_done += 1;
-        let per = |v: f64, n: usize| if n == 0 { f64::NAN } else { v / n as f64 };
-        EpochMetrics {
+        let sums = acc.read();
+        Ok(EpochMetrics {
             epoch: epoch + 1,
-            lr: lr_f,
-            primary_loss: per(acc.primary, acc.batches),
-            aux_loss: per(acc.aux, acc.batches),
-            meta_loss: per(acc.meta, acc.meta_batches),
-            regulariser: per(acc.reg, acc.meta_batches),
-            train_acc: acc.correct as f64 / acc.seen.max(1) as f64,
+            lr: lr.0,
+            primary_loss: sums.primary,
+            aux_loss: sums.aux,
+            meta_loss: sums.meta,
+            regulariser: sums.regulariser,
+            train_acc: sums.train_acc,
             val_acc,
             test_acc,
             seconds,
             cpu_seconds,
             generator,
-        }
+        })
     }
 
     /// Validation and test accuracy and the generator's slot usage (on the validation set, or
@@ -510,6 +381,219 @@ impl Trainer {
                 sample_entropy / counted as f64
             },
         })
+    }
+}
+
+/// The parts of a [`Trainer`] that a training step uses, borrowed apart from the training
+/// data that the batch thread reads.
+struct Nets<'a> {
+    config: &'a TrainConfig,
+    data: &'a PreparedData,
+    f: &'a MultiTaskNet,
+    g: Option<&'a LabelGenerator>,
+    opt_f: &'a mut Sgd,
+    opt_g: Option<&'a mut Sgd>,
+    kind: Kind,
+    device: Device,
+}
+
+impl Nets<'_> {
+    fn losses(&self) -> LossConfig {
+        LossConfig {
+            gamma: self.config.focal_gamma,
+            lambda: self.config.effective_entropy_weight(),
+        }
+    }
+
+    /// One training step on a batch: stage 1 with the method's auxiliary target, or a whole
+    /// `interleaved` / `fused` iteration for methods with a generator.
+    fn train_step(&mut self, b: &Batch, lr: (f64, f64), acc: &mut Accum) -> Result<(), TrainError> {
+        let losses = self.losses();
+        let iteration: Option<Iteration> = match self.config.schedule {
+            _ if self.g.is_none() => None,
+            Schedule::Interleaved => Some(interleaved_step),
+            Schedule::Fused => Some(fused_step),
+            Schedule::Reference => None,
+        };
+        if let (Some(step), Some(g), Some(opt_g)) = (iteration, self.g, self.opt_g.as_deref_mut()) {
+            let (s, mg) = step(
+                self.f,
+                g,
+                (&b.x, &b.y),
+                (self.opt_f, opt_g),
+                lr.0,
+                lr.1,
+                losses,
+                self.config.meta_gradient,
+            )?;
+            acc.add_stage1(s, b.indices.len());
+            acc.add_meta(mg);
+            return Ok(());
+        }
+        let target = match self.config.method {
+            Method::Single => AuxTarget::None,
+            Method::Random | Method::Human => {
+                let fixed = self
+                    .data
+                    .fixed_aux
+                    .as_ref()
+                    .expect("fixed labels for random/human");
+                // The batch's images, in order: their fixed slots.
+                let slots: Vec<i64> = b.indices.iter().map(|&i| fixed[i] as i64).collect();
+                let slots = Tensor::from_slice(&slots).to_device(self.device);
+                AuxTarget::Fixed(one_hot(&slots, self.data.hierarchy.num_aux(), self.kind))
+            }
+            Method::Maxl | Method::MaxlNoEntropy => {
+                AuxTarget::Generator(self.g.expect("generator"))
+            }
+        };
+        let s = stage1(self.f, target, &b.x, &b.y, self.opt_f, lr.0, losses.gamma);
+        acc.add_stage1(s, b.indices.len());
+        Ok(())
+    }
+
+    /// Stage 2 of the `reference` schedule on a batch, α = θ1's learning rate.
+    fn stage2(&mut self, b: &Batch, lr: (f64, f64), acc: &mut Accum) -> Result<(), TrainError> {
+        let losses = self.losses();
+        let (Some(g), Some(opt)) = (self.g, self.opt_g.as_deref_mut()) else {
+            return Ok(());
+        };
+        let mode = self.config.meta_gradient;
+        let mg = stage2(self.f, g, (&b.x, &b.y), opt, lr.0, lr.1, losses, mode)?;
+        acc.add_meta(mg);
+        Ok(())
+    }
+}
+
+/// Batches the batch thread keeps ready ahead of the training thread.
+const PREFETCH: usize = 2;
+
+/// Which part of an epoch a batch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Stage 1, or a whole interleaved / fused iteration.
+    Train,
+    /// Stage 2 of the reference schedule.
+    Meta,
+    /// The reference schedule's refresh of g's running statistics.
+    Refresh,
+}
+
+struct Batch {
+    phase: Phase,
+    indices: Vec<usize>,
+    x: Tensor,
+    y: Tensor,
+}
+
+/// How training batches are made from the training set.
+#[derive(Clone, Copy)]
+struct BatchSource<'a> {
+    ds: &'a Dataset,
+    norm: Normalize,
+    augment: Option<Augment>,
+    kind: Kind,
+    device: Device,
+}
+
+impl BatchSource<'_> {
+    /// The batch of `indices`, augmented as configured (drawing from `rng`), on the device.
+    fn batch(&self, indices: &[usize], rng: &mut StdRng) -> (Tensor, Tensor) {
+        let pixels = assemble(self.ds, indices, self.norm, self.augment.map(|a| (a, rng)));
+        to_tensors(self.ds, indices, &pixels, self.kind, self.device)
+    }
+}
+
+/// The epoch's batches of `n` training images: shuffled when configured, without a last batch
+/// of one image (batch norm needs more than one sample per channel in training mode).
+fn shuffled_batches(
+    n: usize,
+    shuffle: bool,
+    batch_size: usize,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        order.shuffle(rng);
+    }
+    order
+        .chunks(batch_size)
+        .filter(|c| c.len() > 1)
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Sums of the epoch's training losses and correct predictions, kept on the device.
+struct Accum {
+    primary: Tensor,
+    aux: Option<Tensor>,
+    meta: Tensor,
+    reg: Tensor,
+    correct: Tensor,
+    seen: usize,
+    batches: usize,
+    meta_batches: usize,
+}
+
+/// [`Accum`] read back: means per batch, NaN where nothing was summed.
+struct EpochSums {
+    primary: f64,
+    aux: f64,
+    meta: f64,
+    regulariser: f64,
+    train_acc: f64,
+}
+
+impl Accum {
+    fn new(device: Device) -> Self {
+        let zero = |kind| Tensor::zeros([], (kind, device));
+        Accum {
+            primary: zero(Kind::Double),
+            aux: None,
+            meta: zero(Kind::Double),
+            reg: zero(Kind::Double),
+            correct: zero(Kind::Int64),
+            seen: 0,
+            batches: 0,
+            meta_batches: 0,
+        }
+    }
+
+    fn add_stage1(&mut self, s: StageOne, n: usize) {
+        tch::no_grad(|| {
+            self.primary += s.primary_loss;
+            if let Some(a) = s.aux_loss {
+                let sum = self
+                    .aux
+                    .get_or_insert_with(|| a.zeros_like().to_kind(Kind::Double));
+                *sum += a;
+            }
+            self.correct += s.correct;
+        });
+        self.seen += n;
+        self.batches += 1;
+    }
+
+    fn add_meta(&mut self, mg: MetaGradient) {
+        tch::no_grad(|| {
+            self.meta += mg.loss;
+            self.reg += mg.regulariser;
+        });
+        self.meta_batches += 1;
+    }
+
+    fn read(&self) -> EpochSums {
+        let mean = |t: Option<&Tensor>, n: usize| match t {
+            Some(t) if n > 0 => t.double_value(&[]) / n as f64,
+            _ => f64::NAN,
+        };
+        EpochSums {
+            primary: mean(Some(&self.primary), self.batches),
+            aux: mean(self.aux.as_ref(), self.batches),
+            meta: mean(Some(&self.meta), self.meta_batches),
+            regulariser: mean(Some(&self.reg), self.meta_batches),
+            train_acc: self.correct.int64_value(&[]) as f64 / self.seen.max(1) as f64,
+        }
     }
 }
 

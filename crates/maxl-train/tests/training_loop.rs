@@ -177,7 +177,8 @@ fn the_reference_schedule_is_two_passes_then_a_refresh_of_gs_statistics() {
         let mut a = trainer(&c);
         let b = twin(&a);
         let mut totals = Vec::new();
-        a.train_epoch(None, &mut |done, total| totals.push((done, total)));
+        a.train_epoch(None, &mut |done, total| totals.push((done, total)))
+            .unwrap();
         assert_eq!(
             totals.last(),
             Some(&(6, 6)),
@@ -195,7 +196,7 @@ fn the_reference_schedule_is_two_passes_then_a_refresh_of_gs_statistics() {
         }
         for i in 0..3 {
             let (x, y) = batch(&b, i);
-            stage2(&b.f, g, (&x, &y), &mut opt_g, 0.1, 0.05, losses(&c), mode);
+            stage2(&b.f, g, (&x, &y), &mut opt_g, 0.1, 0.05, losses(&c), mode).unwrap();
         }
         let before_refresh: Vec<Tensor> = g.store.buffers.iter().map(Tensor::copy).collect();
         for i in 0..3 {
@@ -216,9 +217,9 @@ fn the_reference_schedule_is_two_passes_then_a_refresh_of_gs_statistics() {
 fn alpha_follows_the_scheduled_learning_rate() {
     let c = config(Method::Maxl, Schedule::Interleaved, MetaGradientMode::Jvp);
     let mut a = trainer(&c);
-    a.train_epoch(None, &mut |_, _| {});
+    a.train_epoch(None, &mut |_, _| {}).unwrap();
     let b = twin(&a);
-    let m = a.train_epoch(None, &mut |_, _| {});
+    let m = a.train_epoch(None, &mut |_, _| {}).unwrap();
     assert_eq!(m.lr, 0.05, "epoch 2 runs at half the lr");
     // Epoch 2 by hand with lr = α = 0.05 for θ1 and 0.025 for θ2 …
     let run = |alpha: f64| {
@@ -241,10 +242,12 @@ fn alpha_follows_the_scheduled_learning_rate() {
                     0.025,
                     losses(&c),
                     c.meta_gradient,
-                );
+                )
+                .unwrap();
             } else {
                 stage1(&u.f, AuxTarget::Generator(g), &x, &y, opts.0, 0.05, 2.0);
-                let mg = meta_gradient(&u.f, g, &x, &y, alpha, losses(&c), c.meta_gradient);
+                let mg =
+                    meta_gradient(&u.f, g, &x, &y, alpha, losses(&c), c.meta_gradient).unwrap();
                 opts.1.step(&g.store.params, &mg.grads, 0.025);
             }
         }
@@ -263,14 +266,14 @@ fn the_fused_schedule_steps_theta1_by_the_same_gradient_its_meta_step_used() {
         let c = config(Method::Maxl, Schedule::Fused, mode);
         let mut a = trainer(&c);
         let b = twin(&a);
-        a.train_epoch(None, &mut |_, _| {});
+        a.train_epoch(None, &mut |_, _| {}).unwrap();
         let g = b.g.as_ref().unwrap();
         let mut opt_f = Sgd::new(c.multitask_optimizer, b.f.store.params.len());
         let mut opt_g = Sgd::new(c.generator_optimizer, g.store.params.len());
         for i in 0..3 {
             let (x, y) = batch(&b, i);
             let opts = (&mut opt_f, &mut opt_g);
-            fused_step(&b.f, g, (&x, &y), opts, 0.1, 0.05, losses(&c), mode);
+            fused_step(&b.f, g, (&x, &y), opts, 0.1, 0.05, losses(&c), mode).unwrap();
         }
         let d = max_diff(&state(&a), &state(&b));
         assert!(d < 1e-6, "{}: {d:e}", mode.name());
@@ -279,7 +282,7 @@ fn the_fused_schedule_steps_theta1_by_the_same_gradient_its_meta_step_used() {
     let run = |mode| {
         let c = config(Method::Maxl, Schedule::Fused, mode);
         let mut t = trainer(&c);
-        t.train_epoch(None, &mut |_, _| {});
+        t.train_epoch(None, &mut |_, _| {}).unwrap();
         state(&t)
     };
     let d = max_diff(
@@ -365,8 +368,8 @@ fn random_and_human_labels_are_fixed_and_inside_their_class_range() {
         );
         // Training does not redraw them.
         let mut t = Trainer::new(c.clone(), data, Device::Cpu).unwrap();
-        t.train_epoch(None, &mut |_, _| {});
-        t.train_epoch(None, &mut |_, _| {});
+        t.train_epoch(None, &mut |_, _| {}).unwrap();
+        t.train_epoch(None, &mut |_, _| {}).unwrap();
         assert_eq!(t.data.fixed_aux.as_ref().unwrap(), &fixed);
     }
 }
@@ -396,6 +399,6 @@ fn the_generic_idx_kind_names_classes_and_the_pad_option_feeds_a_3_channel_model
         (3, 12, 12)
     );
     let mut t = Trainer::new(c, data, Device::Cpu).unwrap();
-    let m = t.train_epoch(None, &mut |_, _| {});
+    let m = t.train_epoch(None, &mut |_, _| {}).unwrap();
     assert!(m.test_acc.is_finite());
 }

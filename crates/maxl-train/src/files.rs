@@ -1,0 +1,67 @@
+//! What a run directory and its checkpoints hold on disk, shared by the modules that write and
+//! read them (run, checkpoint, export): file names, the checkpoint's state record, and
+//! safetensors reading and writing.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::TrainError;
+
+/// Display names of the primary classes, written into every run directory.
+pub const CLASSES_FILE: &str = "classes.yaml";
+pub const MULTITASK_FILE: &str = "multitask.safetensors";
+pub const GENERATOR_FILE: &str = "label_generator.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "state.yaml";
+/// The version of `state.yaml` this maxl-train writes and reads.
+pub const STATE_FORMAT: u32 = 1;
+
+/// `state.yaml` of a checkpoint: where the run stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    pub epochs_done: usize,
+    pub steps_done: usize,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+}
+
+/// Named tensors of a safetensors file, refused with the file's name when missing or unreadable.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, TrainError> {
+    if !path.is_file() {
+        return Err(TrainError::output(path, "missing checkpoint file"));
+    }
+    Tensor::read_safetensors(path).map_err(|e| {
+        TrainError::output(
+            path,
+            format!(
+                "not a readable safetensors file: {}",
+                first_line(&e.to_string())
+            ),
+        )
+    })
+}
+
+/// The first line of an error message (libtorch's carry a backtrace after it).
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Writes named tensors as safetensors (on the CPU, contiguous), through a temporary file and a
+/// rename like [`maxl_core::fsio::write_atomic`].
+pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let tmp = maxl_core::fsio::tmp_path(path);
+    let cpu: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
+        .collect();
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::output(&tmp, e))?;
+    Ok(maxl_core::fsio::rename_durable(&tmp, path)?)
+}
