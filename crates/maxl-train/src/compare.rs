@@ -313,6 +313,9 @@ pub fn run_all(
         for r in &e.runs {
             n += 1;
             let dir = run_dir(out, &r.name, seed);
+            // Held until this (run, seed) is trained: a second compare on the same directory
+            // refuses it instead of training it at the same time.
+            let _lock = RunLock::take(&dir)?;
             let mut config = e.config(r, seed, path)?;
             if let Some(m) = &r.match_time {
                 config.epochs = matched_epochs(out, m, seed, e.clock)?;
@@ -361,6 +364,57 @@ pub fn run_all(
         }
     }
     Ok(())
+}
+
+/// An exclusive lock on one (run, seed) of an experiment directory: `<run>/seed-<s>.lock`, locked
+/// with flock(2) (released by the kernel when the process ends, however it ends) and holding the
+/// process id for the message another process gets.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn take(dir: &Path) -> Result<Self, TrainError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = dir.with_extension("lock");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| TrainError::output(parent, err))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|err| TrainError::output(&path, err))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(TrainError::output(
+                    &path,
+                    format!(
+                        "this run is being trained by another process ({}); wait for it, or give \
+                         this compare other runs or seeds (--only, --seeds)",
+                        match holder.trim() {
+                            "" => "unknown pid".to_string(),
+                            pid => format!("pid {pid}"),
+                        }
+                    ),
+                ));
+            }
+            return Err(TrainError::output(&path, format!("cannot lock: {err}")));
+        }
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        written.map_err(|err| TrainError::output(&path, err))?;
+        Ok(RunLock { _file: file })
+    }
 }
 
 /// Epochs for a `match_time` run: ⌊training seconds of `of` / seconds per epoch of
@@ -500,6 +554,22 @@ runs:
             let e = parse(&text).expect_err(want).to_string();
             assert!(e.contains(want), "{e} (want {want})");
         }
+    }
+
+    #[test]
+    fn a_run_is_trained_by_one_process_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = run_dir(tmp.path(), "maxl", 0);
+        let held = RunLock::take(&dir).unwrap();
+        // flock locks belong to the open file: a second open, as another process makes, is
+        // refused while the first is held, with the holder's pid.
+        let e = RunLock::take(&dir).err().expect("refused").to_string();
+        assert!(
+            e.contains("seed-0.lock") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        RunLock::take(&dir).expect("free again once released");
     }
 
     #[test]
