@@ -531,12 +531,22 @@ fn compare_runs_methods_by_seeds_resumes_and_writes_the_results() {
             test_limit,
             "--threads",
             "1",
+            // Batches made from images kept on the device (the CPU here): the same numbers.
+            "--data-placement",
+            "device",
         ]);
         c.arg("--out").arg(&out);
         run(&mut c)
     };
     let r = compare("300");
     r.assert_ok();
+    // The output directory records the whole experiment, not the runs and seeds chosen:
+    // `results` shows whatever has finished, whichever compare trained it.
+    let recorded = std::fs::read_to_string(out.join("experiment.yaml")).unwrap();
+    assert!(
+        recorded.contains("name: single-at-maxl-time") && recorded.contains("- 2"),
+        "{recorded}"
+    );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     let rows: Vec<&str> = md.lines().skip(2).collect();
     assert_eq!(rows.len(), 2, "{md}");

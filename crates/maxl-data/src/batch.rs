@@ -13,6 +13,31 @@ pub struct Augment {
     pub horizontal_flip: bool,
 }
 
+/// Where one image's crop window sits, in pixels from the unpadded image, and whether the
+/// image is mirrored (before the shift: output column x reads column `W−1−x + dx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Placement {
+    pub dy: isize,
+    pub dx: isize,
+    pub flip: bool,
+}
+
+impl Augment {
+    /// One image's random placement: the row shift, the column shift, then the flip, in that
+    /// order from `rng` (every way of building a batch draws them so, which keeps the random
+    /// stream, and so the batches, the same).
+    pub fn draw<R: Rng>(&self, rng: &mut R) -> Placement {
+        let p = self.crop_padding as i64;
+        let (mut dy, mut dx) = (0, 0);
+        if p > 0 {
+            dy = rng.random_range(-p..=p) as isize;
+            dx = rng.random_range(-p..=p) as isize;
+        }
+        let flip = self.horizontal_flip && rng.random_bool(0.5);
+        Placement { dy, dx, flip }
+    }
+}
+
 /// `x = (pixel / 255 − mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
@@ -21,8 +46,14 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    fn apply(self, pixel: u8) -> f32 {
+    pub fn apply(self, pixel: u8) -> f32 {
         (crate::preprocess::unit(pixel) - self.mean) / self.std
+    }
+
+    /// The normalised value of every pixel value 0…255: a lookup table that gives exactly
+    /// [`Normalize::apply`]'s numbers wherever it is applied.
+    pub fn table(self) -> [f32; 256] {
+        std::array::from_fn(|p| self.apply(p as u8))
     }
 }
 
@@ -31,21 +62,26 @@ pub fn assemble<R: Rng>(
     ds: &Dataset,
     indices: &[usize],
     norm: Normalize,
-    mut augment: Option<(Augment, &mut R)>,
+    augment: Option<(Augment, &mut R)>,
+) -> Vec<f32> {
+    let placements = match augment {
+        Some((aug, rng)) => indices.iter().map(|_| aug.draw(rng)).collect(),
+        None => vec![Placement::default(); indices.len()],
+    };
+    assemble_placed(ds, indices, norm, &placements)
+}
+
+/// The images at `indices`, each placed as `placements` says, as a flat N × C × H × W buffer.
+pub fn assemble_placed(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: Normalize,
+    placements: &[Placement],
 ) -> Vec<f32> {
     let (c, h, w) = (ds.channels, ds.height, ds.width);
     let mut out = Vec::with_capacity(indices.len() * c * h * w);
-    for &i in indices {
+    for (&i, &Placement { dy, dx, flip }) in indices.iter().zip(placements) {
         let img = ds.image(i);
-        let (mut dy, mut dx, mut flip) = (0isize, 0isize, false);
-        if let Some((aug, rng)) = augment.as_mut() {
-            let p = aug.crop_padding as i64;
-            if p > 0 {
-                dy = rng.random_range(-p..=p) as isize;
-                dx = rng.random_range(-p..=p) as isize;
-            }
-            flip = aug.horizontal_flip && rng.random_bool(0.5);
-        }
         for ch in 0..c {
             let plane = &img[ch * h * w..(ch + 1) * h * w];
             for y in 0..h as isize {

@@ -37,6 +37,7 @@ use tch::Device;
 use tracing::info;
 
 use crate::TrainError;
+use crate::resident::DataPlacement;
 use crate::runner::{self, Start};
 
 /// The experiment file, as read.
@@ -99,8 +100,21 @@ pub struct Overrides {
     pub test_limit: Option<usize>,
 }
 
-/// The copy of the experiment (with the overrides applied) kept in the output directory;
-/// `maxl-train results` reads it.
+impl Overrides {
+    /// The same changes to every run, without choosing runs or seeds: what the output
+    /// directory's copy of the experiment records, so that a compare of some runs or seeds
+    /// leaves `maxl-train results` showing every finished run.
+    pub fn without_selection(&self) -> Overrides {
+        Overrides {
+            seeds: None,
+            only: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The copy of the experiment (with the overrides, but all its runs and seeds) kept in the
+/// output directory; `maxl-train results` reads it.
 pub const EXPERIMENT_FILE: &str = "experiment.yaml";
 /// The config a run directory was made for, written before its first epoch.
 pub const REQUESTED_FILE: &str = "requested.yaml";
@@ -295,17 +309,19 @@ pub fn training_time(dir: &Path, clock: Clock) -> Result<(f64, usize), TrainErro
     Ok((total, epochs))
 }
 
-/// Runs every (run, seed) not finished yet, in file order, seed by seed. `path` names the
-/// experiment file in errors.
+/// Runs every (run, seed) of `e` not finished yet, in file order, seed by seed, and keeps
+/// `record` (the whole experiment `e` was chosen from) in `out`. `path` names the experiment
+/// file in errors.
 pub fn run_all(
     e: &Experiment,
+    record: &Experiment,
     path: &Path,
     out: &Path,
-    device: Device,
+    target: (Device, DataPlacement),
     quiet: bool,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(out).map_err(|err| TrainError::output(out, err))?;
-    let copy = serde_yaml_ng::to_string(e).expect("an experiment serialises");
+    let copy = serde_yaml_ng::to_string(record).expect("an experiment serialises");
     maxl_core::fsio::write_atomic(&out.join(EXPERIMENT_FILE), copy.as_bytes())?;
     let total = e.runs.len() * e.seeds.len();
     let mut n = 0;
@@ -360,7 +376,7 @@ pub fn run_all(
                     out: dir.clone(),
                 }
             };
-            runner::run(start, device, None, quiet)?;
+            runner::run(start, target, None, quiet)?;
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod net;
 pub mod optim;
 pub mod plots;
+pub mod resident;
 pub mod results;
 pub mod run;
 pub mod runner;

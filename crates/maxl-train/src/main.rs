@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use maxl_core::config::{DatasetKind, MetaGradientMode, Method, Schedule, TrainConfig};
+use maxl_train::resident::DataPlacement;
 use maxl_train::runner::{self, Outcome, Start};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +107,12 @@ struct CompareArgs {
     /// Where to train: cpu, cuda or auto.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Where training batches are made: device (the images are uploaded once, zero-padded for
+    /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
+    /// a second thread and copied over), or auto (device on a GPU when the images take at most
+    /// 1 GiB, host otherwise). The numbers are the same either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    data_placement: DataPlacement,
     /// libtorch CPU threads.
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -209,12 +216,18 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
-    /// --epochs, --max-steps, --device, --threads and --quiet may be given with it).
+    /// --epochs, --max-steps, --device, --data-placement, --threads and --quiet may be given with it).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
     resume: Option<PathBuf>,
     /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Where training batches are made: device (the images are uploaded once, zero-padded for
+    /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
+    /// a second thread and copied over), or auto (device on a GPU when the images take at most
+    /// 1 GiB, host otherwise). The numbers are the same either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    data_placement: DataPlacement,
     /// libtorch CPU threads (default: libtorch's choice, usually one per core).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -411,7 +424,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         out,
         state,
         last,
-    } = runner::run(start, device, a.max_steps, a.quiet)?;
+    } = runner::run(start, (device, a.data_placement), a.max_steps, a.quiet)?;
     let Some(last) = last else {
         println!(
             "{}: nothing to do, the run already has {} epochs",
@@ -486,11 +499,22 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         train_limit: a.train_limit,
         test_limit: a.test_limit,
     };
-    let e = Experiment::load(&a.experiment)?.with_overrides(&overrides, &a.experiment)?;
+    let whole = Experiment::load(&a.experiment)?;
+    let record = whole
+        .clone()
+        .with_overrides(&overrides.without_selection(), &a.experiment)?;
+    let e = whole.with_overrides(&overrides, &a.experiment)?;
     let out = a
         .out
         .unwrap_or_else(|| maxl_train::results::default_out(&a.experiment));
-    compare::run_all(&e, &a.experiment, &out, device, a.quiet)?;
+    compare::run_all(
+        &e,
+        &record,
+        &a.experiment,
+        &out,
+        (device, a.data_placement),
+        a.quiet,
+    )?;
     let table = maxl_train::results::write(&out)?;
     println!("{table}");
     println!(

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::TrainError;
 use crate::checkpoint;
 use crate::files::TrainState;
+use crate::resident::{DataPlacement, resident_bytes};
 use crate::run::RunDir;
 use crate::train::{EpochMetrics, Trainer};
 
@@ -38,9 +39,10 @@ pub struct Outcome {
 
 /// Trains until the configured epochs (or `max_steps` stage-1 steps) are done, then saves the
 /// weights and `summary.yaml`.
+/// `target`: the device to train on, and where batches are made.
 pub fn run(
     start: Start,
-    device: Device,
+    (device, placement): (Device, DataPlacement),
     max_steps: Option<usize>,
     quiet: bool,
 ) -> Result<Outcome, TrainError> {
@@ -76,6 +78,13 @@ pub fn run(
         data.hierarchy.psi()
     );
     let mut trainer = Trainer::new(config, data, device)?;
+    if trainer.place_data(placement)? {
+        info!(
+            "batches made on the device from {:.1} MiB of images kept there",
+            resident_bytes(&trainer.data, trainer.config.dataset.crop_padding) as f64
+                / (1 << 20) as f64
+        );
+    }
     let (out, mut run_dir, mut state) = match start {
         Start::Resume { dir, .. } => {
             let state = checkpoint::load(&dir.join("checkpoints").join("last"), &mut trainer)?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use maxl_core::arch::Architecture;
 use maxl_core::config::{Method, Schedule, TrainConfig};
 use maxl_data::Dataset;
-use maxl_data::batch::{Augment, Normalize, assemble};
+use maxl_data::batch::{Augment, Normalize, Placement, assemble, assemble_placed};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -21,6 +21,7 @@ use crate::meta::{
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
+use crate::resident::{DataPlacement, Resident};
 
 /// Batch size used for evaluation passes.
 const EVAL_BATCH: usize = 1000;
@@ -71,6 +72,8 @@ pub struct Trainer {
     kind: Kind,
     norm: Normalize,
     augment: Option<Augment>,
+    /// The datasets on the device, when batches are made there.
+    resident: Option<Resident>,
     pub epochs_done: usize,
     /// Stage-1 optimiser steps taken so far (over all epochs).
     pub steps_done: usize,
@@ -126,18 +129,37 @@ impl Trainer {
             device,
             kind,
             augment,
+            resident: None,
             epochs_done: 0,
             steps_done: 0,
         })
+    }
+
+    /// Decides where batches are made (see [`DataPlacement`]), uploading the datasets when
+    /// they are to be kept on the device. Whether they are. The numbers do not depend on it.
+    pub fn place_data(&mut self, placement: DataPlacement) -> Result<bool, TrainError> {
+        let pad = self.augment.map_or(0, |a| a.crop_padding);
+        self.resident = None;
+        if placement.keeps(&self.data, pad, self.device) {
+            self.resident = Some(Resident::upload(
+                &self.data,
+                pad,
+                self.norm,
+                self.kind,
+                self.device,
+            )?);
+        }
+        Ok(self.resident.is_some())
     }
 
     /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
     /// (steps done, steps in the epoch). With `max_steps`, training stops once that many stage-1
     /// steps have been taken in the whole run (the epoch is then partial).
     ///
-    /// Batches are assembled (augmented, converted, moved to the device) on a second thread, a
-    /// few batches ahead of the training thread, in the order of one random stream per epoch:
-    /// the numbers do not depend on the thread timing. Losses and accuracy are summed on the
+    /// Batches are made (augmented, converted, on the device) on a second thread, a few
+    /// batches ahead of the training thread, in the order of one random stream per epoch: the
+    /// numbers do not depend on the thread timing, nor on whether the data is kept on the
+    /// device. Losses and accuracy are summed on the
     /// device and read once, at the end of the epoch.
     pub fn train_epoch(
         &mut self,
@@ -163,6 +185,9 @@ impl Trainer {
         let total = if reference { 2 * steps } else { steps };
         let source = BatchSource {
             ds: &self.data.train,
+            fixed_aux: self.data.fixed_aux.as_deref(),
+            // Tensors are not Sync: the batch thread gets its own handles to the same storage.
+            resident: self.resident.as_ref().map(Resident::shallow_clone),
             norm: self.norm,
             augment: self.augment,
             kind: self.kind,
@@ -177,22 +202,15 @@ impl Trainer {
             opt_f: &mut self.opt_f,
             opt_g: self.opt_g.as_mut(),
             kind: self.kind,
-            device: self.device,
         };
         let (mut done, mut steps_done) = (0, 0);
         std::thread::scope(|scope| -> Result<(), TrainError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(PREFETCH);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, TrainError>>(PREFETCH);
             scope.spawn(move || {
                 let send = |phase, idx: &[usize], rng: &mut StdRng| {
-                    let (x, y) = source.batch(idx, rng);
-                    let indices = idx.to_vec();
-                    tx.send(Batch {
-                        phase,
-                        indices,
-                        x,
-                        y,
-                    })
-                    .is_ok()
+                    let b = source.batch(phase, idx, rng);
+                    let failed = b.is_err();
+                    tx.send(b).is_ok() && !failed
                 };
                 for idx in &first[..steps] {
                     if !send(Phase::Train, idx, &mut rng) {
@@ -217,6 +235,7 @@ impl Trainer {
                 }
             });
             for b in rx {
+                let b = b?;
                 match b.phase {
                     Phase::Train => {
                         nets.train_step(&b, lr, &mut acc)?;
@@ -264,15 +283,23 @@ impl Trainer {
     /// on the unaugmented training set without one).
     fn evaluate(&self) -> (f64, f64, Option<GeneratorStats>) {
         let generator = if self.data.validation.is_empty() {
-            self.generator_stats(&self.data.train)
+            self.generator_stats(Split::Train)
         } else {
-            self.generator_stats(&self.data.validation)
+            self.generator_stats(Split::Validation)
         };
         (
-            self.accuracy(&self.data.validation),
-            self.accuracy(&self.data.test),
+            self.accuracy(Split::Validation),
+            self.accuracy(Split::Test),
             generator,
         )
+    }
+
+    fn dataset(&self, split: Split) -> &Dataset {
+        match split {
+            Split::Train => &self.data.train,
+            Split::Validation => &self.data.validation,
+            Split::Test => &self.data.test,
+        }
     }
 
     /// The evaluation part of the last epoch's metrics, recomputed from the current weights
@@ -301,32 +328,32 @@ impl Trainer {
         max_steps.is_some_and(|m| self.steps_done >= m)
     }
 
-    fn eval_batches<'a>(
-        &self,
-        ds: &'a Dataset,
-    ) -> impl Iterator<Item = (Vec<usize>, Tensor, Tensor)> + 'a {
-        let (norm, kind, device) = (self.norm, self.kind, self.device);
-        (0..ds.len())
-            .collect::<Vec<_>>()
-            .chunks(EVAL_BATCH)
-            .map(<[usize]>::to_vec)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(move |idx| {
-                let pixels = assemble::<StdRng>(ds, &idx, norm, None);
-                let (x, y) = to_tensors(ds, &idx, &pixels, kind, device);
-                (idx, x, y)
-            })
+    /// `split` in evaluation batches, unaugmented: (first index, images, labels).
+    fn eval_batches(&self, split: Split) -> impl Iterator<Item = (usize, Tensor, Tensor)> + '_ {
+        let ds = self.dataset(split);
+        (0..ds.len()).step_by(EVAL_BATCH).map(move |start| {
+            let n = EVAL_BATCH.min(ds.len() - start);
+            let (x, y) = match &self.resident {
+                Some(r) => r.range(r.set(split), start, n),
+                None => {
+                    let idx: Vec<usize> = (start..start + n).collect();
+                    let pixels = assemble::<StdRng>(ds, &idx, self.norm, None);
+                    to_tensors(ds, &idx, &pixels, self.kind, self.device)
+                }
+            };
+            (start, x, y)
+        })
     }
 
     /// Primary top-1 accuracy with running batch-norm statistics.
-    pub fn accuracy(&self, ds: &Dataset) -> f64 {
+    fn accuracy(&self, split: Split) -> f64 {
+        let ds = self.dataset(split);
         if ds.is_empty() {
             return f64::NAN;
         }
         let mut right = 0;
         tch::no_grad(|| {
-            for (_, x, y) in self.eval_batches(ds) {
+            for (_, x, y) in self.eval_batches(split) {
                 right += correct(
                     &self
                         .f
@@ -340,8 +367,9 @@ impl Trainer {
     }
 
     /// Slot usage of the generator on `ds` (None without a generator or data).
-    pub fn generator_stats(&self, ds: &Dataset) -> Option<GeneratorStats> {
+    fn generator_stats(&self, split: Split) -> Option<GeneratorStats> {
         let g = self.g.as_ref()?;
+        let ds = self.dataset(split);
         if ds.is_empty() {
             return None;
         }
@@ -350,7 +378,7 @@ impl Trainer {
         let mut sample_entropy = 0.0;
         let mut counted = 0usize;
         tch::no_grad(|| {
-            for (idx, x, y) in self.eval_batches(ds) {
+            for (start, x, y) in self.eval_batches(split) {
                 let p = g.forward(&x, &y, BatchNorm::Running).to_kind(Kind::Double);
                 let argmax = Vec::<i64>::try_from(&p.argmax(-1, false)).expect("argmax");
                 let ent = Vec::<f64>::try_from(&-(&p * (&p + 1e-30).log()).sum_dim_intlist(
@@ -359,7 +387,7 @@ impl Trainer {
                     Kind::Double,
                 ))
                 .expect("entropy");
-                for ((&i, &slot), e) in idx.iter().zip(&argmax).zip(&ent) {
+                for (i, (&slot, e)) in (start..).zip(argmax.iter().zip(&ent)) {
                     counts[slot as usize] += 1;
                     let psi = h.psi()[ds.labels[i]];
                     if psi > 1 {
@@ -394,7 +422,6 @@ struct Nets<'a> {
     opt_f: &'a mut Sgd,
     opt_g: Option<&'a mut Sgd>,
     kind: Kind,
-    device: Device,
 }
 
 impl Nets<'_> {
@@ -426,29 +453,22 @@ impl Nets<'_> {
                 losses,
                 self.config.meta_gradient,
             )?;
-            acc.add_stage1(s, b.indices.len());
+            acc.add_stage1(s, b.n);
             acc.add_meta(mg);
             return Ok(());
         }
         let target = match self.config.method {
             Method::Single => AuxTarget::None,
             Method::Random | Method::Human => {
-                let fixed = self
-                    .data
-                    .fixed_aux
-                    .as_ref()
-                    .expect("fixed labels for random/human");
-                // The batch's images, in order: their fixed slots.
-                let slots: Vec<i64> = b.indices.iter().map(|&i| fixed[i] as i64).collect();
-                let slots = Tensor::from_slice(&slots).to_device(self.device);
-                AuxTarget::Fixed(one_hot(&slots, self.data.hierarchy.num_aux(), self.kind))
+                let slots = b.slots.as_ref().expect("fixed labels for random/human");
+                AuxTarget::Fixed(one_hot(slots, self.data.hierarchy.num_aux(), self.kind))
             }
             Method::Maxl | Method::MaxlNoEntropy => {
                 AuxTarget::Generator(self.g.expect("generator"))
             }
         };
         let s = stage1(self.f, target, &b.x, &b.y, self.opt_f, lr.0, losses.gamma);
-        acc.add_stage1(s, b.indices.len());
+        acc.add_stage1(s, b.n);
         Ok(())
     }
 
@@ -481,15 +501,28 @@ enum Phase {
 
 struct Batch {
     phase: Phase,
-    indices: Vec<usize>,
+    /// Images in the batch.
+    n: usize,
     x: Tensor,
     y: Tensor,
+    /// The images' fixed auxiliary slots (`random` and `human`), i64 [B].
+    slots: Option<Tensor>,
+}
+
+/// A dataset split the trainer evaluates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    Train,
+    Validation,
+    Test,
 }
 
 /// How training batches are made from the training set.
-#[derive(Clone, Copy)]
 struct BatchSource<'a> {
     ds: &'a Dataset,
+    fixed_aux: Option<&'a [usize]>,
+    /// The data on the device, when batches are made there.
+    resident: Option<Resident>,
     norm: Normalize,
     augment: Option<Augment>,
     kind: Kind,
@@ -498,9 +531,38 @@ struct BatchSource<'a> {
 
 impl BatchSource<'_> {
     /// The batch of `indices`, augmented as configured (drawing from `rng`), on the device.
-    fn batch(&self, indices: &[usize], rng: &mut StdRng) -> (Tensor, Tensor) {
-        let pixels = assemble(self.ds, indices, self.norm, self.augment.map(|a| (a, rng)));
-        to_tensors(self.ds, indices, &pixels, self.kind, self.device)
+    fn batch(
+        &self,
+        phase: Phase,
+        indices: &[usize],
+        rng: &mut StdRng,
+    ) -> Result<Batch, TrainError> {
+        let placements: Vec<Placement> = match self.augment {
+            Some(a) => indices.iter().map(|_| a.draw(rng)).collect(),
+            None => vec![Placement::default(); indices.len()],
+        };
+        let (x, y, slots) = match &self.resident {
+            Some(r) => {
+                let b = r.batch(&r.train, indices, &placements)?;
+                (b.x, b.y, b.slots)
+            }
+            None => {
+                let pixels = assemble_placed(self.ds, indices, self.norm, &placements);
+                let (x, y) = to_tensors(self.ds, indices, &pixels, self.kind, self.device);
+                let slots = self.fixed_aux.map(|fixed| {
+                    let s: Vec<i64> = indices.iter().map(|&i| fixed[i] as i64).collect();
+                    Tensor::from_slice(&s).to_device(self.device)
+                });
+                (x, y, slots)
+            }
+        };
+        Ok(Batch {
+            phase,
+            n: indices.len(),
+            x,
+            y,
+            slots,
+        })
     }
 }
 

@@ -402,3 +402,67 @@ fn the_generic_idx_kind_names_classes_and_the_pad_option_feeds_a_3_channel_model
     let m = t.train_epoch(None, &mut |_, _| {}).unwrap();
     assert!(m.test_acc.is_finite());
 }
+
+/// Every parameter and buffer of f and g, flattened into one f64 vector.
+fn all_weights(t: &Trainer) -> Vec<f64> {
+    let mut out = Vec::new();
+    let stores = std::iter::once(&t.f.store).chain(t.g.as_ref().map(|g| &g.store));
+    for s in stores {
+        for x in s.params.iter().chain(&s.buffers) {
+            out.extend(Vec::<f64>::try_from(&x.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn batches_made_on_the_device_are_the_host_batches() {
+    use maxl_train::resident::DataPlacement;
+    // Shuffled, cropped (padding 2 on 8×8 images: many windows reach into the padding) and
+    // flipped; `random` reads fixed slots per batch, `maxl` also evaluates slot usage on the
+    // (padded) training set; the reference schedule's second pass and refresh draw more batches.
+    for (method, schedule) in [
+        (Method::Random, Schedule::Reference),
+        (Method::Maxl, Schedule::Reference),
+        (Method::Maxl, Schedule::Fused),
+    ] {
+        let mut c = config(method, schedule, MetaGradientMode::Jvp);
+        c.dataset.shuffle = true;
+        c.dataset.crop_padding = 2;
+        c.dataset.horizontal_flip = true;
+        let run = |placement| {
+            let mut t = trainer(&c);
+            if method == Method::Random {
+                let mut rng = StdRng::seed_from_u64(3);
+                let slots = t
+                    .data
+                    .train
+                    .labels
+                    .iter()
+                    .map(|&k| 2 * k + rng.random_range(0..2));
+                t.data.fixed_aux = Some(slots.collect());
+            }
+            let kept = t.place_data(placement).unwrap();
+            assert_eq!(kept, placement == DataPlacement::Device);
+            let metrics: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = t.train_epoch(None, &mut |_, _| {}).unwrap();
+                    let slots = m.generator.map(|g| (g.usage_counts, g.sample_entropy));
+                    let values = [m.primary_loss, m.aux_loss, m.meta_loss, m.train_acc];
+                    (values.map(f64::to_bits), m.test_acc, slots)
+                })
+                .collect();
+            (metrics, all_weights(&t))
+        };
+        let (host, device) = (run(DataPlacement::Host), run(DataPlacement::Device));
+        assert_eq!(host.0, device.0, "{method:?} {schedule:?}: the same epochs");
+        assert!(
+            host.1
+                .iter()
+                .zip(&device.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{method:?} {schedule:?}: the same weights, bit for bit"
+        );
+        assert_eq!(run(DataPlacement::Auto).0, host.0, "auto on the CPU");
+    }
+}
