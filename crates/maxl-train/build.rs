@@ -4,12 +4,13 @@
 //! `--no-as-needed` keeps libtorch_cuda (and libtorch) in the dependency list even though no symbol
 //! of theirs is referenced directly; without it `tch::Cuda::is_available()` is false on a GPU.
 //!
-//! Also compiles `cpp/forward_ad.cpp`, the two C functions that enter and leave a forward-mode
-//! AD level (tch wraps dual tensors but not levels), against the same libtorch's headers.
+//! Also compiles `cpp/shim.cpp` against the same libtorch's headers: the C functions that enter
+//! and leave a forward-mode AD level (tch wraps dual tensors but not levels) and read the CUDA
+//! allocator's peak.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    println!("cargo:rerun-if-changed=cpp/forward_ad.cpp");
+    println!("cargo:rerun-if-changed=cpp/shim.cpp");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys exports DEP_TCH_LIBTORCH_LIB (libtorch's lib directory)");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -32,8 +33,8 @@ fn main() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("cpp/forward_ad.cpp")
-        .compile("maxl_forward_ad");
+        .file("cpp/shim.cpp")
+        .compile("maxl_shim");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

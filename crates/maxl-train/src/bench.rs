@@ -2,9 +2,10 @@
 //! single-task step and per MAXL iteration for each schedule × meta-gradient mode.
 //!
 //! `maxl-train bench` runs every mode in its own process (so each one's peak memory, VmHWM,
-//! is its own) and repeats the whole set, interleaved, taking medians; ratios are to the
-//! single-task step of the same run.
+//! and on CUDA the most bytes of tensors allocated at once, is its own) and repeats the whole
+//! set, interleaved, taking medians; ratios are to the single-task step of the same run.
 
+use std::ffi::{c_char, c_int};
 use std::fmt;
 use std::time::Instant;
 
@@ -203,6 +204,36 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
     }
 }
 
+unsafe extern "C" {
+    fn maxl_cuda_peak_allocated(
+        device: c_int,
+        bytes: *mut i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+/// The most bytes of tensors this process had allocated at once on CUDA device `index`
+/// (PyTorch's `torch.cuda.max_memory_allocated`): libtorch's caching allocator's peak, without
+/// the cache it keeps beyond that.
+pub fn cuda_peak_bytes(index: usize) -> Result<u64, TrainError> {
+    let mut err = [0 as c_char; 512];
+    let mut bytes = 0i64;
+    // SAFETY: both pointers are valid for the call; the shim writes at most `len` bytes.
+    let rc = unsafe {
+        maxl_cuda_peak_allocated(index as c_int, &mut bytes, err.as_mut_ptr(), err.len())
+    };
+    if rc != 0 {
+        // SAFETY: the shim NUL-terminates inside the (zeroed) buffer.
+        let message = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+        return Err(TrainError::Torch(format!(
+            "cannot read CUDA device {index}'s allocator statistics: {}",
+            message.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(bytes.max(0) as u64)
+}
+
 /// This process's peak resident memory (VmHWM) in KiB, where /proc has it.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -220,6 +251,8 @@ pub struct ModeResult {
     pub ms: Vec<f64>,
     /// The largest VmHWM of its processes, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// On CUDA: the largest peak of tensor bytes allocated on the GPU of its processes.
+    pub peak_gpu_bytes: Option<u64>,
 }
 
 /// Median of a non-empty list.
@@ -244,25 +277,32 @@ impl fmt::Display for BenchReport {
             .iter()
             .find(|r| r.mode == BenchMode::Single)
             .map(|r| median(&r.ms));
-        writeln!(
+        let gpu = self.0.iter().any(|r| r.peak_gpu_bytes.is_some());
+        let mib =
+            |b: Option<u64>| b.map_or("—".into(), |b| format!("{:.0}", b as f64 / 1048576.0));
+        write!(
             f,
             "{:<28} {:>10} {:>8} {:>10} {:>14}",
             "step", "median ms", "× single", "spread", "peak RSS MiB"
         )?;
+        writeln!(f, "{}", if gpu { "   peak GPU MiB" } else { "" })?;
         for r in &self.0 {
             let m = median(&r.ms);
             let lo = r.ms.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = r.ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            writeln!(
+            write!(
                 f,
                 "{:<28} {:>10.2} {:>8} {:>10} {:>14}",
                 r.mode.name(),
                 m,
                 base.map_or("—".into(), |b| format!("{:.2}", m / b)),
                 format!("±{:.0}%", 50.0 * (hi - lo) / m),
-                r.peak_rss_kib
-                    .map_or("—".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+                mib(r.peak_rss_kib.map(|k| k * 1024))
             )?;
+            if gpu {
+                write!(f, " {:>15}", mib(r.peak_gpu_bytes))?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -281,5 +321,20 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(peak_rss_kib().is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn the_cuda_peak_is_read_on_a_gpu_and_refused_with_a_reason_without_one() {
+        match cuda_peak_bytes(0) {
+            Ok(_) => assert!(tch::Cuda::is_available()),
+            Err(e) => {
+                assert!(!tch::Cuda::is_available(), "{e}");
+                let e = e.to_string();
+                assert!(
+                    e.starts_with("libtorch: cannot read CUDA device 0") && e.len() > 60,
+                    "{e}"
+                );
+            }
+        }
     }
 }

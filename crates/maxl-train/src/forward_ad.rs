@@ -1,6 +1,6 @@
 //! Forward-mode automatic differentiation levels. tch wraps dual tensors (`_make_dual`,
 //! `_unpack_dual`) but not entering or leaving a dual level; a small C++ shim
-//! (`cpp/forward_ad.cpp`) calls libtorch's `ForwardADLevel::get_next_idx` / `release_idx`.
+//! (`cpp/shim.cpp`) calls libtorch's `ForwardADLevel::get_next_idx` / `release_idx`.
 //!
 //! libtorch's levels are process-global and cannot nest, so a level is held behind a
 //! process-wide lock for as long as it is open: threads that need one (tests run in parallel)

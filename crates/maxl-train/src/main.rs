@@ -624,9 +624,16 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         if let Some(n) = a.threads {
             tch::set_num_threads(n);
         }
-        let ms = maxl_train::bench::time_mode(&config(arch)?, mode)?;
+        let c = config(arch)?;
+        let ms = maxl_train::bench::time_mode(&c, mode)?;
         let rss = maxl_train::bench::peak_rss_kib().unwrap_or(0);
-        println!("{{\"mode\": \"{name}\", \"ms\": {ms:.4}, \"peak_rss_kib\": {rss}}}");
+        let gpu = match c.device {
+            tch::Device::Cuda(i) => maxl_train::bench::cuda_peak_bytes(i)?.to_string(),
+            _ => "null".into(),
+        };
+        println!(
+            "{{\"mode\": \"{name}\", \"ms\": {ms:.4}, \"peak_rss_kib\": {rss}, \"peak_gpu_bytes\": {gpu}}}"
+        );
         return Ok(());
     }
     // Every mode in its own process, the set repeated and interleaved.
@@ -637,6 +644,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             mode,
             ms: Vec::new(),
             peak_rss_kib: None,
+            peak_gpu_bytes: None,
         })
         .collect();
     let bar = indicatif::ProgressBar::new((a.repeats * modes.len()) as u64);
@@ -678,6 +686,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             r.ms.push(v["ms"].as_f64().context("no ms")?);
             let rss = v["peak_rss_kib"].as_u64().filter(|&k| k > 0);
             r.peak_rss_kib = r.peak_rss_kib.max(rss);
+            r.peak_gpu_bytes = r.peak_gpu_bytes.max(v["peak_gpu_bytes"].as_u64());
             bar.inc(1);
         }
     }
@@ -686,11 +695,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for r in &results {
             let all: Vec<String> = r.ms.iter().map(|m| format!("{m:.4}")).collect();
             println!(
-                "{{\"impl\": \"rust\", \"mode\": \"{}\", \"ms\": {:.4}, \"repeats\": [{}], \"peak_rss_mib\": {:.1}}}",
+                "{{\"impl\": \"rust\", \"mode\": \"{}\", \"ms\": {:.4}, \"repeats\": [{}], \"peak_rss_mib\": {:.1}, \"peak_gpu_mib\": {}}}",
                 r.mode.name(),
                 median(&r.ms),
                 all.join(", "),
-                r.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+                r.peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
+                r.peak_gpu_bytes
+                    .map_or("null".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
             );
         }
         return Ok(());
