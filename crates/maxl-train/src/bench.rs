@@ -217,6 +217,16 @@ unsafe extern "C" {
 /// (PyTorch's `torch.cuda.max_memory_allocated`): libtorch's caching allocator's peak, without
 /// the cache it keeps beyond that.
 pub fn cuda_peak_bytes(index: usize) -> Result<u64, TrainError> {
+    let fail = |why: &str| {
+        TrainError::Torch(format!(
+            "cannot read CUDA device {index}'s allocator statistics: {}",
+            why.lines().next().unwrap_or("")
+        ))
+    };
+    // The allocator's per-device tables exist once CUDA is initialised, which making a tensor
+    // there does (an error without a GPU).
+    let _ = Tensor::f_zeros([0], (Kind::Float, Device::Cuda(index)))
+        .map_err(|e| fail(&e.to_string()))?;
     let mut err = [0 as c_char; 512];
     let mut bytes = 0i64;
     // SAFETY: both pointers are valid for the call; the shim writes at most `len` bytes.
@@ -226,10 +236,7 @@ pub fn cuda_peak_bytes(index: usize) -> Result<u64, TrainError> {
     if rc != 0 {
         // SAFETY: the shim NUL-terminates inside the (zeroed) buffer.
         let message = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        return Err(TrainError::Torch(format!(
-            "cannot read CUDA device {index}'s allocator statistics: {}",
-            message.lines().next().unwrap_or("")
-        )));
+        return Err(fail(&message));
     }
     Ok(bytes.max(0) as u64)
 }

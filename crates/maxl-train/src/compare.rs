@@ -100,19 +100,6 @@ pub struct Overrides {
     pub test_limit: Option<usize>,
 }
 
-impl Overrides {
-    /// The same changes to every run, without choosing runs or seeds: what the output
-    /// directory's copy of the experiment records, so that a compare of some runs or seeds
-    /// leaves `maxl-train results` showing every finished run.
-    pub fn without_selection(&self) -> Overrides {
-        Overrides {
-            seeds: None,
-            only: None,
-            ..self.clone()
-        }
-    }
-}
-
 /// The copy of the experiment (with the overrides, but all its runs and seeds) kept in the
 /// output directory; `maxl-train results` reads it.
 pub const EXPERIMENT_FILE: &str = "experiment.yaml";
@@ -149,6 +136,25 @@ impl Experiment {
         let e: Experiment = serde_yaml_ng::from_str(&text)
             .map_err(|e| invalid(path, e.to_string().lines().next().unwrap_or("").to_string()))?;
         e.check(path)?;
+        Ok(e)
+    }
+
+    /// What the output directory's copy of the experiment records: the overrides' changes to
+    /// every run, all of the file's runs, and its seeds followed by any other `--seeds`. A
+    /// compare of some runs or seeds then leaves `maxl-train results` showing every finished
+    /// run.
+    pub fn recorded(self, o: &Overrides, path: &Path) -> Result<Self, TrainError> {
+        let changes = Overrides {
+            seeds: None,
+            only: None,
+            ..o.clone()
+        };
+        let mut e = self.with_overrides(&changes, path)?;
+        for &s in o.seeds.iter().flatten() {
+            if !e.seeds.contains(&s) {
+                e.seeds.push(s);
+            }
+        }
         Ok(e)
     }
 
@@ -532,6 +538,20 @@ runs:
         );
         let c = e.config(&e.runs[0], 0, Path::new("x.yaml")).unwrap();
         assert_eq!(c.dataset.test_limit, Some(10));
+        // The output's copy: every run, the file's seeds then the others asked for, the
+        // changes to every run applied.
+        let o = Overrides {
+            seeds: Some(vec![1, 7]),
+            ..o
+        };
+        let r = parse(FILE)
+            .unwrap()
+            .recorded(&o, Path::new("x.yaml"))
+            .unwrap();
+        assert_eq!(r.seeds, [0, 1, 7]);
+        assert_eq!(r.runs.len(), parse(FILE).unwrap().runs.len());
+        let c = r.config(&r.runs[0], 0, Path::new("x.yaml")).unwrap();
+        assert_eq!((c.epochs, c.dataset.test_limit), (1, Some(10)));
     }
 
     #[test]

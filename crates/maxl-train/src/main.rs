@@ -110,7 +110,7 @@ struct CompareArgs {
     /// Where training batches are made: device (the images are uploaded once, zero-padded for
     /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
     /// a second thread and copied over), or auto (device on a GPU when the images take at most
-    /// 1 GiB, host otherwise). The numbers are the same either way.
+    /// 1 GiB, host otherwise). The batches are the same numbers either way.
     #[arg(long, value_enum, default_value = "auto")]
     data_placement: DataPlacement,
     /// libtorch CPU threads.
@@ -216,7 +216,8 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
-    /// --epochs, --max-steps, --device, --data-placement, --threads and --quiet may be given with it).
+    /// --epochs, --max-steps, --device, --data-placement, --threads, --export,
+    /// --fold-batch-norm and --quiet may be given with it).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
     resume: Option<PathBuf>,
     /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
@@ -225,7 +226,7 @@ struct TrainArgs {
     /// Where training batches are made: device (the images are uploaded once, zero-padded for
     /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
     /// a second thread and copied over), or auto (device on a GPU when the images take at most
-    /// 1 GiB, host otherwise). The numbers are the same either way.
+    /// 1 GiB, host otherwise). The batches are the same numbers either way.
     #[arg(long, value_enum, default_value = "auto")]
     data_placement: DataPlacement,
     /// libtorch CPU threads (default: libtorch's choice, usually one per core).
@@ -500,9 +501,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         test_limit: a.test_limit,
     };
     let whole = Experiment::load(&a.experiment)?;
-    let record = whole
-        .clone()
-        .with_overrides(&overrides.without_selection(), &a.experiment)?;
+    let record = whole.clone().recorded(&overrides, &a.experiment)?;
     let e = whole.with_overrides(&overrides, &a.experiment)?;
     let out = a
         .out

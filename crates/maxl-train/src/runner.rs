@@ -78,6 +78,7 @@ pub fn run(
         data.hierarchy.psi()
     );
     let mut trainer = Trainer::new(config, data, device)?;
+    // Before a new run directory is made: a refused upload leaves nothing behind.
     if trainer.place_data(placement)? {
         info!(
             "batches made on the device from {:.1} MiB of images kept there",

@@ -136,18 +136,27 @@ impl Trainer {
     }
 
     /// Decides where batches are made (see [`DataPlacement`]), uploading the datasets when
-    /// they are to be kept on the device. Whether they are. The numbers do not depend on it.
+    /// they are to be kept on the device; whether they are. The batches are the same numbers
+    /// either way. The upload is a copy of `data` as it is now: call this again after changing
+    /// it. With `Auto`, an upload that fails (a GPU without room for it) falls back to host
+    /// batches with a warning; with `Device` it is an error.
     pub fn place_data(&mut self, placement: DataPlacement) -> Result<bool, TrainError> {
         let pad = self.augment.map_or(0, |a| a.crop_padding);
         self.resident = None;
         if placement.keeps(&self.data, pad, self.device) {
-            self.resident = Some(Resident::upload(
-                &self.data,
-                pad,
-                self.norm,
-                self.kind,
-                self.device,
-            )?);
+            match Resident::upload(&self.data, pad, self.norm, self.kind, self.device) {
+                Ok(r) => self.resident = Some(r),
+                Err(e) if placement == DataPlacement::Auto => {
+                    tracing::warn!(
+                        "batches made on the host: the images do not fit on the device ({e})"
+                    );
+                }
+                Err(e) => {
+                    return Err(TrainError::Torch(format!(
+                        "--data-placement device: cannot keep the images on the device: {e}"
+                    )));
+                }
+            }
         }
         Ok(self.resident.is_some())
     }
@@ -157,10 +166,9 @@ impl Trainer {
     /// steps have been taken in the whole run (the epoch is then partial).
     ///
     /// Batches are made (augmented, converted, on the device) on a second thread, a few
-    /// batches ahead of the training thread, in the order of one random stream per epoch: the
-    /// numbers do not depend on the thread timing, nor on whether the data is kept on the
-    /// device. Losses and accuracy are summed on the
-    /// device and read once, at the end of the epoch.
+    /// batches ahead of the training thread, in the order of one random stream per epoch: they
+    /// do not depend on the thread timing, nor on whether the data is kept on the device.
+    /// Losses and accuracy are summed on the device and read once, at the end of the epoch.
     pub fn train_epoch(
         &mut self,
         max_steps: Option<usize>,
