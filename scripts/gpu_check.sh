@@ -29,32 +29,25 @@ step() { echo "== $*" | tee -a "$log"; }
 run() { echo "\$ $*" >> "$log"; "$@" 2>&1 | tee -a "$log"; }
 
 if [[ $device == cuda ]]; then
+  # Config 3's protocol: 28×28 grey padded to 32×32, replicated to RGB, crop 4 + flip.
   preset=vgg16 train_limit=5000 test_limit=2000 iters=20 repeats=3
-  cat > "$out/short.yaml" <<EOF
-method: maxl
-schedule: reference
-meta_gradient: jvp
-model: {preset: vgg16}
-dataset: {kind: fashion-mnist, path: $yaml_data, validation_fraction: 0.1, train_limit: $train_limit,
-          test_limit: $test_limit, pad: 2, grey_to_rgb: true, crop_padding: 4, horizontal_flip: true}
-hierarchy: {psi_per_class: 5}
-epochs: 1
-batch_size: 100
-EOF
+  shape="pad: 2, grey_to_rgb: true, crop_padding: 4"
   command -v nvidia-smi > /dev/null && run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 else
   preset=small train_limit=400 test_limit=200 iters=2 repeats=1
-  cat > "$out/short.yaml" <<EOF
+  shape="crop_padding: 2"
+fi
+cat > "$out/short.yaml" <<EOF
 method: maxl
 schedule: reference
 meta_gradient: jvp
+model: {preset: $preset}
 dataset: {kind: fashion-mnist, path: $yaml_data, validation_fraction: 0.1, train_limit: $train_limit,
-          test_limit: $test_limit, crop_padding: 2, horizontal_flip: true}
+          test_limit: $test_limit, $shape, horizontal_flip: true}
 hierarchy: {psi_per_class: 5}
 epochs: 1
 batch_size: 100
 EOF
-fi
 
 step "bench: $preset, batch 100, $device"
 run "$bin" bench --preset "$preset" --device "$device" --batch-size 100 --iters "$iters" \

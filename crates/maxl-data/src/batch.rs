@@ -38,6 +38,14 @@ impl Augment {
     }
 }
 
+/// The placements of `n` images: drawn in turn when `augment` is given, unmoved otherwise.
+pub fn placements<R: Rng>(augment: Option<Augment>, n: usize, rng: &mut R) -> Vec<Placement> {
+    match augment {
+        Some(a) => (0..n).map(|_| a.draw(rng)).collect(),
+        None => vec![Placement::default(); n],
+    }
+}
+
 /// `x = (pixel / 255 − mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
@@ -65,7 +73,7 @@ pub fn assemble<R: Rng>(
     augment: Option<(Augment, &mut R)>,
 ) -> Vec<f32> {
     let placements = match augment {
-        Some((aug, rng)) => indices.iter().map(|_| aug.draw(rng)).collect(),
+        Some((aug, rng)) => placements(Some(aug), indices.len(), rng),
         None => vec![Placement::default(); indices.len()],
     };
     assemble_placed(ds, indices, norm, &placements)

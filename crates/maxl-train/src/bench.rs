@@ -5,7 +5,7 @@
 //! and on CUDA the most bytes of tensors allocated at once, is its own) and repeats the whole
 //! set, interleaved, taking medians; ratios are to the single-task step of the same run.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 use std::fmt;
 use std::time::Instant;
 
@@ -15,11 +15,13 @@ use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
+use crate::files::first_line;
 use crate::meta::{
     AuxTarget, LossConfig, fused_step, interleaved_step, meta_gradient, stage1, stage2,
 };
 use crate::net::{LabelGenerator, MultiTaskNet};
 use crate::optim::Sgd;
+use crate::shim::{self, maxl_cuda_peak_allocated};
 
 pub struct BenchConfig {
     pub arch: Architecture,
@@ -204,15 +206,6 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
     }
 }
 
-unsafe extern "C" {
-    fn maxl_cuda_peak_allocated(
-        device: c_int,
-        bytes: *mut i64,
-        err: *mut c_char,
-        len: usize,
-    ) -> c_int;
-}
-
 /// The most bytes of tensors this process had allocated at once on CUDA device `index`
 /// (PyTorch's `torch.cuda.max_memory_allocated`): libtorch's caching allocator's peak, without
 /// the cache it keeps beyond that.
@@ -220,24 +213,19 @@ pub fn cuda_peak_bytes(index: usize) -> Result<u64, TrainError> {
     let fail = |why: &str| {
         TrainError::Torch(format!(
             "cannot read CUDA device {index}'s allocator statistics: {}",
-            why.lines().next().unwrap_or("")
+            first_line(why)
         ))
     };
     // The allocator's per-device tables exist once CUDA is initialised, which making a tensor
     // there does (an error without a GPU).
     let _ = Tensor::f_zeros([0], (Kind::Float, Device::Cuda(index)))
         .map_err(|e| fail(&e.to_string()))?;
-    let mut err = [0 as c_char; 512];
     let mut bytes = 0i64;
     // SAFETY: both pointers are valid for the call; the shim writes at most `len` bytes.
-    let rc = unsafe {
-        maxl_cuda_peak_allocated(index as c_int, &mut bytes, err.as_mut_ptr(), err.len())
-    };
-    if rc != 0 {
-        // SAFETY: the shim NUL-terminates inside the (zeroed) buffer.
-        let message = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        return Err(fail(&message));
-    }
+    shim::call(|err, len| unsafe {
+        maxl_cuda_peak_allocated(index as c_int, &mut bytes, err, len)
+    })
+    .map_err(|m| fail(&m))?;
     Ok(bytes.max(0) as u64)
 }
 

@@ -6,15 +6,10 @@
 //! process-wide lock for as long as it is open: threads that need one (tests run in parallel)
 //! take turns.
 
-use std::ffi::{CStr, c_char, c_int};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::TrainError;
-
-unsafe extern "C" {
-    fn maxl_forward_ad_enter(level: *mut u64, err: *mut c_char, len: usize) -> c_int;
-    fn maxl_forward_ad_exit(level: u64, err: *mut c_char, len: usize) -> c_int;
-}
+use crate::shim::{self, maxl_forward_ad_enter, maxl_forward_ad_exit};
 
 static LEVELS: Mutex<()> = Mutex::new(());
 
@@ -30,16 +25,10 @@ impl DualLevel {
         // A panic while a level was open poisons the lock; the level itself was released by
         // the drop during unwinding, so the lock is still good to use.
         let turn = LEVELS.lock().unwrap_or_else(|p| p.into_inner());
-        let mut err = [0 as c_char; 512];
         let mut level = 0u64;
         // SAFETY: both pointers are valid for the call; the shim writes at most `len` bytes.
-        let rc = unsafe { maxl_forward_ad_enter(&mut level, err.as_mut_ptr(), err.len()) };
-        if rc != 0 {
-            return Err(TrainError::Torch(format!(
-                "cannot enter a forward-AD level: {}",
-                message(&err)
-            )));
-        }
+        shim::call(|err, len| unsafe { maxl_forward_ad_enter(&mut level, err, len) })
+            .map_err(|m| TrainError::Torch(format!("cannot enter a forward-AD level: {m}")))?;
         Ok(Self { level, _turn: turn })
     }
 
@@ -51,27 +40,12 @@ impl DualLevel {
 
 impl Drop for DualLevel {
     fn drop(&mut self) {
-        let mut err = [0 as c_char; 512];
-        // SAFETY: as in `enter`.
-        let rc = unsafe { maxl_forward_ad_exit(self.level, err.as_mut_ptr(), err.len()) };
-        if rc != 0 {
-            tracing::error!(
-                "cannot leave forward-AD level {}: {}",
-                self.level,
-                message(&err)
-            );
+        // SAFETY: the error pointer is valid for the call; the shim writes at most `len` bytes.
+        if let Err(m) = shim::call(|err, len| unsafe { maxl_forward_ad_exit(self.level, err, len) })
+        {
+            tracing::error!("cannot leave forward-AD level {}: {m}", self.level);
         }
     }
-}
-
-fn message(err: &[c_char]) -> String {
-    // SAFETY: the shim always NUL-terminates inside the buffer (and it starts zeroed).
-    unsafe { CStr::from_ptr(err.as_ptr()) }
-        .to_string_lossy()
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod resident;
 pub mod results;
 pub mod run;
 pub mod runner;
+mod shim;
 pub mod train;
 
 pub use train::{EpochMetrics, Trainer};

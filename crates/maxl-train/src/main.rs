@@ -42,6 +42,17 @@ enum DatasetArg {
     Csv,
 }
 
+/// Where training batches are made (train and compare).
+#[derive(Args)]
+struct PlacementArgs {
+    /// Where training batches are made: device (the images are uploaded once, zero-padded for
+    /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
+    /// a second thread and copied over), or auto (device on a GPU when the images take at most
+    /// 1 GiB, host otherwise). The batches are the same numbers either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    data_placement: DataPlacement,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum DeviceArg {
     Cpu,
@@ -107,12 +118,8 @@ struct CompareArgs {
     /// Where to train: cpu, cuda or auto.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// Where training batches are made: device (the images are uploaded once, zero-padded for
-    /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
-    /// a second thread and copied over), or auto (device on a GPU when the images take at most
-    /// 1 GiB, host otherwise). The batches are the same numbers either way.
-    #[arg(long, value_enum, default_value = "auto")]
-    data_placement: DataPlacement,
+    #[command(flatten)]
+    placement: PlacementArgs,
     /// libtorch CPU threads.
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -223,12 +230,8 @@ struct TrainArgs {
     /// Where to train: cpu, cuda (fails when libtorch sees no GPU) or auto (cuda if available).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// Where training batches are made: device (the images are uploaded once, zero-padded for
-    /// the crops, and every batch is cropped, flipped and normalised there), host (assembled on
-    /// a second thread and copied over), or auto (device on a GPU when the images take at most
-    /// 1 GiB, host otherwise). The batches are the same numbers either way.
-    #[arg(long, value_enum, default_value = "auto")]
-    data_placement: DataPlacement,
+    #[command(flatten)]
+    placement: PlacementArgs,
     /// libtorch CPU threads (default: libtorch's choice, usually one per core).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -425,7 +428,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         out,
         state,
         last,
-    } = runner::run(start, (device, a.data_placement), a.max_steps, a.quiet)?;
+    } = runner::run(
+        start,
+        (device, a.placement.data_placement),
+        a.max_steps,
+        a.quiet,
+    )?;
     let Some(last) = last else {
         println!(
             "{}: nothing to do, the run already has {} epochs",
@@ -511,7 +519,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         &record,
         &a.experiment,
         &out,
-        (device, a.data_placement),
+        (device, a.placement.data_placement),
         a.quiet,
     )?;
     let table = maxl_train::results::write(&out)?;

@@ -12,7 +12,7 @@ use tracing::info;
 use crate::TrainError;
 use crate::checkpoint;
 use crate::files::TrainState;
-use crate::resident::{DataPlacement, resident_bytes};
+use crate::resident::DataPlacement;
 use crate::run::RunDir;
 use crate::train::{EpochMetrics, Trainer};
 
@@ -79,11 +79,10 @@ pub fn run(
     );
     let mut trainer = Trainer::new(config, data, device)?;
     // Before a new run directory is made: a refused upload leaves nothing behind.
-    if trainer.place_data(placement)? {
+    if let Some(bytes) = trainer.place_data(placement)? {
         info!(
             "batches made on the device from {:.1} MiB of images kept there",
-            resident_bytes(&trainer.data, trainer.config.dataset.crop_padding) as f64
-                / (1 << 20) as f64
+            bytes as f64 / (1 << 20) as f64
         );
     }
     let (out, mut run_dir, mut state) = match start {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use maxl_core::arch::Architecture;
 use maxl_core::config::{Method, Schedule, TrainConfig};
 use maxl_data::Dataset;
-use maxl_data::batch::{Augment, Normalize, Placement, assemble, assemble_placed};
+use maxl_data::batch::{Augment, Normalize, assemble, assemble_placed, placements};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -21,7 +21,7 @@ use crate::meta::{
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
-use crate::resident::{DataPlacement, Resident};
+use crate::resident::{DataPlacement, Resident, resident_bytes};
 
 /// Batch size used for evaluation passes.
 const EVAL_BATCH: usize = 1000;
@@ -136,29 +136,33 @@ impl Trainer {
     }
 
     /// Decides where batches are made (see [`DataPlacement`]), uploading the datasets when
-    /// they are to be kept on the device; whether they are. The batches are the same numbers
-    /// either way. The upload is a copy of `data` as it is now: call this again after changing
-    /// it. With `Auto`, an upload that fails (a GPU without room for it) falls back to host
-    /// batches with a warning; with `Device` it is an error.
-    pub fn place_data(&mut self, placement: DataPlacement) -> Result<bool, TrainError> {
+    /// they are to be kept on the device; the bytes kept there, None for host batches. The
+    /// batches are the same numbers either way. The upload is a copy of `data` as it is now:
+    /// call this again after changing it. With `Auto`, an upload that fails (a GPU without room
+    /// for it) falls back to host batches with a warning; with `Device` it is an error.
+    pub fn place_data(&mut self, placement: DataPlacement) -> Result<Option<usize>, TrainError> {
         let pad = self.augment.map_or(0, |a| a.crop_padding);
         self.resident = None;
-        if placement.keeps(&self.data, pad, self.device) {
-            match Resident::upload(&self.data, pad, self.norm, self.kind, self.device) {
-                Ok(r) => self.resident = Some(r),
-                Err(e) if placement == DataPlacement::Auto => {
-                    tracing::warn!(
-                        "batches made on the host: the images do not fit on the device ({e})"
-                    );
-                }
-                Err(e) => {
-                    return Err(TrainError::Torch(format!(
-                        "--data-placement device: cannot keep the images on the device: {e}"
-                    )));
-                }
+        if !placement.keeps(&self.data, pad, self.device) {
+            return Ok(None);
+        }
+        let bytes = resident_bytes(&self.data, pad);
+        let mib = bytes as f64 / (1 << 20) as f64;
+        match Resident::upload(&self.data, pad, self.norm, self.kind, self.device) {
+            Ok(r) => self.resident = Some(r),
+            Err(e) if placement == DataPlacement::Auto => {
+                tracing::warn!(
+                    "batches made on the host: {mib:.1} MiB of images do not fit on the device ({e})"
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(TrainError::Invalid(format!(
+                    "--data-placement device: cannot keep {mib:.1} MiB of images on the device: {e}"
+                )));
             }
         }
-        Ok(self.resident.is_some())
+        Ok(Some(bytes))
     }
 
     /// Trains one epoch and evaluates. `progress` is called after every optimiser step with
@@ -545,10 +549,7 @@ impl BatchSource<'_> {
         indices: &[usize],
         rng: &mut StdRng,
     ) -> Result<Batch, TrainError> {
-        let placements: Vec<Placement> = match self.augment {
-            Some(a) => indices.iter().map(|_| a.draw(rng)).collect(),
-            None => vec![Placement::default(); indices.len()],
-        };
+        let placements = placements(self.augment, indices.len(), rng);
         let (x, y, slots) = match &self.resident {
             Some(r) => {
                 let b = r.batch(&r.train, indices, &placements)?;
