@@ -7,7 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 maxl_env
-cargo build --release -q -p maxl-label
+cargo build --release -q -p maxl-label-cli
 "$CARGO_TARGET_DIR/release/maxl-label" bench \
   --runs "${RUNS:-5}" --images "${N:-2000}" \
   --dir "$(dirname "$CARGO_TARGET_DIR")/bench-label" \

@@ -7,7 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 maxl_env
-cargo build --release -q -p maxl-train --bin maxl-train
+cargo build --release -q -p maxl-train-cli --bin maxl-train
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "${RUNS:-5}"); do

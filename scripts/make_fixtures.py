@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch reference fixture for maxl-train's meta-gradient tests.
+"""Writes the PyTorch reference fixtures for maxl-train's meta-gradient and schedule tests.
 
-One MAXL iteration in plain PyTorch (scripts/maxl_reference.py: torch.nn.functional,
-torch.autograd.grad with create_graph=True), in float64 on a tiny network, following the
-authors' formulas: mask softmax as M*exp(y)/sum(M*exp(y)), focal loss on probabilities.
+MAXL iterations in plain PyTorch (scripts/maxl_reference.py: torch.nn.functional,
+torch.autograd.grad with create_graph=True, torch.optim.SGD for the schedules), in float64 on a
+tiny network, following the authors' formulas: mask softmax as M*exp(y)/sum(M*exp(y)), focal
+loss on probabilities.
 
-    scripts/make_fixtures.py              # rewrites crates/maxl-train/tests/fixtures/meta_step.safetensors
-    scripts/make_fixtures.py --out PATH   # writes elsewhere (to compare with the committed file)
+* meta_step.safetensors: the meta-gradient at lambda 0 and 0.2, and one stage 1 then stage 2;
+* schedule_step.safetensors: two iterations of the `interleaved` and of the `fused` schedule
+  (the weights, running statistics and losses after each).
+
+    scripts/make_fixtures.py              # rewrites both files in crates/maxl-train/tests/fixtures/
+    scripts/make_fixtures.py --out PATH --schedule-out PATH2   # writes elsewhere (to compare)
 
 Run with the project venv's Python (scripts/setup.sh installs torch and safetensors there).
 """
@@ -20,7 +25,9 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import maxl_reference as mr  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "maxl-train", "tests", "fixtures", "meta_step.safetensors")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "crates", "maxl-train", "tests", "fixtures")
+OUT = os.path.join(FIXTURES, "meta_step.safetensors")
+SCHEDULE_OUT = os.path.join(FIXTURES, "schedule_step.safetensors")
 
 # The tiny architecture (mirrored by the Rust test): input 2x8x8, blocks (2 convs x 3 ch), (1 conv x 4 ch),
 # heads 16 -> 5 -> out. K = 3 primary classes, psi = [2, 1, 3] -> A = 6 auxiliary slots.
@@ -32,6 +39,15 @@ N = 6
 ALPHA, GAMMA = 0.1, 2.0
 LR_F, MOM_F, WD_F = 0.1, 0.9, 5e-4   # stage-1 optimiser (one step)
 LR_G, WD_G = 1e-3, 5e-4              # stage-2 optimiser (one step)
+
+# The schedule fixture: two batches of N (every primary class in each), lambda 0.2, alpha = theta1's
+# lr. Interleaved: momentum and weight decay on both networks (the second step reads the momentum
+# buffers of the first); fused: plain SGD on theta1, as that schedule requires.
+SCHEDULE_LAMBDA = 0.2
+SCHEDULE_OPT = {
+    "interleaved": (dict(lr=0.1, momentum=0.9, weight_decay=5e-4), dict(lr=0.05, momentum=0.9, weight_decay=5e-4)),
+    "fused": (dict(lr=0.1, momentum=0.0, weight_decay=0.0), dict(lr=0.05, momentum=0.9, weight_decay=5e-4)),
+}
 
 
 def build():
@@ -83,14 +99,52 @@ def build():
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def build_schedules():
+    """Initial weights, two batches, and for each schedule the state after each of two
+    iterations: `<schedule>.<i>.f.<name>`, `<schedule>.<i>.g.<name>` (parameters and running
+    statistics), `<schedule>.<i>.l1` (stage 1's L1), `<schedule>.<i>.l2` (L2 of the meta-gradient),
+    the optimisers, `<schedule>.opt_f.lr` / `.momentum` / `.weight_decay` (the same for opt_g),
+    and the losses' `gamma` and `lambda`."""
+    torch.manual_seed(4321)
+    dt = torch.float64
+    m = mr.Maxl(LAYERS, (C, H, W), HIDDEN, PSI, dtype=dt, gamma=GAMMA)
+    f0, g0 = m.init_random(m.f_specs()), m.init_random(m.g_specs())
+    batches = [(torch.randn(N, C, H, W, dtype=dt), torch.tensor(y, dtype=torch.int64))
+               for y in ([0, 1, 2, 0, 2, 1], [2, 2, 0, 1, 0, 1])]
+    out = {f"f.{n}": v for n, v in f0.items()}
+    out.update({f"g.{n}": v for n, v in g0.items()})
+    out["gamma"], out["lambda"] = torch.tensor([GAMMA], dtype=dt), torch.tensor([SCHEDULE_LAMBDA], dtype=dt)
+    for i, (x, y) in enumerate(batches, 1):
+        out[f"x{i}"], out[f"y{i}"] = x, y
+    for schedule, (opt_f, opt_g) in SCHEDULE_OPT.items():
+        s = mr.Schedule(m, f0, g0, opt_f, opt_g, SCHEDULE_LAMBDA)
+        for net, opt in [("f", opt_f), ("g", opt_g)]:
+            for k, v in opt.items():
+                out[f"{schedule}.opt_{net}.{k}"] = torch.tensor([v], dtype=dt)
+        for i, (x, y) in enumerate(batches, 1):
+            getattr(s, schedule)(x, y)
+            for n, v in s.f().items():
+                out[f"{schedule}.{i}.f.{n}"] = v
+            for n, v in s.g().items():
+                out[f"{schedule}.{i}.g.{n}"] = v
+            for n, v in s.losses.items():
+                out[f"{schedule}.{i}.{n}"] = torch.tensor([v], dtype=dt)
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def save(out, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(out, path, metadata={"producer": "scripts/make_fixtures.py", "torch": torch.__version__})
+    print(f"wrote {os.path.normpath(path)} ({len(out)} tensors)", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=OUT, help="where to write the safetensors file")
+    ap.add_argument("--out", default=OUT, help="where to write the meta-gradient fixture")
+    ap.add_argument("--schedule-out", default=SCHEDULE_OUT, help="where to write the schedule fixture")
     a = ap.parse_args()
-    out = build()
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    save_file(out, a.out, metadata={"producer": "scripts/make_fixtures.py", "torch": torch.__version__})
-    print(f"wrote {os.path.normpath(a.out)} ({len(out)} tensors)", file=sys.stderr)
+    save(build(), a.out)
+    save(build_schedules(), a.schedule_out)
 
 
 if __name__ == "__main__":

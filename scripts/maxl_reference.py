@@ -15,7 +15,9 @@ the Python side of the training benchmark (scripts/bench_train.py: float32, the 
 * focal loss -sum_i t_i (1 - p_i)^gamma log p_i, averaged over the batch (log p = log(softmax)
   as the authors write it, or log_softmax with stable=True);
 * the meta-gradient dL2/dtheta2 by double backward through theta1+ = theta1 - alpha G, or without a
-  second-order graph by one forward-mode JVP (L1 is linear in the generator's output t).
+  second-order graph by one forward-mode JVP (L1 is linear in the generator's output t);
+* `Schedule`: both networks with torch.optim.SGD stepped batch by batch by the `interleaved` or
+  the `fused` schedule (the fixture of two iterations of each).
 
     import maxl_reference as mr
     m = mr.Maxl.small()                  # or mr.Maxl(layers, (C, H, W), hidden, psi, dtype, device, gamma)
@@ -247,3 +249,72 @@ class Maxl:
             G = grad(self.l1(x, y, P1, None, "batch", t.detach()), P1)
         obj = self.meta_objective(x, y, P1, t, G, alpha, lam, mode)
         return grad(obj, P2), obj.item()
+
+
+class Schedule:
+    """Both networks with their torch.optim.SGD optimisers, stepped one batch at a time by the
+    `interleaved` or the `fused` schedule (double backward through theta1+ = theta1 - alpha G,
+    alpha = theta1's learning rate). f and g are full dicts (parameters and buffers); they are
+    copied. Batch norm as maxl-train: each batch's stage-1 forwards of f and of g update the
+    running statistics once, everything in the meta-gradient uses batch statistics.
+
+        s = mr.Schedule(m, f, g, dict(lr=0.1, momentum=0.9, weight_decay=5e-4), dict(lr=0.05), lam=0.2)
+        s.interleaved(x, y)      # or s.fused(x, y); then s.f(), s.g(), s.losses
+    """
+
+    def __init__(self, maxl, f, g, opt_f, opt_g, lam):
+        self.m, self.lam = maxl, lam
+        self.P1, self.P2 = leaves(f), leaves(g)
+        self.B1 = {n: v.detach().clone() for n, v in buffers(f).items()}
+        self.B2 = {n: v.detach().clone() for n, v in buffers(g).items()}
+        self.opt_f = torch.optim.SGD(list(self.P1.values()), **opt_f)
+        self.opt_g = torch.optim.SGD(list(self.P2.values()), **opt_g)
+        self.losses = {}
+
+    def f(self):
+        """A copy of f's parameters and running statistics now."""
+        return {n: v.detach().clone() for n, v in {**self.P1, **self.B1}.items()}
+
+    def g(self):
+        """A copy of g's parameters and running statistics now."""
+        return {n: v.detach().clone() for n, v in {**self.P2, **self.B2}.items()}
+
+    @staticmethod
+    def _step(opt, params, grads):
+        for n, p in params.items():
+            p.grad = grads[n].detach().clone()
+        opt.step()
+
+    def _meta_loss(self, x, y, G, t):
+        """L2 = primary focal loss at theta1+ = theta1 - alpha G (batch statistics) + lam R(t)."""
+        alpha = self.opt_f.param_groups[0]["lr"]
+        fast = {n: self.P1[n] - alpha * G[n] for n in self.P1}
+        return self.m.primary_focal(x, y, fast) + self.lam * self.m.regulariser(t)
+
+    def interleaved(self, x, y):
+        """Stage 1 (one step of theta1 on L1, g's output a constant), then stage 2 on the same
+        batch at the updated theta1 (one step of theta2 on dL2/dtheta2)."""
+        m = self.m
+        with torch.no_grad():
+            t = m.generator(x, y, self.P2, self.B2, "update")
+        l1 = m.l1(x, y, self.P1, self.B1, "update", t)
+        self._step(self.opt_f, self.P1, grad(l1, self.P1))
+        t = m.generator(x, y, self.P2, None, "batch")
+        G = grad(m.l1(x, y, self.P1, None, "batch", t), self.P1, create_graph=True)
+        l2 = self._meta_loss(x, y, G, t)
+        self._step(self.opt_g, self.P2, grad(l2, self.P2))
+        self.losses = {"l1": l1.item(), "l2": l2.item()}
+
+    def fused(self, x, y):
+        """One forward of f and g and one gradient G of L1 at theta1 serve both stages: the
+        meta-gradient through theta1+ = theta1 - alpha G, then theta1 steps along the same G
+        (theta1+ itself under plain SGD) and theta2 along dL2/dtheta2."""
+        m = self.m
+        t = m.generator(x, y, self.P2, self.B2, "update")
+        l1 = m.l1(x, y, self.P1, self.B1, "update", t)
+        G = grad(l1, self.P1, create_graph=True)
+        l2 = self._meta_loss(x, y, G, t)
+        grads2 = grad(l2, self.P2)
+        self._step(self.opt_f, self.P1, G)
+        self._step(self.opt_g, self.P2, grads2)
+        self.losses = {"l1": l1.item(), "l2": l2.item()}

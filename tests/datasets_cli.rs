@@ -8,17 +8,61 @@ use std::process::Command;
 use common::{bin, run};
 
 fn train() -> Command {
+    train_for("1")
+}
+
+fn train_for(epochs: &str) -> Command {
     let mut c = Command::new(bin("maxl-train"));
     c.args([
         "--quiet",
         "--threads",
         "1",
         "--epochs",
-        "1",
+        epochs,
         "--batch-size",
         "10",
     ]);
     c
+}
+
+/// Epochs that learn [`write_folder`]'s classes (every seed tried reached test accuracy 1).
+const EPOCHS: &str = "6";
+
+/// How far above the largest test class's share the test accuracy must be.
+const MARGIN: f64 = 0.4;
+
+/// A config under which [`write_folder`]'s classes are learnable: every training image trains
+/// (no validation split) and no horizontal flips (a flip moves a square to the other side, into
+/// another class's corner); `dataset_extra` adds lines to `dataset:`.
+fn learning_config(dir: &Path, dataset_extra: &str) -> std::path::PathBuf {
+    let path = dir.join("learn.yaml");
+    std::fs::write(
+        &path,
+        format!("dataset:\n  validation_fraction: 0.0\n  horizontal_flip: false\n{dataset_extra}"),
+    )
+    .unwrap();
+    path
+}
+
+/// The primary test accuracy a run's summary.yaml reports.
+fn test_accuracy(run: &Path) -> f64 {
+    let summary = std::fs::read_to_string(run.join("summary.yaml")).unwrap();
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("primary_test_accuracy: "))
+        .unwrap_or_else(|| panic!("{summary}"))
+        .parse()
+        .unwrap()
+}
+
+/// Images per class folder under `root`.
+fn images_per_class(root: &Path) -> Vec<usize> {
+    let mut counts: Vec<usize> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .collect();
+    counts.sort_unstable();
+    counts
 }
 
 /// Class k's images are a bright square in a different corner: learnable, not trivial noise.
@@ -50,15 +94,26 @@ fn trains_on_an_image_folder_and_refuses_bad_images_and_unknown_classes() {
     let (tr, te) = (tmp.path().join("train"), tmp.path().join("test"));
     write_folder(&tr, &["a", "b", "c"], 12, 40);
     write_folder(&te, &["a", "b", "c"], 4, 24);
+    let cfg = learning_config(tmp.path(), "");
     let out = tmp.path().join("run");
-    let r = run(train()
-        .args(["--dataset", "image-folder", "--data"])
+    let r = run(train_for(EPOCHS)
+        .args(["--dataset", "image-folder", "--config"])
+        .arg(&cfg)
+        .arg("--data")
         .arg(&tr)
         .arg("--test-data")
         .arg(&te)
         .arg("--out")
         .arg(&out));
     r.assert_ok();
+    // The classes are learnable: well above always answering the largest test class.
+    let counts = images_per_class(&te);
+    let majority = *counts.last().unwrap() as f64 / counts.iter().sum::<usize>() as f64;
+    let acc = test_accuracy(&out);
+    assert!(
+        acc >= majority + MARGIN,
+        "test accuracy {acc}, largest class {majority}"
+    );
     let summary = std::fs::read_to_string(out.join("summary.yaml")).unwrap();
     assert!(summary.contains("psi: [5, 5, 5]"), "{summary}");
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
@@ -106,19 +161,29 @@ fn trains_on_an_image_folder_and_refuses_bad_images_and_unknown_classes() {
 #[test]
 fn trains_on_a_csv_list_with_a_held_out_test_split() {
     let tmp = tempfile::tempdir().unwrap();
-    write_folder(&tmp.path().join("imgs"), &["x", "y"], 10, 28);
+    let classes = ["w", "x", "y", "z"];
+    let per_class = 20;
+    write_folder(&tmp.path().join("imgs"), &classes, per_class, 28);
     let mut csv = String::from("path,label\n");
-    for class in ["x", "y"] {
-        for i in 0..10 {
+    for class in classes {
+        for i in 0..per_class {
             let ext = if i % 2 == 0 { "png" } else { "jpg" };
             csv.push_str(&format!("imgs/{class}/{i}.{ext},{class}\n"));
         }
     }
     let list = tmp.path().join("list.csv");
     std::fs::write(&list, csv).unwrap();
+    // Half the list held out: 40 test images, more than any class has, so whichever images
+    // the seeded split holds out, the largest test class is at most 20 of the 40.
+    let cfg = learning_config(tmp.path(), "  test_fraction: 0.5\n");
+    let n_test = (classes.len() * per_class) / 2;
+    let majority_bound = per_class.min(n_test) as f64 / n_test as f64;
+    assert_eq!(majority_bound, 0.5);
     let out = tmp.path().join("run");
-    let r = run(train()
-        .args(["--dataset", "csv", "--method", "random", "--data"])
+    let r = run(train_for(EPOCHS)
+        .args(["--dataset", "csv", "--method", "random", "--config"])
+        .arg(&cfg)
+        .arg("--data")
         .arg(&list)
         .arg("--out")
         .arg(&out));
@@ -127,6 +192,11 @@ fn trains_on_a_csv_list_with_a_held_out_test_split() {
         r.stdout.contains("random: primary test accuracy"),
         "{}",
         r.stdout
+    );
+    let acc = test_accuracy(&out);
+    assert!(
+        acc >= majority_bound + MARGIN,
+        "test accuracy {acc}, largest test class at most {majority_bound}"
     );
     std::fs::write(&list, "imgs/x/0.png,x\nimgs/x/404.png,x\n").unwrap();
     run(train()

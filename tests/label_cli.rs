@@ -508,7 +508,8 @@ fn a_killed_run_resumes_to_the_same_bytes() {
         let r = run(&mut c);
         assert_eq!(
             r.code, None,
-            "{failpoint}: killed by a signal\n{}",
+            "{failpoint}: killed by a signal (a maxl-label built without its `failpoints` feature \
+             finishes instead: build it with the tests, `cargo build --workspace --all-targets`)\n{}",
             r.stderr
         );
         assert!(!out.exists(), "no final file after a crash");
@@ -710,4 +711,48 @@ fn maxl_infer_predicts_real_images_mostly_right() {
             .count();
         assert!(right >= 35, "{backend}: {right} of 50 right\n{}", r.stdout);
     }
+}
+
+#[test]
+fn bench_smoke_test_times_every_case_and_writes_its_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let r = run(Command::new(bin("maxl-label"))
+        .args([
+            "bench",
+            "--images",
+            "20",
+            "--runs",
+            "1",
+            "--backends",
+            "tract",
+        ])
+        .args(["--rss-scale", "2", "--threads", "2", "--dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--model")
+        .arg(models())
+        .arg("--json")
+        .arg(&json));
+    r.assert_ok();
+    for case in ["256x256 JPEG", "28x28 PNG"] {
+        assert!(
+            r.stdout.contains(&format!("| {case} | tract | ")),
+            "{}",
+            r.stdout
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for row in rows {
+        assert_eq!(row["images"], 20, "{row}");
+        assert_eq!(row["runs"].as_array().unwrap().len(), 1, "{row}");
+        assert!(row["median_images_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["median_peak_rss_mib"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert_eq!(report["rss_big"]["images"], 40, "{report}");
+    assert!(report["rss_big"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    // The generated datasets stay for the next run; the children's outputs do not.
+    assert!(tmp.path().join("data/png28-20/.complete").exists());
+    assert!(!tmp.path().join("data/bench-out.csv").exists());
 }

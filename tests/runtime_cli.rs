@@ -70,39 +70,6 @@ fn maxl_train_runs_without_ld_library_path() {
     }
 }
 
-/// `cargo tree -p krate` with one dependency per line; fails the test unless cargo succeeds.
-fn cargo_tree(krate: &str, args: &[&str]) -> common::Run {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let r = run(Command::new(cargo)
-        .args(["tree", "--prefix", "none", "-p", krate])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR")));
-    r.assert_ok();
-    r
-}
-
-#[test]
-fn inference_crates_do_not_depend_on_libtorch() {
-    for krate in [
-        "maxl-infer",
-        "maxl-infer-cli",
-        "maxl-label",
-        "maxl-onnx",
-        "maxl-core",
-        "maxl-data",
-    ] {
-        let r = cargo_tree(krate, &["-e", "normal,build"]);
-        assert!(r.stdout.contains(krate), "{}", r.stdout);
-        for banned in ["tch ", "torch-sys"] {
-            assert!(
-                !r.stdout.contains(banned),
-                "{krate} depends on {banned}:\n{}",
-                r.stdout
-            );
-        }
-    }
-}
-
 #[test]
 fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
     // The set-up's onnxruntime is the CPU build: CUDA and TensorRT cannot register here.
@@ -130,28 +97,6 @@ fn an_unavailable_execution_provider_is_an_error_not_a_silent_cpu_fallback() {
         .arg(&img));
     r.assert_ok();
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
-}
-
-#[test]
-fn the_inference_library_compiles_no_cli_logging_or_server_code() {
-    let r = cargo_tree("maxl-infer", &["-e", "normal,build"]);
-    for banned in [
-        "clap ",
-        "tracing-subscriber ",
-        "axum ",
-        "tokio ",
-        "hyper ",
-        "indicatif ",
-    ] {
-        assert!(
-            !r.stdout.lines().any(|l| l.starts_with(banned)),
-            "maxl-infer depends on {banned}:\n{}",
-            r.stdout
-        );
-    }
-    // anyhow is tract's own error type; maxl-infer itself uses none.
-    let r = cargo_tree("maxl-infer", &["-e", "normal", "--depth", "1"]);
-    assert!(!r.stdout.contains("anyhow"), "{}", r.stdout);
 }
 
 #[test]

@@ -15,7 +15,23 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
+        "{} is missing: build the binaries first (`cargo build --workspace --all-targets`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// An example program of a workspace crate (`target/<profile>/examples/<name>`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the examples first (`cargo build --workspace --all-targets`, as scripts/test.sh does)",
         path.display()
     );
     path

@@ -12,10 +12,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
+    /// 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Rows, pixels.
     pub height: usize,
+    /// Columns, pixels.
     pub width: usize,
+    /// Subtracted from every pixel in [0, 1].
     pub mean: f32,
+    /// Divides every pixel after the mean is subtracted.
     pub std: f32,
 }
 
@@ -23,14 +28,20 @@ pub struct InputSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConvBlock {
+    /// Convolutions in the block.
     pub convs: usize,
+    /// Output channels of each convolution.
     pub channels: usize,
 }
 
+/// A network's shape: its input, its backbone's blocks and its heads' width. Both networks
+/// (the multi-task network f and the label generator g) are built from one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
+    /// The input images and their normalisation.
     pub input: InputSpec,
+    /// The backbone's blocks, input side first.
     pub blocks: Vec<ConvBlock>,
     /// Width of the hidden layer of every head.
     pub head_hidden: usize,
@@ -39,13 +50,21 @@ pub struct Architecture {
 /// What a parameter is; decides its initialisation and whether an optimiser updates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
+    /// A convolution's kernel, `[out, in, 3, 3]`.
     ConvWeight,
+    /// A convolution's bias, `[out]`.
     ConvBias,
+    /// Batch norm's scale γ, `[channels]`.
     BnWeight,
+    /// Batch norm's shift β, `[channels]`.
     BnBias,
+    /// Batch norm's running mean (a buffer), `[channels]`.
     BnRunningMean,
+    /// Batch norm's running variance (a buffer), `[channels]`.
     BnRunningVar,
+    /// A linear layer's weight, `[out, in]`.
     LinearWeight,
+    /// A linear layer's bias, `[out]`.
     LinearBias,
 }
 
@@ -56,10 +75,14 @@ impl ParamKind {
     }
 }
 
+/// One parameter or buffer of a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSpec {
+    /// Its PyTorch state-dict name (`backbone.0.conv.weight`).
     pub name: String,
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// What it is.
     pub kind: ParamKind,
 }
 
@@ -68,36 +91,52 @@ pub struct ParamSpec {
 pub struct ConvLayer {
     /// Index used in parameter names: `backbone.{index}.conv.weight`.
     pub index: usize,
+    /// Channels in.
     pub in_channels: usize,
+    /// Channels out.
     pub out_channels: usize,
     /// A 2×2 max-pool follows this layer's ReLU (the last conv of a block).
     pub pool_after: bool,
 }
 
 /// Names of the heads, used as parameter-name prefixes.
+/// The multi-task network's primary head.
 pub const PRIMARY_HEAD: &str = "primary_head";
+/// The multi-task network's auxiliary head.
 pub const AUX_HEAD: &str = "aux_head";
+/// The label generator's head.
 pub const GENERATOR_HEAD: &str = "head";
 
+/// Why an architecture cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArchError {
+    /// A preset name that is not in [`PRESETS`].
     #[error("unknown preset `{0}` (known: {known})", known = PRESETS.join(", "))]
     UnknownPreset(String),
+    /// A backbone without blocks.
     #[error("architecture has no blocks")]
     NoBlocks,
+    /// A block (its index, from 0) has no convolutions or no channels.
     #[error("architecture block {0} has zero convs or zero channels")]
     EmptyBlock(usize),
+    /// The input shrinks to nothing before the last pool.
     #[error("input {channels}×{height}×{width} is too small for {pools} 2×2 pools")]
     InputTooSmall {
+        /// The input's channels.
         channels: usize,
+        /// The input's height.
         height: usize,
+        /// The input's width.
         width: usize,
+        /// The number of pools (blocks).
         pools: usize,
     },
+    /// A zero channel count or head width, or a normalisation std that is not positive.
     #[error("input channels, head width and normalisation std must be positive")]
     BadSizes,
 }
 
+/// The names [`Architecture::preset`] knows.
 pub const PRESETS: &[&str] = &["small", "vgg16"];
 
 impl Architecture {
@@ -135,6 +174,8 @@ impl Architecture {
         }
     }
 
+    /// Checks that the network can be built: blocks present and non-empty, sizes positive, the
+    /// input large enough for every pool.
     pub fn validate(&self) -> Result<(), ArchError> {
         if self.blocks.is_empty() {
             return Err(ArchError::NoBlocks);

@@ -14,15 +14,30 @@ use crate::hierarchy::{Hierarchy, HierarchyError, PsiSpec};
 /// Why a configuration was refused. Every message is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file cannot be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The system's reason.
         source: std::io::Error,
     },
+    /// The file is not valid YAML, or has an unknown or mistyped field.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's reason, with the line.
+        message: String,
+    },
+    /// The values parse but cannot be trained with (a zero batch size, a bad fraction, …).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Which training method runs. All share the backbone, heads and schedule.
@@ -41,7 +56,22 @@ pub enum Method {
     Human,
 }
 
+impl crate::choice::Choice for Method {
+    const ALL: &'static [Self] = &[
+        Method::Maxl,
+        Method::MaxlNoEntropy,
+        Method::Single,
+        Method::Random,
+        Method::Human,
+    ];
+
+    fn name(self) -> &'static str {
+        Method::name(self)
+    }
+}
+
 impl Method {
+    /// The value's name, as in YAML and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Method::Maxl => "maxl",
@@ -73,7 +103,16 @@ pub enum Schedule {
     Fused,
 }
 
+impl crate::choice::Choice for Schedule {
+    const ALL: &'static [Self] = &[Schedule::Reference, Schedule::Interleaved, Schedule::Fused];
+
+    fn name(self) -> &'static str {
+        Schedule::name(self)
+    }
+}
+
 impl Schedule {
+    /// The value's name, as in YAML and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Schedule::Reference => "reference",
@@ -95,7 +134,16 @@ pub enum MetaGradientMode {
     Jvp,
 }
 
+impl crate::choice::Choice for MetaGradientMode {
+    const ALL: &'static [Self] = &[MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];
+
+    fn name(self) -> &'static str {
+        MetaGradientMode::name(self)
+    }
+}
+
 impl MetaGradientMode {
+    /// The value's name, as in YAML and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             MetaGradientMode::DoubleBackward => "double-backward",
@@ -104,6 +152,7 @@ impl MetaGradientMode {
     }
 }
 
+/// `model:`: which network to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -123,6 +172,7 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// The architecture to build: the description when given, else the preset; validated.
     pub fn resolve(&self) -> Result<Architecture, ArchError> {
         let arch = match &self.architecture {
             Some(a) => a.clone(),
@@ -133,6 +183,7 @@ impl ModelConfig {
     }
 }
 
+/// `dataset.kind`: which reader reads the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
@@ -152,7 +203,23 @@ pub enum DatasetKind {
     Csv,
 }
 
+impl crate::choice::Choice for DatasetKind {
+    const ALL: &'static [Self] = &[
+        DatasetKind::FashionMnist,
+        DatasetKind::Idx,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::ImageFolder,
+        DatasetKind::Csv,
+    ];
+
+    fn name(self) -> &'static str {
+        DatasetKind::name(self)
+    }
+}
+
 impl DatasetKind {
+    /// The value's name, as in YAML and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::FashionMnist => "fashion-mnist",
@@ -169,14 +236,17 @@ impl DatasetKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoarseGroup {
+    /// The group's class name.
     pub name: String,
     /// Indices of the dataset's original classes in this group.
     pub classes: Vec<usize>,
 }
 
+/// `dataset:`: what to train on, how it is split, and the augmentation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetConfig {
+    /// The reader.
     pub kind: DatasetKind,
     /// The dataset's directory (or CSV file); only Fashion-MNIST has a default location.
     pub path: Option<PathBuf>,
@@ -191,6 +261,7 @@ pub struct DatasetConfig {
     pub shuffle: bool,
     /// Random crop with this much zero padding (0 disables the crop).
     pub crop_padding: usize,
+    /// Mirror each training image with probability ½.
     pub horizontal_flip: bool,
     /// Train on coarse groups of the dataset's classes, with the original classes as the fine
     /// labels (this is what the `human` method needs on a flat dataset such as Fashion-MNIST).
@@ -230,6 +301,7 @@ impl Default for DatasetConfig {
     }
 }
 
+/// `hierarchy:`: ψ, how many auxiliary classes each primary class gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HierarchyConfig {
@@ -249,6 +321,7 @@ impl Default for HierarchyConfig {
 }
 
 impl HierarchyConfig {
+    /// ψ as written: the list when given, else the per-class count.
     pub fn spec(&self) -> PsiSpec {
         match &self.psi {
             Some(psi) => PsiSpec::Psi(psi.clone()),
@@ -256,6 +329,7 @@ impl HierarchyConfig {
         }
     }
 
+    /// The hierarchy for a dataset of `num_primary` classes.
     pub fn resolve(&self, num_primary: usize) -> Result<Hierarchy, HierarchyError> {
         Hierarchy::from_spec(&self.spec(), num_primary)
     }
@@ -265,9 +339,12 @@ impl HierarchyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
+    /// The learning rate.
     pub lr: f64,
+    /// The momentum factor (0: plain SGD).
     #[serde(default)]
     pub momentum: f64,
+    /// The L2 penalty added to the gradient (0: none).
     #[serde(default)]
     pub weight_decay: f64,
 }
@@ -276,25 +353,37 @@ pub struct OptimizerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LrStep {
+    /// Epochs between two steps.
     pub every_epochs: usize,
+    /// The factor each step multiplies the learning rates by.
     pub gamma: f64,
 }
 
+/// A training run's configuration, as the YAML config file holds it; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// The training method.
     pub method: Method,
+    /// When the two MAXL stages run.
     pub schedule: Schedule,
+    /// The network.
     pub model: ModelConfig,
+    /// The data, its splits and augmentation.
     pub dataset: DatasetConfig,
+    /// ψ.
     pub hierarchy: HierarchyConfig,
+    /// Epochs to train.
     pub epochs: usize,
+    /// Images per batch.
     pub batch_size: usize,
+    /// The seed of every random choice (initialisation, splits, shuffles, augmentation).
     pub seed: u64,
     /// θ1, the multi-task network. Its current lr is also the inner lr α of the meta-step.
     pub multitask_optimizer: OptimizerConfig,
     /// θ2, the label generator.
     pub generator_optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
     pub lr_step: LrStep,
     /// How stage 2 computes the exact meta-gradient.
     pub meta_gradient: MetaGradientMode,
@@ -474,6 +563,7 @@ impl TrainConfig {
         }
     }
 
+    /// The configuration as YAML, in the config file's format.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("a TrainConfig always serialises")
     }
@@ -515,26 +605,38 @@ mod tests {
         TrainConfig::from_yaml(text, Path::new("run.yaml"))
     }
 
-    /// Every training config the README shows parses and validates (the Kubernetes manifest
-    /// among its YAML blocks is not a config).
+    /// Every training config the documentation shows (README.md and docs/*.md) parses and
+    /// validates (the Kubernetes manifest among its YAML blocks is not a config).
     #[test]
-    fn the_readme_configs_are_valid() {
-        let readme =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-                .unwrap();
-        let blocks: Vec<&str> = readme
+    fn the_readme_and_docs_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .collect();
+        pages.sort();
+        files.extend(pages);
+        let docs: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let blocks: Vec<&str> = docs
             .split("```yaml\n")
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
             .filter(|b| !b.contains("apiVersion:"))
             .collect();
+        // The full config file and the authors' CIFAR-100 setting, at least.
         assert!(blocks.len() >= 2, "{}", blocks.len());
         for b in blocks {
             let c = parse(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
             c.validate().unwrap_or_else(|e| panic!("{e}\n{b}"));
         }
-        // The authors' setting, as the README spells it.
-        let authors = readme
+        // The authors' setting, as the documentation spells it.
+        let authors = docs
             .split("The authors' CIFAR-100 setting")
             .nth(1)
             .and_then(|t| t.split("```yaml\n").nth(1))

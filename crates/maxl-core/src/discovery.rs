@@ -22,8 +22,11 @@ pub const ENV_FILE_NAME: &str = "maxl.env";
 /// Where a library path came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// The command-line option ([`ORT_OPTION`]).
     Option,
+    /// The environment variable ([`ORT_ENV_VAR`]).
     EnvVar,
+    /// The env file `scripts/setup.sh` wrote, at this path.
     SetupEnvFile(PathBuf),
 }
 
@@ -37,24 +40,38 @@ impl fmt::Display for Source {
     }
 }
 
+/// A library found, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
+    /// The library file.
     pub path: PathBuf,
+    /// Where its path came from.
     pub source: Source,
 }
 
+/// Why no ONNX Runtime library was found. One line, naming the three ways to give one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
+    /// The path given (by the option, the variable or the env file) names no file.
     #[error(
         "ONNX Runtime library not found: {} ({origin}); pass {ORT_OPTION} <libonnxruntime.so>, set {ORT_ENV_VAR}, or run scripts/setup.sh",
         path.display()
     )]
-    Missing { path: PathBuf, origin: Source },
+    Missing {
+        /// The path given.
+        path: PathBuf,
+        /// Where it was given.
+        origin: Source,
+    },
+    /// No option, no variable, and the env file names no library (or does not exist).
     #[error(
         "ONNX Runtime library not found: no {ORT_OPTION} option, {ORT_ENV_VAR} is not set, and {} does not name one; pass {ORT_OPTION} <libonnxruntime.so>, set {ORT_ENV_VAR}, or run scripts/setup.sh",
         env_file.display()
     )]
-    NotConfigured { env_file: PathBuf },
+    NotConfigured {
+        /// The env file looked in.
+        env_file: PathBuf,
+    },
 }
 
 /// The cache directory setup.sh uses: `$MAXL_CACHE_DIR`, else `$XDG_CACHE_HOME/maxl`, else

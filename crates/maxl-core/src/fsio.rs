@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{}: cannot write: {source}", path.display())]
 pub struct WriteError {
+    /// The file being written.
     pub path: PathBuf,
+    /// The system's reason.
     pub source: std::io::Error,
 }
 

@@ -12,16 +12,39 @@ use serde::{Deserialize, Serialize};
 /// Why a ψ or a label was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HierarchyError {
+    /// ψ has no entries.
     #[error("ψ is empty: give one auxiliary-class count per primary class")]
     Empty,
+    /// A primary class would own no auxiliary class.
     #[error("ψ[{class}] is 0: every primary class needs at least one auxiliary class")]
-    ZeroEntry { class: usize },
+    ZeroEntry {
+        /// The primary class.
+        class: usize,
+    },
+    /// ψ has another length than the number of primary classes.
     #[error("ψ has {len} entries but the dataset has {classes} primary classes")]
-    LengthMismatch { len: usize, classes: usize },
+    LengthMismatch {
+        /// ψ's length.
+        len: usize,
+        /// The number of primary classes (K).
+        classes: usize,
+    },
+    /// A primary label outside [0, K).
     #[error("label {label} is outside the primary classes [0, {classes})")]
-    LabelOutOfRange { label: i64, classes: usize },
+    LabelOutOfRange {
+        /// The label given.
+        label: i64,
+        /// The number of primary classes (K).
+        classes: usize,
+    },
+    /// An auxiliary slot outside [0, Σψ).
     #[error("auxiliary slot {slot} is outside [0, {slots})")]
-    SlotOutOfRange { slot: usize, slots: usize },
+    SlotOutOfRange {
+        /// The slot given.
+        slot: usize,
+        /// The number of slots (Σψ).
+        slots: usize,
+    },
 }
 
 /// How ψ is written in a config: explicitly, or as "n for every class".
@@ -83,6 +106,7 @@ impl Hierarchy {
         }
     }
 
+    /// ψ: the number of auxiliary classes of each primary class, in class order.
     pub fn psi(&self) -> &[usize] {
         &self.psi
     }

@@ -10,23 +10,40 @@ use sha2::{Digest, Sha256};
 
 use crate::hierarchy::Hierarchy;
 
+/// The manifest's file name inside a model directory.
 pub const MANIFEST_FILE: &str = "maxl.yaml";
+/// The manifest format this version reads and writes.
 pub const FORMAT: u32 = 1;
 
+/// Why a model directory's manifest or files were refused. One line, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The manifest or a model file cannot be read.
     #[error("{}: cannot read: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The system's reason.
         source: std::io::Error,
     },
+    /// The manifest is not valid YAML, has another format, or contradicts itself.
     #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A model file's SHA-256 is not the one the manifest records.
     #[error("{}: SHA-256 {actual} does not match {expected} recorded in {} (the file was changed or is corrupt)", file.display(), manifest.display())]
     HashMismatch {
+        /// The model file.
         file: PathBuf,
+        /// The manifest.
         manifest: PathBuf,
+        /// The SHA-256 the manifest records, hex.
         expected: String,
+        /// The file's SHA-256, hex.
         actual: String,
     },
 }
@@ -36,7 +53,9 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassName {
+    /// The folder-safe name (`T-shirt_top`).
     pub name: String,
+    /// The dataset's name for the class (`T-shirt/top`).
     pub display: String,
 }
 
@@ -45,28 +64,43 @@ pub struct ClassName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestInput {
+    /// The tensor layout, `NCHW`.
     pub layout: String,
+    /// 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Rows, pixels.
     pub height: usize,
+    /// Columns, pixels.
     pub width: usize,
+    /// The range input pixels are scaled to, `[0, 1]`.
     pub pixel_range: [f32; 2],
+    /// Where the mean/std normalisation happens: `in-graph`.
     pub normalisation: String,
+    /// The normalisation's mean (applied inside the graph).
     pub mean: f32,
+    /// The normalisation's std (applied inside the graph).
     pub std: f32,
 }
 
+/// One ONNX file of the model directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
+    /// The file, relative to the model directory.
     pub path: String,
+    /// Its SHA-256, lower-case hex.
     pub sha256: String,
+    /// The graph's input names, in order.
     pub inputs: Vec<String>,
+    /// The graph's output names.
     pub outputs: Vec<String>,
 }
 
+/// The model directory's ONNX files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestModels {
+    /// The multi-task network (`primary.onnx`).
     pub primary: ModelFile,
     /// Absent for baselines without a label generator.
     pub label_generator: Option<ModelFile>,
@@ -76,26 +110,43 @@ pub struct ManifestModels {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSummary {
+    /// The training method (`maxl`, `single`, …).
     pub method: String,
+    /// The MAXL schedule (`reference`, `fused`, …).
     pub schedule: String,
+    /// The architecture preset or description.
     pub architecture: String,
+    /// The dataset trained on.
     pub dataset: String,
+    /// Epochs trained.
     pub epochs: usize,
+    /// The training seed.
     pub seed: u64,
+    /// The primary task's accuracy on the test set, when measured.
     pub primary_test_accuracy: Option<f64>,
 }
 
+/// The model manifest `maxl.yaml`: everything needed to load and use the exported graphs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The manifest format ([`FORMAT`]).
     pub format: u32,
+    /// The program that wrote it, with its version.
     pub producer: String,
+    /// The ONNX opset of the graphs.
     pub opset: i64,
+    /// ψ: the number of auxiliary classes of each primary class.
     pub psi: Vec<usize>,
+    /// The primary classes, in label order.
     pub classes: Vec<ClassName>,
+    /// The auxiliary slot names (`<class>.<k>`), Σψ of them, in slot order.
     pub aux_slots: Vec<String>,
+    /// What the `image` input expects.
     pub input: ManifestInput,
+    /// The ONNX files.
     pub models: ManifestModels,
+    /// How the weights were trained.
     pub training: TrainingSummary,
 }
 
@@ -203,6 +254,7 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest as YAML, as `maxl.yaml` holds it.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("a Manifest always serialises")
     }

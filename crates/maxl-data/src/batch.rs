@@ -7,9 +7,12 @@ use rand::Rng;
 
 use crate::Dataset;
 
+/// The reference augmentation: a random crop from a zero-padded image and a random horizontal flip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Augment {
+    /// Pixels of black padding on each side before the crop; 0 for no crop.
     pub crop_padding: usize,
+    /// Mirror each image with probability ½.
     pub horizontal_flip: bool,
 }
 
@@ -17,8 +20,11 @@ pub struct Augment {
 /// image is mirrored (before the shift: output column x reads column `W−1−x + dx`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Placement {
+    /// Rows the window is shifted by (−padding..=padding).
     pub dy: isize,
+    /// Columns the window is shifted by (−padding..=padding).
     pub dx: isize,
+    /// Whether the image is mirrored left to right.
     pub flip: bool,
 }
 
@@ -49,13 +55,16 @@ pub fn placements<R: Rng>(augment: Option<Augment>, n: usize, rng: &mut R) -> Ve
 /// `x = (pixel / 255 − mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
+    /// Subtracted from every pixel in [0, 1].
     pub mean: f32,
+    /// Divides every pixel after the mean is subtracted.
     pub std: f32,
 }
 
 impl Normalize {
+    /// One 8-bit pixel as the network's normalised input.
     pub fn apply(self, pixel: u8) -> f32 {
-        (crate::preprocess::unit(pixel) - self.mean) / self.std
+        (maxl_preprocess::unit(pixel) - self.mean) / self.std
     }
 
     /// The normalised value of every pixel value 0…255: a lookup table that gives exactly
@@ -145,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn flips_and_crops_stay_inside_the_padded_image() {
+    fn a_flip_mirrors_each_row_and_both_outcomes_appear() {
         let n = Normalize {
             mean: 0.0,
             std: 1.0 / 255.0,
@@ -166,16 +175,91 @@ mod tests {
             seen.insert(px);
         }
         assert_eq!(seen.len(), 2, "both flipped and unflipped images appear");
-        let crop = Augment {
-            crop_padding: 1,
-            horizontal_flip: false,
-        };
-        for _ in 0..20 {
-            let out = assemble(&ds(), &[0], n, Some((crop, &mut rng)));
-            let px: Vec<u8> = out.iter().map(|v| v.round() as u8).collect();
-            // Every pixel is either padding or an original pixel, and the multiset of originals
-            // visible is a contiguous window: check the centre-aligned invariants loosely.
-            assert!(px.iter().all(|p| [0, 51, 102, 153, 204, 255].contains(p)));
+    }
+
+    /// `img` (c × h × w) zero-padded by `p` pixels on every side, the h × w window at row
+    /// `p + dy`, column `p + dx` of the padded image cut out, then mirrored when `flip`:
+    /// torchvision's `RandomCrop(padding = p)` followed by `RandomHorizontalFlip`, written out
+    /// step by step.
+    fn crop_by_hand(
+        img: &[u8],
+        (c, h, w): (usize, usize, usize),
+        p: usize,
+        (dy, dx, flip): (i64, i64, bool),
+    ) -> Vec<u8> {
+        let (ph, pw) = (h + 2 * p, w + 2 * p);
+        let mut padded = vec![0u8; c * ph * pw];
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    padded[(ch * ph + y + p) * pw + x + p] = img[(ch * h + y) * w + x];
+                }
+            }
         }
+        let (top, left) = ((p as i64 + dy) as usize, (p as i64 + dx) as usize);
+        let mut out = Vec::with_capacity(c * h * w);
+        for ch in 0..c {
+            for y in 0..h {
+                let row = &padded[(ch * ph + top + y) * pw + left..][..w];
+                if flip {
+                    out.extend(row.iter().rev());
+                } else {
+                    out.extend(row);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_image_is_its_own_random_crop_and_flip_of_the_padded_image() {
+        // 2 channels of 3 × 4 (not square), three images, every pixel a different non-zero
+        // value: the padding (0) and every shift, flip and channel mix-up show.
+        let (c, h, w) = (2, 3, 4);
+        let ds = Dataset {
+            channels: c,
+            height: h,
+            width: w,
+            pixels: (1..=3 * c * h * w).map(|v| v as u8).collect(),
+            labels: vec![0; 3],
+            fine_labels: None,
+            class_names: vec!["a".into()],
+            fine_class_names: None,
+        };
+        let n = Normalize {
+            mean: 0.0,
+            std: 1.0 / 255.0,
+        };
+        let p = 2;
+        let aug = Augment {
+            crop_padding: p,
+            horizontal_flip: true,
+        };
+        let order = [2, 0, 1];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..150 {
+            // The documented draws, replayed from a copy of the stream: per image the row
+            // shift, the column shift, each uniform in −p..=p, then a fair coin for the flip.
+            let mut replay = rng.clone();
+            let out = assemble(&ds, &order, n, Some((aug, &mut rng)));
+            let px: Vec<u8> = out.iter().map(|v| v.round() as u8).collect();
+            assert_eq!(px.len(), order.len() * c * h * w);
+            for (j, &i) in order.iter().enumerate() {
+                let pl = p as i64;
+                let dy = replay.random_range(-pl..=pl);
+                let dx = replay.random_range(-pl..=pl);
+                let flip = replay.random_bool(0.5);
+                let want = crop_by_hand(ds.image(i), (c, h, w), p, (dy, dx, flip));
+                let got = &px[j * c * h * w..(j + 1) * c * h * w];
+                assert_eq!(got, want, "image {i}: dy {dy}, dx {dx}, flip {flip}");
+                seen.insert((dy, dx, flip));
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            5 * 5 * 2,
+            "every shift in −2..=2 with and without flip"
+        );
     }
 }

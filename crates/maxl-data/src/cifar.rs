@@ -13,6 +13,7 @@ use crate::{DataError, Dataset, TrainTest};
 
 const PIXELS: usize = 3 * 32 * 32;
 
+/// CIFAR-10's class names, in label order.
 pub const CIFAR10_CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -26,6 +27,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// CIFAR-100's 20 superclass (coarse) names, in label order.
 pub const CIFAR100_COARSE: [&str; 20] = [
     "aquatic_mammals",
     "fish",
@@ -49,6 +51,7 @@ pub const CIFAR100_COARSE: [&str; 20] = [
     "vehicles_2",
 ];
 
+/// CIFAR-100's 100 class (fine) names, in label order.
 pub const CIFAR100_FINE: [&str; 100] = [
     "apple",
     "aquarium_fish",

@@ -11,6 +11,7 @@ use crate::{DataError, Dataset, TrainTest};
 /// Where the Debian package `dataset-fashion-mnist` installs the data.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",
     "Trouser",
@@ -203,6 +204,7 @@ pub fn write_images(path: &Path, rows: usize, cols: usize, pixels: &[u8]) -> std
     std::fs::write(path, out)
 }
 
+/// Writes labels as an IDX1 file (uncompressed), the format [`idx_dir`] reads.
 pub fn write_labels(path: &Path, labels: &[u8]) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(8 + labels.len());
     for w in [LABELS_MAGIC, labels.len() as u32] {

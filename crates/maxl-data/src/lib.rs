@@ -4,11 +4,13 @@
 //!
 //! Readers validate everything they read; every error names the file and the problem.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cifar;
+pub mod dump;
+pub mod folder;
 pub mod idx;
-pub mod images;
-pub mod preprocess;
 pub mod scan;
 
 use std::path::PathBuf;
@@ -19,13 +21,23 @@ use maxl_core::hierarchy::folder_safe_name;
 /// Why a dataset could not be read. One line, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// A file or folder that cannot be read.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The system's reason.
         source: std::io::Error,
     },
+    /// A file whose content is not what its format says (truncated, corrupt, wrong layout).
     #[error("{}: {message}", path.display())]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file (or folder, for a folder layout).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Data that is readable but unusable together (an unknown class, a bad grouping).
     #[error("{0}")]
     Invalid(String),
 }
@@ -33,9 +45,13 @@ pub enum DataError {
 /// Images as 8-bit pixels, N × C × H × W, with labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
+    /// Channels per image: 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Rows per image, pixels.
     pub height: usize,
+    /// Columns per image, pixels.
     pub width: usize,
+    /// Every image's pixels in turn, channel-first (N × C × H × W values).
     pub pixels: Vec<u8>,
     /// Primary class of each image.
     pub labels: Vec<usize>,
@@ -48,22 +64,27 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the dataset has no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The number of primary classes (K).
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
 
+    /// Values per image (C × H × W).
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
+    /// Image `i`'s pixels, channel-first.
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
@@ -256,7 +277,9 @@ impl Dataset {
 /// Train and test parts of a dataset, as read from disk.
 #[derive(Debug, Clone)]
 pub struct TrainTest {
+    /// The training images (the validation split is taken from these).
     pub train: Dataset,
+    /// The test images, never trained on.
     pub test: Dataset,
 }
 

@@ -12,7 +12,16 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::DataError;
-use crate::images::is_image;
+
+/// File extensions read as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Whether `path` is named as an image: its extension is one of [`IMAGE_EXTENSIONS`].
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
 
 /// One image file found under a root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +44,11 @@ impl Found {
 /// Something met on the walk that is not an image to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The entry (the root joined with `rel`).
     pub path: PathBuf,
     /// The path relative to the root (lossy where the name is not UTF-8).
     pub rel: String,
+    /// What is wrong with it, or why it is skipped, in words.
     pub reason: String,
     /// Not an error: a file that is not an image by its name, or a hidden entry.
     pub ignored: bool,
@@ -214,7 +225,9 @@ pub struct Listed {
     pub rel: String,
     /// The file: `rel`, relative to the list's folder unless absolute.
     pub path: PathBuf,
+    /// The primary class, when the line gives one.
     pub label: Option<String>,
+    /// The fine class, when the line gives one.
     pub fine: Option<String>,
     /// `list.csv:<line>`, for messages.
     pub origin: String,

@@ -2,36 +2,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use maxl_cli::choice;
 use maxl_infer::{
     Backend, BatchProfile, CudaOptions, InferError, MaxlModel, MaxlModelBuilder, ProviderOptions,
     TensorRtOptions, ThreadOptions,
 };
-
-/// Which engine runs the graphs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// ONNX Runtime, CPU execution provider.
-    OrtCpu,
-    /// ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register).
-    OrtCuda,
-    /// ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register).
-    #[value(name = "ort-tensorrt")]
-    OrtTensorRt,
-    /// tract, pure Rust, CPU.
-    Tract,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Self {
-        match b {
-            BackendArg::OrtCpu => Backend::OrtCpu,
-            BackendArg::OrtCuda => Backend::OrtCuda,
-            BackendArg::OrtTensorRt => Backend::OrtTensorRt,
-            BackendArg::Tract => Backend::Tract,
-        }
-    }
-}
 
 fn parse_profile(s: &str) -> Result<BatchProfile, String> {
     let v: Vec<usize> = s
@@ -56,8 +32,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR", default_value = "models")]
     pub model: PathBuf,
     /// Inference engine.
-    #[arg(long, value_enum, default_value = "ort-cpu")]
-    pub backend: BackendArg,
+    #[arg(long, value_parser = choice::<Backend>(), default_value = "ort-cpu")]
+    pub backend: Backend,
     /// Path to libonnxruntime.so; overrides ORT_DYLIB_PATH and the library recorded by scripts/setup.sh.
     #[arg(long = "ort-lib", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
@@ -103,7 +79,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn backend(&self) -> Backend {
-        self.backend.into()
+        self.backend
     }
 
     pub fn threads(&self) -> ThreadOptions {
@@ -144,16 +120,4 @@ impl ModelArgs {
     pub fn load(&self) -> Result<MaxlModel, InferError> {
         self.builder().build()
     }
-}
-
-/// Logs to stderr through `tracing`, at `default` unless `RUST_LOG` says otherwise.
-pub fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

@@ -11,18 +11,65 @@
 //! `scripts/bench_infer.py` runs the same model on the same inputs in onnxruntime-python.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use maxl_infer::{AuxFor, Backend, Classify, MaxlModel, ThreadOptions};
+use maxl_cli::bench::{Table, quantile};
+use maxl_cli::choice;
+use maxl_infer::{AuxFor, Backend, Classify, InferError, MaxlModel, ThreadOptions};
 use ndarray::{Array4, s};
 use serde::Serialize;
 
 use crate::args::ModelArgs;
 use crate::server::{self, ServeOptions};
+
+/// The arguments of `maxl-infer bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Backends to measure.
+    #[arg(
+        long = "backends",
+        value_parser = choice::<Backend>(),
+        value_delimiter = ',',
+        default_value = "ort-cpu,tract"
+    )]
+    pub backends: Vec<Backend>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub batches: Vec<usize>,
+    /// Seconds per measurement (at least).
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Concurrent clients for the server measurement (also measured with 1).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub clients: usize,
+    /// Requests per server measurement.
+    #[arg(long, value_name = "N", default_value_t = 3000)]
+    pub requests: usize,
+    /// The server's --max-batch when batching is on.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_batch: usize,
+    /// The server's --max-wait-ms when batching is on.
+    #[arg(long, value_name = "MS", default_value_t = 2)]
+    pub max_wait_ms: u64,
+    /// Skip the server measurements.
+    #[arg(long)]
+    pub no_server: bool,
+    /// Skip the session-pool measurement.
+    #[arg(long)]
+    pub no_pool: bool,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the input images (raw little-endian f32, 64×C×H×W) for scripts/bench_infer.py.
+    #[arg(long, value_name = "FILE")]
+    pub save_inputs: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -97,18 +144,9 @@ pub fn save_inputs(path: &Path, x: &Array4<f32>) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// The `p`-quantile of sorted values (nearest rank; NaN when empty).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (percentile(&v, 0.5) * 1e3, percentile(&v, 0.99) * 1e3)
+/// p50 and p99 of latencies in seconds, in ms (the harness's one quantile definition).
+fn ms(v: Vec<f64>) -> (f64, f64) {
+    (quantile(&v, 0.5) * 1e3, quantile(&v, 0.99) * 1e3)
 }
 
 fn throughput(
@@ -292,123 +330,208 @@ fn server_load(
     })
 }
 
+/// Runs `maxl-infer bench`: every measurement, its tables on stdout, the report as JSON with
+/// `--json`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let opts = BenchOptions {
+        backends: args.backends.clone(),
+        batches: args.batches.clone(),
+        min_time: Duration::from_secs_f64(args.seconds.max(0.01)),
+        clients: args.clients.max(1),
+        requests: args.requests.max(1),
+        max_batch: args.max_batch.max(1),
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        skip_server: args.no_server,
+        skip_pool: args.no_pool,
+    };
+    let report = measure(
+        &args.model,
+        &opts,
+        args.save_inputs.as_deref(),
+        &mut std::io::stdout().lock(),
+    )?;
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("{}: cannot write", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The input images, made once at the first model's input shape and shared by every phase.
+struct Inputs {
+    /// Images made (the largest batch, at least 64).
+    n: usize,
+    x: Option<Array4<f32>>,
+}
+
+impl Inputs {
+    fn for_model(&mut self, model: &MaxlModel) -> &Array4<f32> {
+        let s = model.input_shape();
+        self.x
+            .get_or_insert_with(|| inputs(self.n, s.channels, s.height, s.width))
+    }
+}
+
 /// Runs every measurement; prints a table to `out` as it goes.
-pub fn run(
+pub fn measure(
     args: &ModelArgs,
     opts: &BenchOptions,
     save: Option<&Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<BenchReport> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    writeln!(out, "model {} on {cores} cores", args.model.display())?;
+    let mut x = Inputs {
+        n: opts.batches.iter().copied().max().unwrap_or(64).max(64),
+        x: None,
+    };
     let mut report = BenchReport {
         model: args.model.display().to_string(),
         cores,
-        throughput: Vec::new(),
+        throughput: measure_backends(args, opts, &mut x, save, out)?,
         pool: None,
         server: Vec::new(),
     };
-    let max_b = opts.batches.iter().copied().max().unwrap_or(64).max(64);
-    let mut x = None;
-    writeln!(out, "model {} on {cores} cores", args.model.display())?;
-    writeln!(
-        out,
-        "{:<10} {:>6} {:>12} {:>10} {:>10}",
-        "backend", "batch", "images/s", "p50 ms", "p99 ms"
-    )?;
+    if !opts.skip_pool {
+        report.pool = Some(measure_pool(args, opts, &mut x, out)?);
+    }
+    if !opts.skip_server {
+        report.server = measure_server(args, opts, &mut x, out)?;
+    }
+    Ok(report)
+}
+
+/// The ONNX Runtime CPU model with `sessions` sessions of `intra` intra-op threads each, for the
+/// pool and server phases.
+fn load_ort_cpu(
+    args: &ModelArgs,
+    sessions: usize,
+    intra: Option<usize>,
+) -> Result<MaxlModel, InferError> {
+    args.builder()
+        .with_backend(Backend::OrtCpu)
+        .with_threads(ThreadOptions {
+            sessions,
+            intra_threads: intra,
+            global_threads: None,
+            ..Default::default()
+        })
+        .build()
+}
+
+/// Throughput and latency of each backend at each batch size; writes the inputs to `save`.
+fn measure_backends(
+    args: &ModelArgs,
+    opts: &BenchOptions,
+    x: &mut Inputs,
+    save: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<Throughput>> {
+    let mut rows = Vec::new();
+    let mut table = Table::new(["backend", "batch", "images/s", "p50 ms", "p99 ms"]);
     for &backend in &opts.backends {
         let model = args.builder().with_backend(backend).build()?;
-        let s = model.input_shape();
-        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
+        let xs = x.for_model(&model);
         if let Some(p) = save {
             save_inputs(p, xs)?;
         }
         for &batch in &opts.batches {
             let t = throughput(&model, xs, batch, opts.min_time)?;
-            writeln!(
-                out,
-                "{:<10} {:>6} {:>12.1} {:>10.3} {:>10.3}",
-                t.backend, t.batch, t.images_per_s, t.p50_ms, t.p99_ms
-            )?;
-            report.throughput.push(t);
+            table.row([
+                t.backend.clone(),
+                t.batch.to_string(),
+                format!("{:.1}", t.images_per_s),
+                format!("{:.3}", t.p50_ms),
+                format!("{:.3}", t.p99_ms),
+            ]);
+            rows.push(t);
         }
     }
-    let needs_ort_model = !opts.skip_pool || !opts.skip_server;
-    if !needs_ort_model {
-        return Ok(report);
-    }
-    let load_with = |sessions: usize, intra: Option<usize>| {
-        args.builder()
-            .with_backend(Backend::OrtCpu)
-            .with_threads(ThreadOptions {
-                sessions,
-                intra_threads: intra,
-                global_threads: None,
-                ..Default::default()
-            })
-            .build()
+    write!(out, "{table}")?;
+    Ok(rows)
+}
+
+/// Calls/s of 2 threads on one ONNX Runtime session behind a lock against a 2-session pool.
+fn measure_pool(
+    args: &ModelArgs,
+    opts: &BenchOptions,
+    x: &mut Inputs,
+    out: &mut dyn Write,
+) -> anyhow::Result<PoolScaling> {
+    let one = load_ort_cpu(args, 1, Some(1))?;
+    let xs = x.for_model(&one);
+    let a = calls_per_s(&one, xs, 2, opts.min_time, Some(&std::sync::Mutex::new(())));
+    drop(one);
+    let two = load_ort_cpu(args, 2, Some(1))?;
+    let b = calls_per_s(&two, xs, 2, opts.min_time, None);
+    let p = PoolScaling {
+        threads: 2,
+        one_session_calls_per_s: a,
+        two_sessions_calls_per_s: b,
+        ratio: b / a,
     };
-    if !opts.skip_pool {
-        let one = load_with(1, Some(1))?;
-        let s = one.input_shape();
-        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
-        let a = calls_per_s(&one, xs, 2, opts.min_time, Some(&std::sync::Mutex::new(())));
-        drop(one);
-        let two = load_with(2, Some(1))?;
-        let b = calls_per_s(&two, xs, 2, opts.min_time, None);
-        let p = PoolScaling {
-            threads: 2,
-            one_session_calls_per_s: a,
-            two_sessions_calls_per_s: b,
-            ratio: b / a,
-        };
-        writeln!(
-            out,
-            "\nort-cpu pool, 2 threads of batch-1 calls, 1 intra-op thread per session:\n  1 session behind a lock {:.1} calls/s, 2-session pool {:.1} calls/s: {:.2}×",
-            p.one_session_calls_per_s, p.two_sessions_calls_per_s, p.ratio
-        )?;
-        report.pool = Some(p);
-    }
-    if !opts.skip_server {
-        let model = Arc::new(load_with(1, None)?);
-        let s = model.input_shape();
-        let xs = x.get_or_insert_with(|| inputs(max_b, s.channels, s.height, s.width));
-        let bodies: Vec<Vec<u8>> = (0..xs.shape()[0]).map(|i| png(xs, i)).collect();
-        writeln!(
-            out,
-            "\nserver (ort-cpu, 1 worker), {} requests per row:\n{:<9} {:>8} {:>12} {:>10} {:>10} {:>7}",
-            opts.requests, "batching", "clients", "requests/s", "p50 ms", "p99 ms", "errors"
-        )?;
-        for clients in [opts.clients, 1] {
-            for batching in [true, false] {
-                let so = ServeOptions {
-                    max_batch: if batching { opts.max_batch } else { 1 },
-                    max_wait: if batching {
-                        opts.max_wait
-                    } else {
-                        Duration::ZERO
-                    },
-                    workers: 1,
-                    ..ServeOptions::default()
-                };
-                let requests = if clients == 1 {
-                    opts.requests.min(500)
+    writeln!(
+        out,
+        "\nort-cpu pool, 2 threads of batch-1 calls, 1 intra-op thread per session:\n  1 session behind a lock {:.1} calls/s, 2-session pool {:.1} calls/s: {:.2}×",
+        p.one_session_calls_per_s, p.two_sessions_calls_per_s, p.ratio
+    )?;
+    Ok(p)
+}
+
+/// The server (ONNX Runtime CPU, 1 worker) under load from `opts.clients` clients and from 1,
+/// each with dynamic batching on and off.
+fn measure_server(
+    args: &ModelArgs,
+    opts: &BenchOptions,
+    x: &mut Inputs,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<ServerLoad>> {
+    let model = Arc::new(load_ort_cpu(args, 1, None)?);
+    let xs = x.for_model(&model);
+    let bodies: Vec<Vec<u8>> = (0..xs.shape()[0]).map(|i| png(xs, i)).collect();
+    writeln!(
+        out,
+        "\nserver (ort-cpu, 1 worker), {} requests per row:",
+        opts.requests
+    )?;
+    let mut rows = Vec::new();
+    let mut table = Table::new([
+        "batching",
+        "clients",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+    ]);
+    for clients in [opts.clients, 1] {
+        for batching in [true, false] {
+            let so = ServeOptions {
+                max_batch: if batching { opts.max_batch } else { 1 },
+                max_wait: if batching {
+                    opts.max_wait
                 } else {
-                    opts.requests
-                };
-                let l = server_load(model.clone(), &bodies, so, clients, requests)?;
-                writeln!(
-                    out,
-                    "{:<9} {:>8} {:>12.1} {:>10.3} {:>10.3} {:>7}",
-                    if l.batching { "on" } else { "off" },
-                    l.clients,
-                    l.requests_per_s,
-                    l.p50_ms,
-                    l.p99_ms,
-                    l.errors
-                )?;
-                report.server.push(l);
-            }
+                    Duration::ZERO
+                },
+                workers: 1,
+                ..ServeOptions::default()
+            };
+            let requests = if clients == 1 {
+                opts.requests.min(500)
+            } else {
+                opts.requests
+            };
+            let l = server_load(model.clone(), &bodies, so, clients, requests)?;
+            table.row([
+                if l.batching { "on" } else { "off" }.to_string(),
+                l.clients.to_string(),
+                format!("{:.1}", l.requests_per_s),
+                format!("{:.3}", l.p50_ms),
+                format!("{:.3}", l.p99_ms),
+                l.errors.to_string(),
+            ]);
+            rows.push(l);
         }
     }
-    Ok(report)
+    write!(out, "{table}")?;
+    Ok(rows)
 }

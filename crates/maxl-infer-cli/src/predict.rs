@@ -1,12 +1,35 @@
 //! `maxl-infer predict`: images from files, in batches, to CSV or JSON lines. Images are decoded
 //! in parallel; a bad image is reported on stderr, counted and skipped, and the rest go on.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use maxl_infer::{AuxFor, Classify, InferError, MaxlModel};
 
+use crate::args::ModelArgs;
 use crate::record::{Record, csv_header};
+
+/// The arguments of `maxl-infer predict`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output format. CSV columns: path,class,class_probability,aux_slot,aux_label,aux_probability;
+    /// jsonl adds top_k.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: Format,
+    /// Classes listed in jsonl's top_k.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
+    /// Images per model call.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
+    /// Image files (PNG or JPEG); `-` reads paths from standard input, one per line.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -117,4 +140,76 @@ pub fn predict(
         progress(done);
     }
     Ok(summary)
+}
+
+/// Runs `maxl-infer predict`: the records on stdout, a progress bar on stderr when it is a
+/// terminal. `Ok(false)` when some images were skipped (the others are written).
+pub fn run(args: &PredictArgs) -> anyhow::Result<bool> {
+    let m = args.model.load()?;
+    let paths = image_paths(&args.images)?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(paths.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} images {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = predict(
+        &m,
+        &paths,
+        PredictOptions {
+            format: args.format,
+            top_k: args.top_k as usize,
+            batch_size: args.batch_size as usize,
+        },
+        &mut out,
+        &mut |done| bar.set_position(done as u64),
+    )?;
+    out.flush()?;
+    bar.finish_and_clear();
+    if summary.skipped > 0 {
+        eprintln!(
+            "maxl-infer: {} of {} images were skipped",
+            summary.skipped,
+            paths.len()
+        );
+    }
+    Ok(summary.skipped == 0)
+}
+
+/// Image paths from the arguments, `-` replaced by standard input's lines.
+fn image_paths(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.as_os_str() == "-" {
+            for line in std::io::stdin().lock().split(b'\n') {
+                let mut line = line.context("standard input")?;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if !line.is_empty() {
+                    out.push(path_from_bytes(line));
+                }
+            }
+        } else {
+            out.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(unix)]
+fn path_from_bytes(b: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(b))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&b).into_owned())
 }

@@ -1,8 +1,7 @@
 //! One output record per image, the same columns in `maxl-infer predict`, the server's JSON and
 //! `maxl-label`: `path, class, class_probability, aux_slot, aux_label, aux_probability`.
 
-use std::borrow::Cow;
-
+use maxl_core::csv::field as csv_field;
 use maxl_infer::{Classification, MaxlModel};
 use serde::Serialize;
 
@@ -104,29 +103,4 @@ impl Record {
 /// The CSV header line.
 pub fn csv_header() -> String {
     format!("{}\n", COLUMNS.join(","))
-}
-
-/// A CSV field (RFC 4180): quoted when it holds a comma, a quote, a line break or surrounding
-/// spaces, with quotes doubled.
-pub fn csv_field(s: &str) -> Cow<'_, str> {
-    let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
-    if needs {
-        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_where_needed() {
-        assert_eq!(csv_field("a/b.png"), "a/b.png");
-        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
-        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
-        assert_eq!(csv_field("two\nlines.png"), "\"two\nlines.png\"");
-        assert_eq!(csv_field(" x"), "\" x\"");
-    }
 }

@@ -12,11 +12,13 @@
 //! 500 for a model or runtime failure, 503 when overloaded.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -26,11 +28,40 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use maxl_core::manifest::{ClassName, ManifestInput, TrainingSummary};
-use maxl_infer::{AuxFor, Classify, InferError, MaxlModel, Providers};
+use maxl_infer::{AuxFor, Backend, Classify, InferError, MaxlModel, Providers};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::args::ModelArgs;
 use crate::record::Record;
+
+/// The arguments of `maxl-infer serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Most images in one model call (1 turns batching off).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+    /// Longest a batch waits for more requests after its first, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2)]
+    pub max_wait_ms: u64,
+    /// Requests that may wait for a worker; beyond it, 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub queue: usize,
+    /// Longest a request may wait for its answer, in milliseconds (then 503).
+    #[arg(long, value_name = "MS", default_value_t = 10000)]
+    pub timeout_ms: u64,
+    /// Largest request body in bytes (then 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_body: usize,
+    /// Worker threads running the model (default: --sessions for ONNX Runtime, 1 for tract).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -653,4 +684,34 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: no new connections; answering the requests in flight");
+}
+
+/// Runs `maxl-infer serve` until SIGTERM or Ctrl-C: loads the model, starts the server and prints
+/// one line, `listening on http://ADDR`, on stdout once it accepts connections.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let m = Arc::new(args.model.load()?);
+    let workers = args.workers.unwrap_or(if m.backend() == Backend::Tract {
+        1
+    } else {
+        args.model.sessions as usize
+    });
+    let opts = ServeOptions {
+        max_batch: args.max_batch as usize,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        queue: args.queue,
+        timeout: Duration::from_millis(args.timeout_ms),
+        max_body: args.max_body,
+        workers,
+    };
+    let addr = args.addr;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let providers = m.providers();
+        let server = start(m, addr, opts, shutdown_signal()).await?;
+        // One line on stdout, for scripts and tests that wait for the server.
+        println!("listening on http://{}", server.addr);
+        tracing::info!("providers: {providers:?}");
+        std::io::stdout().flush()?;
+        server.wait().await
+    })
 }

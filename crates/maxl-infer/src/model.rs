@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use maxl_core::hierarchy::Hierarchy;
 use maxl_core::manifest::Manifest;
-use maxl_data::preprocess::{self, DecodeLimits, ImageShape};
+use maxl_preprocess::{self as preprocess, DecodeLimits, ImageShape};
 use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView4, Ix1, Ix2};
 
 use crate::error::InferError;
@@ -26,10 +26,13 @@ use crate::validate::{self, Role};
 /// The multi-task network's outputs for a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
+    /// [N, K]: the softmax over the K primary classes of each image.
     pub primary_probs: Array2<f32>,
+    /// [N, K]: the primary head's logits.
     pub primary_logits: Array2<f32>,
-    /// None for a single-task model.
+    /// [N, A]: the auxiliary head's softmax over all Σψ slots; `None` for a single-task model.
     pub aux_probs: Option<Array2<f32>>,
+    /// [N, A]: the auxiliary head's logits; `None` for a single-task model.
     pub aux_logits: Option<Array2<f32>>,
 }
 
@@ -38,23 +41,25 @@ pub struct Prediction {
 pub struct GeneratedLabels {
     /// [N, A]: a distribution over the slots of each image's primary class, exact zeros elsewhere.
     pub probs: Array2<f32>,
-    /// [N]: the most likely auxiliary slot.
+    /// `[N]`: the most likely auxiliary slot.
     pub slots: Array1<i64>,
     /// [N, A]: pre-mask logits, when the graph exports them.
     pub logits: Option<Array2<f32>>,
 }
 
 /// A primary class and its probability.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ClassProbability {
+    /// The class index, in the manifest's class order.
     pub class: usize,
     /// The folder-safe class name.
     pub name: String,
+    /// The model's probability for this class.
     pub probability: f32,
 }
 
 /// The label generator's auxiliary slot for one image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuxLabel {
     /// The primary class whose slots it is among (given or predicted).
     pub class: usize,
@@ -62,13 +67,14 @@ pub struct AuxLabel {
     pub slot: usize,
     /// `<class>.<k>`.
     pub label: String,
+    /// The generator's probability for this slot.
     pub probability: f32,
     /// The distribution over the class's ψ_k slots, in slot order.
     pub distribution: Vec<f32>,
 }
 
 /// Everything the model says about one image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Classification {
     /// The predicted primary class (argmax; the lowest index on ties).
     pub class: ClassProbability,
@@ -83,8 +89,9 @@ pub struct Classification {
 /// For which primary class the label generator is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuxFor<'a> {
+    /// No auxiliary label: the generator does not run.
     None,
-    /// The predicted class of each image.
+    /// The predicted class of each image (no auxiliary label when the model has no generator).
     Predicted,
     /// A given class per image.
     Given(&'a [usize]),
@@ -95,7 +102,9 @@ pub enum AuxFor<'a> {
 /// What [`MaxlModel::classify`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classify<'a> {
+    /// How many of the most probable classes each result lists (`top_k`); default 1.
     pub top_k: usize,
+    /// For which class the label generator is asked; default [`AuxFor::Predicted`].
     pub aux: AuxFor<'a>,
 }
 
@@ -108,6 +117,9 @@ impl Default for Classify<'_> {
     }
 }
 
+/// How a [`MaxlModel`] is loaded: made by [`MaxlModel::builder`], set with the `with_*` methods,
+/// finished by [`MaxlModelBuilder::build`]. The defaults: ONNX Runtime on the CPU
+/// ([`Backend::OrtCpu`]), default providers, threads and decode limits.
 pub struct MaxlModelBuilder {
     dir: PathBuf,
     backend: Backend,
@@ -118,22 +130,27 @@ pub struct MaxlModelBuilder {
 }
 
 impl MaxlModelBuilder {
+    /// The engine that runs the graphs: ONNX Runtime with an execution provider, or tract.
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self
     }
 
-    /// The ONNX Runtime library (`--ort-lib`); otherwise `ORT_DYLIB_PATH` or the set-up env file.
+    /// The ONNX Runtime library to load (`--ort-lib`); with `None`, `ORT_DYLIB_PATH` or the
+    /// set-up env file names it. Ignored by tract. Process-wide: the first model loaded decides.
     pub fn with_ort_library(mut self, path: Option<PathBuf>) -> Self {
         self.ort_library = path;
         self
     }
 
+    /// Execution provider options (CUDA device, TensorRT settings, fall-backs) for ONNX
+    /// Runtime backends. Ignored by tract.
     pub fn with_providers(mut self, providers: ProviderOptions) -> Self {
         self.providers = providers;
         self
     }
 
+    /// Sessions per graph and their thread pools for ONNX Runtime backends. Ignored by tract.
     pub fn with_threads(mut self, threads: ThreadOptions) -> Self {
         self.threads = threads;
         self
@@ -206,6 +223,9 @@ impl MaxlModelBuilder {
     }
 }
 
+/// A loaded model: the manifest, the multi-task network and, when exported, the label
+/// generator, on one backend. `Send + Sync`; every inference call takes `&self`, so a service
+/// shares one `Arc<MaxlModel>` between threads.
 pub struct MaxlModel {
     manifest: Manifest,
     hierarchy: Hierarchy,
@@ -262,14 +282,17 @@ impl MaxlModel {
         &self.manifest
     }
 
+    /// The hierarchy ψ: how many auxiliary slots each primary class has, and where they lie.
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
     }
 
+    /// The directory the model was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The engine that runs the graphs.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -279,10 +302,12 @@ impl MaxlModel {
         self.shape
     }
 
+    /// The limits encoded images are decoded under.
     pub fn decode_limits(&self) -> &DecodeLimits {
         &self.limits
     }
 
+    /// Whether the model has a label generator (models trained with a MAXL method do).
     pub fn has_generator(&self) -> bool {
         self.generator.is_some()
     }
@@ -300,6 +325,7 @@ impl MaxlModel {
         }
     }
 
+    /// How many primary classes the model tells apart (K).
     pub fn num_classes(&self) -> usize {
         self.manifest.classes.len()
     }

@@ -22,6 +22,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, in the order they are listed to users.
     pub const ALL: [Backend; 4] = [
         Backend::OrtCpu,
         Backend::OrtCuda,
@@ -29,6 +30,7 @@ impl Backend {
         Backend::Tract,
     ];
 
+    /// The name users give on the command line (`ort-cpu`, `ort-cuda`, `ort-tensorrt`, `tract`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::OrtCpu => "ort-cpu",
@@ -38,8 +40,30 @@ impl Backend {
         }
     }
 
+    /// Whether the backend is ONNX Runtime (and so needs the library loaded).
     pub fn is_ort(self) -> bool {
         self != Backend::Tract
+    }
+}
+
+impl maxl_core::Choice for Backend {
+    const ALL: &'static [Self] = &Backend::ALL;
+
+    fn name(self) -> &'static str {
+        Backend::name(self)
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Backend::OrtCpu => "ONNX Runtime, CPU execution provider",
+            Backend::OrtCuda => {
+                "ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu; an error if it cannot register)"
+            }
+            Backend::OrtTensorRt => {
+                "ONNX Runtime, TensorRT execution provider (needs TensorRT 10; an error if it cannot register)"
+            }
+            Backend::Tract => "tract, pure Rust, CPU",
+        }
     }
 }
 
@@ -64,16 +88,21 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// CUDA execution provider options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CudaOptions {
+    /// The GPU to run on (CUDA device index).
     pub device_id: i32,
 }
 
 /// A TensorRT optimisation profile over the batch size (the image's C×H×W come from the model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchProfile {
+    /// The smallest batch size the engine accepts.
     pub min: usize,
+    /// The batch size the engine is tuned for.
     pub opt: usize,
+    /// The largest batch size the engine accepts.
     pub max: usize,
 }
 
@@ -81,9 +110,11 @@ pub struct BatchProfile {
 /// available where this was written, so these paths are untested beyond their error path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TensorRtOptions {
+    /// The GPU to run on (CUDA device index).
     pub device_id: i32,
     /// Where built engines are cached (enables the engine cache).
     pub engine_cache: Option<PathBuf>,
+    /// Let TensorRT run layers in half precision.
     pub fp16: bool,
     /// Batch sizes the engines are built for; ONNX Runtime's default without it.
     pub profile: Option<BatchProfile>,
@@ -95,7 +126,9 @@ pub struct TensorRtOptions {
 /// How an ONNX Runtime backend builds its sessions. Ignored by tract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderOptions {
+    /// Options of the CUDA provider ([`Backend::OrtCuda`]).
     pub cuda: CudaOptions,
+    /// Options of the TensorRT provider ([`Backend::OrtTensorRt`]).
     pub tensorrt: TensorRtOptions,
     /// Nodes the requested provider cannot run may run on the CPU (ONNX Runtime's default).
     /// `false`: every node must run on the requested provider, or loading fails.
@@ -147,7 +180,9 @@ impl Default for ThreadOptions {
 /// tract reports `tract`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Providers {
+    /// The multi-task network's providers.
     pub primary: Vec<String>,
+    /// The label generator's providers; `None` when the model has no generator.
     pub label_generator: Option<Vec<String>>,
 }
 

@@ -14,28 +14,38 @@ use std::path::Path;
 
 use maxl_core::discovery::{self, DiscoveryError, Located};
 
+/// Why ONNX Runtime could not be loaded. One line, saying how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// No library was found, or the one named does not exist.
     #[error(transparent)]
     NotFound(#[from] DiscoveryError),
+    /// The library exists but cannot be loaded (not a shared library, too old an ONNX Runtime).
     #[error(
         "cannot load ONNX Runtime from {path} ({origin}): {message}; pass {} <libonnxruntime.so>, set {}, or run scripts/setup.sh",
         discovery::ORT_OPTION,
         discovery::ORT_ENV_VAR
     )]
     Load {
+        /// The library file.
         path: String,
+        /// Where its path came from (the option, the variable or the set-up env file).
         origin: discovery::Source,
+        /// The loader's reason, on one line.
         message: String,
     },
+    /// ONNX Runtime loaded but its environment could not be built.
     #[error("ONNX Runtime: {0}")]
     Ort(String),
 }
 
 /// A loaded ONNX Runtime: where it came from and the ort environment sessions are built in.
 pub struct OrtRuntime {
+    /// The library loaded, and how it was found.
     pub library: Located,
+    /// ONNX Runtime's build information (version, git commit), on one line.
     pub build_info: String,
+    /// The process-wide ort environment.
     pub environment: ort::environment::Environment,
     /// The global intra-op pool's size, when sessions share one.
     pub global_threads: Option<usize>,

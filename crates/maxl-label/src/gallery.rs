@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, RgbImage};
 use maxl_core::fsio;
-use maxl_data::preprocess::{DecodeLimits, decode, read_file};
 use maxl_infer::MaxlModel;
+use maxl_preprocess::{DecodeLimits, decode, read_file};
 use plotters::prelude::*;
 use rayon::prelude::*;
 
@@ -30,8 +30,11 @@ const ROW_H: u32 = THUMB + 26;
 /// One class's sheet, as written.
 #[derive(Debug, Clone)]
 pub struct Sheet {
+    /// The class (folder-safe name).
     pub class: String,
+    /// The PNG's file name in the gallery folder.
     pub file: String,
+    /// The class's labelled images.
     pub images: u64,
 }
 
@@ -54,7 +57,7 @@ fn thumbnail(path: &Path, limits: &DecodeLimits) -> RgbImage {
         DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([200; 3])))
     });
     let (w, h) = (img.width(), img.height());
-    let side = w.max(h);
+    let side = w.max(h).max(1);
     let img = if side <= THUMB / 2 {
         let f = THUMB / side;
         img.resize_exact(w * f, h * f, image::imageops::FilterType::Nearest)
@@ -84,128 +87,192 @@ fn text(
         .map_err(|e| e.to_string())
 }
 
-/// Draws class `k`'s sheet to `path`.
-fn draw_sheet(
-    model: &MaxlModel,
-    input: &Input,
-    tally: &Tally,
+/// Class `k`'s sheet: what it shows and its size.
+struct ClassSheet<'a> {
+    model: &'a MaxlModel,
+    tally: &'a Tally,
     k: usize,
+    /// The class's slots (indices among all Σψ slots), one row each.
+    slots: Vec<usize>,
     per_row: usize,
-    path: &Path,
-) -> Result<(), LabelError> {
-    let h = model.hierarchy();
-    let class = &model.manifest().classes[k];
-    let slots: Vec<usize> = h.slots(k).collect();
-    let total = tally.class_total(model, k);
-    let width = LABEL_W + per_row.max(1) as u32 * (THUMB + GAP) + GAP;
-    let height = TITLE_H + slots.len() as u32 * (ROW_H + GAP) + GAP;
-    let mut canvas = vec![255u8; (width * height * 3) as usize];
-    // Thumbnails first (decoded in parallel), then text and lines on top.
-    let limits = *model.decode_limits();
-    let thumbs: Vec<Vec<(f32, RgbImage)>> = slots
-        .par_iter()
-        .map(|&j| {
-            tally.best[j]
-                .iter()
-                .take(per_row)
-                .map(|(p, rel)| (*p, thumbnail(&input.resolve(rel), &limits)))
-                .collect()
-        })
-        .collect();
-    for (r, row) in thumbs.iter().enumerate() {
-        let y = TITLE_H + r as u32 * (ROW_H + GAP) + GAP;
-        for (i, (_, t)) in row.iter().enumerate() {
-            let x = LABEL_W + i as u32 * (THUMB + GAP) + GAP;
-            // Centred in its cell.
-            blit(
-                &mut canvas,
-                width,
-                t,
-                x + (THUMB - t.width()) / 2,
-                y + (THUMB - t.height()) / 2,
-            );
+    width: u32,
+    height: u32,
+}
+
+/// A row's thumbnails with their probabilities, most confident first.
+type Thumbs = Vec<(f32, RgbImage)>;
+
+/// The top of slot row `r`.
+fn row_y(r: usize) -> u32 {
+    TITLE_H + r as u32 * (ROW_H + GAP) + GAP
+}
+
+/// The left edge of thumbnail `i` of a row.
+fn cell_x(i: usize) -> u32 {
+    LABEL_W + i as u32 * (THUMB + GAP) + GAP
+}
+
+impl<'a> ClassSheet<'a> {
+    fn new(model: &'a MaxlModel, tally: &'a Tally, k: usize, per_row: usize) -> Self {
+        let slots: Vec<usize> = model.hierarchy().slots(k).collect();
+        Self {
+            width: LABEL_W + per_row.max(1) as u32 * (THUMB + GAP) + GAP,
+            height: TITLE_H + slots.len() as u32 * (ROW_H + GAP) + GAP,
+            model,
+            tally,
+            k,
+            slots,
+            per_row,
         }
     }
-    let drawn: Result<(), String> = (|| {
-        let area = BitMapBackend::with_buffer(&mut canvas, (width, height)).into_drawing_area();
-        let grey = RGBColor(110, 110, 110);
+
+    /// Draws the sheet to `path`: thumbnails first (decoded in parallel), then text and lines
+    /// on top.
+    fn write(&self, input: &Input, path: &Path) -> Result<(), LabelError> {
+        let mut canvas = vec![255u8; (self.width * self.height * 3) as usize];
+        let thumbs = self.thumbnails(input);
+        self.blit(&mut canvas, &thumbs);
+        self.draw(&mut canvas, &thumbs)
+            .map_err(|e| LabelError::Invalid(format!("{}: cannot draw: {e}", path.display())))?;
+        let img = RgbImage::from_raw(self.width, self.height, canvas).ok_or_else(|| {
+            LabelError::Invalid(format!(
+                "{}: the sheet's canvas is too small",
+                path.display()
+            ))
+        })?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| {
+                LabelError::Invalid(format!("{}: cannot encode PNG: {e}", path.display()))
+            })?;
+        fsio::write_atomic(path, png.get_ref())?;
+        Ok(())
+    }
+
+    /// Every row's thumbnails.
+    fn thumbnails(&self, input: &Input) -> Vec<Thumbs> {
+        let limits = *self.model.decode_limits();
+        self.slots
+            .par_iter()
+            .map(|&j| {
+                self.tally
+                    .best(j)
+                    .iter()
+                    .take(self.per_row)
+                    .map(|(p, rel)| (*p, thumbnail(&input.resolve(rel), &limits)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Copies the thumbnails into their cells, centred.
+    fn blit(&self, canvas: &mut [u8], thumbs: &[Thumbs]) {
+        for (r, row) in thumbs.iter().enumerate() {
+            let y = row_y(r);
+            for (i, (_, t)) in row.iter().enumerate() {
+                let x = cell_x(i);
+                blit(
+                    canvas,
+                    self.width,
+                    t,
+                    x + (THUMB - t.width()) / 2,
+                    y + (THUMB - t.height()) / 2,
+                );
+            }
+        }
+    }
+
+    /// The title, and every row's lines and text.
+    fn draw(&self, canvas: &mut [u8], thumbs: &[Thumbs]) -> Result<(), String> {
+        let area =
+            BitMapBackend::with_buffer(canvas, (self.width, self.height)).into_drawing_area();
+        let class = &self.model.manifest().classes[self.k];
         let title = format!(
             "{} — {} images in {} sub-classes ({})",
             class.display,
-            total,
-            slots.len(),
-            model.manifest().training.method
+            self.tally.class_total(self.model, self.k),
+            self.slots.len(),
+            self.model.manifest().training.method
         );
         text(&area, &title, 24.0, BLACK, (12, 14))?;
-        for (r, &j) in slots.iter().enumerate() {
-            let y = (TITLE_H + r as u32 * (ROW_H + GAP) + GAP) as i32;
-            area.draw(&PathElement::new(
-                vec![(0, y - GAP as i32 / 2), (width as i32, y - GAP as i32 / 2)],
-                RGBColor(220, 220, 220),
-            ))
-            .map_err(|e| e.to_string())?;
-            let n = tally.per_slot[j];
-            let share = if total > 0 {
-                100.0 * n as f64 / total as f64
-            } else {
-                0.0
-            };
-            let best = &tally.best[j];
-            let mean = if best.is_empty() {
-                String::new()
-            } else {
-                let shown = &best[..best.len().min(per_row)];
-                format!(
-                    "top {}: mean p {:.2}",
-                    shown.len(),
-                    shown.iter().map(|b| b.0 as f64).sum::<f64>() / shown.len() as f64
-                )
-            };
-            text(
-                &area,
-                &format!("{}.{}", class.name, r),
-                20.0,
-                BLACK,
-                (12, y + 10),
-            )?;
-            let noun = if n == 1 { "image" } else { "images" };
-            text(
-                &area,
-                &format!("{n} {noun} ({share:.1} %)"),
-                15.0,
-                grey,
-                (12, y + 40),
-            )?;
-            text(&area, &mean, 15.0, grey, (12, y + 62))?;
-            if n == 0 {
-                text(
-                    &area,
-                    "no images in this slot",
-                    15.0,
-                    grey,
-                    (LABEL_W as i32 + 8, y + 40),
-                )?;
-            }
-            for (i, (p, _)) in thumbs[r].iter().enumerate() {
-                let x = (LABEL_W + i as u32 * (THUMB + GAP) + GAP) as i32;
-                text(
-                    &area,
-                    &format!("{p:.2}"),
-                    13.0,
-                    grey,
-                    (x + THUMB as i32 / 2 - 14, y + THUMB as i32 + 4),
-                )?;
-            }
+        for (r, (&j, row)) in self.slots.iter().zip(thumbs).enumerate() {
+            self.draw_row(&area, r, j, row)?;
         }
         area.present().map_err(|e| e.to_string())
-    })();
-    drawn.map_err(|e| LabelError::Invalid(format!("{}: cannot draw: {e}", path.display())))?;
-    let img = RgbImage::from_raw(width, height, canvas).expect("canvas size");
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| LabelError::Invalid(format!("{}: cannot encode PNG: {e}", path.display())))?;
-    fsio::write_atomic(path, png.get_ref())?;
-    Ok(())
+    }
+
+    /// Slot row `r` (slot `j`): a rule above it, the slot's name, count, share and mean
+    /// confidence, and each thumbnail's probability.
+    fn draw_row(&self, area: &Area<'_>, r: usize, j: usize, row: &Thumbs) -> Result<(), String> {
+        let grey = RGBColor(110, 110, 110);
+        let y = row_y(r) as i32;
+        area.draw(&PathElement::new(
+            vec![
+                (0, y - GAP as i32 / 2),
+                (self.width as i32, y - GAP as i32 / 2),
+            ],
+            RGBColor(220, 220, 220),
+        ))
+        .map_err(|e| e.to_string())?;
+        let n = self.tally.slot(j);
+        let total = self.tally.class_total(self.model, self.k);
+        let share = if total > 0 {
+            100.0 * n as f64 / total as f64
+        } else {
+            0.0
+        };
+        let class = &self.model.manifest().classes[self.k];
+        text(
+            area,
+            &format!("{}.{}", class.name, r),
+            20.0,
+            BLACK,
+            (12, y + 10),
+        )?;
+        let noun = if n == 1 { "image" } else { "images" };
+        text(
+            area,
+            &format!("{n} {noun} ({share:.1} %)"),
+            15.0,
+            grey,
+            (12, y + 40),
+        )?;
+        text(area, &self.mean(j), 15.0, grey, (12, y + 62))?;
+        if n == 0 {
+            text(
+                area,
+                "no images in this slot",
+                15.0,
+                grey,
+                (LABEL_W as i32 + 8, y + 40),
+            )?;
+        }
+        for (i, (p, _)) in row.iter().enumerate() {
+            let x = cell_x(i) as i32;
+            text(
+                area,
+                &format!("{p:.2}"),
+                13.0,
+                grey,
+                (x + THUMB as i32 / 2 - 14, y + THUMB as i32 + 4),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `top M: mean p 0.87` over the thumbnails shown in slot `j`'s row (empty without any).
+    fn mean(&self, j: usize) -> String {
+        let best = self.tally.best(j);
+        if best.is_empty() {
+            return String::new();
+        }
+        let shown = &best[..best.len().min(self.per_row)];
+        format!(
+            "top {}: mean p {:.2}",
+            shown.len(),
+            shown.iter().map(|b| b.0 as f64).sum::<f64>() / shown.len() as f64
+        )
+    }
 }
 
 fn html_escape(s: &str) -> String {
@@ -215,7 +282,12 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Writes one sheet per class that has images, and `index.html`. Returns the sheets.
+/// The most thumbnails per slot a sheet shows.
+pub const MAX_PER_ROW: usize = 64;
+
+/// Writes one sheet per class that has images, with up to `per_row` (1 to [`MAX_PER_ROW`])
+/// thumbnails per slot, and `index.html`. `tally` is the CSV `csv_name`'s, labelled by `model`
+/// from `input`. Returns the sheets.
 pub fn write(
     model: &MaxlModel,
     input: &Input,
@@ -224,28 +296,38 @@ pub fn write(
     dir: &Path,
     csv_name: &str,
 ) -> Result<Vec<Sheet>, LabelError> {
+    if !(1..=MAX_PER_ROW).contains(&per_row) {
+        return Err(LabelError::Invalid(format!(
+            "gallery: {per_row} thumbnails per slot; expected 1 to {MAX_PER_ROW}"
+        )));
+    }
     font()?;
     std::fs::create_dir_all(dir).map_err(|source| LabelError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let classes = &model.manifest().classes;
     let mut sheets = Vec::new();
-    for (k, c) in classes.iter().enumerate() {
+    for (k, c) in model.manifest().classes.iter().enumerate() {
         let images = tally.class_total(model, k);
         if images == 0 {
             continue;
         }
         let file = format!("{}.png", c.name);
-        draw_sheet(model, input, tally, k, per_row, &dir.join(&file))?;
+        ClassSheet::new(model, tally, k, per_row).write(input, &dir.join(&file))?;
         sheets.push(Sheet {
             class: c.name.clone(),
             file,
             images,
         });
     }
+    let html = index_html(model, tally, &sheets, csv_name);
+    fsio::write_atomic(&index_path(dir), html.as_bytes())?;
+    Ok(sheets)
+}
+
+/// The index page: the run, a table of the counts per class and slot, and every sheet.
+fn index_html(model: &MaxlModel, tally: &Tally, sheets: &[Sheet], csv_name: &str) -> String {
     let m = model.manifest();
-    let h = model.hierarchy();
     let mut html = String::new();
     let _ = write!(
         html,
@@ -259,12 +341,15 @@ pub fn write(
         html_escape(&m.training.dataset),
         m.training.epochs,
     );
-    for s in &sheets {
-        let k = classes
-            .iter()
-            .position(|c| c.name == s.class)
-            .expect("a class");
-        let per: Vec<String> = h.slots(k).map(|j| tally.per_slot[j].to_string()).collect();
+    for s in sheets {
+        let Some(k) = m.classes.iter().position(|c| c.name == s.class) else {
+            continue;
+        };
+        let per: Vec<String> = model
+            .hierarchy()
+            .slots(k)
+            .map(|j| tally.slot(j).to_string())
+            .collect();
         let _ = writeln!(
             html,
             "<tr><td><a href=\"#{0}\">{0}</a></td><td>{1}</td><td>{2}</td></tr>",
@@ -274,7 +359,7 @@ pub fn write(
         );
     }
     html.push_str("</table>\n");
-    for s in &sheets {
+    for s in sheets {
         let _ = writeln!(
             html,
             "<section id=\"{0}\">\n<h2>{0} ({1} images)</h2>\n<a href=\"{2}\"><img src=\"{2}\" alt=\"{0}: the sub-classes MAXL found\"></a>\n</section>",
@@ -284,8 +369,7 @@ pub fn write(
         );
     }
     html.push_str("</body>\n</html>\n");
-    fsio::write_atomic(&dir.join("index.html"), html.as_bytes())?;
-    Ok(sheets)
+    html
 }
 
 /// The gallery folder's `index.html`.

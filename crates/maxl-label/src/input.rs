@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use maxl_core::Choice;
 use maxl_data::scan::{list_path, read_list, scan_images};
 use maxl_infer::MaxlModel;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::LabelError;
 
 /// Where an image's primary class comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Primary {
     /// The class folder (`root/<class>/…`, any depth below it) or the list's label column.
@@ -23,15 +24,41 @@ pub enum Primary {
     Predicted,
 }
 
+impl Choice for Primary {
+    const ALL: &'static [Self] = &[Primary::Given, Primary::Predicted];
+
+    fn name(self) -> &'static str {
+        match self {
+            Primary::Given => "given",
+            Primary::Predicted => "predicted",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Primary::Given => {
+                "The class folder (`root/<class>/…`, any depth below it) or the list's label column"
+            }
+            Primary::Predicted => {
+                "The primary head's prediction: any folder layout, lists without labels"
+            }
+        }
+    }
+}
+
 /// The `class_source` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClassSource {
+    /// The image's class folder.
     Folder,
+    /// The list's label column.
     Csv,
+    /// The primary head's prediction.
     Predicted,
 }
 
 impl ClassSource {
+    /// The column's value: `folder`, `csv` or `predicted`.
     pub fn as_str(self) -> &'static str {
         match self {
             ClassSource::Folder => "folder",
@@ -46,12 +73,20 @@ impl ClassSource {
 pub enum Work {
     /// Label the image; `class` is the given class (None: predict it).
     Image {
+        /// The file to read.
         path: PathBuf,
+        /// The given class's index, or `None` to predict it.
         class: Option<usize>,
+        /// Where the class comes from.
         source: ClassSource,
     },
     /// Not labelled, with the reason; `ignored` for files that are not images by name.
-    Skip { reason: String, ignored: bool },
+    Skip {
+        /// Why (the errors file's `reason`).
+        reason: String,
+        /// Left out as not an image by name, rather than failed.
+        ignored: bool,
+    },
 }
 
 /// One entry of the work list.
@@ -60,13 +95,16 @@ pub struct Entry {
     /// The path relative to the input folder (or as written in the list): the `path` column and
     /// the sort key.
     pub rel: String,
+    /// What happens to it.
     pub work: Work,
 }
 
 /// A folder of images or a CSV list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
+    /// A folder, walked for images.
     Folder(PathBuf),
+    /// A CSV list of `path,label[,fine_label]` lines.
     List(PathBuf),
 }
 
@@ -84,6 +122,7 @@ impl Input {
         })
     }
 
+    /// The folder or list, as given.
     pub fn path(&self) -> &Path {
         match self {
             Input::Folder(p) | Input::List(p) => p,
@@ -219,4 +258,21 @@ fn list_entries(csv: &Path, model: &MaxlModel, primary: Primary) -> Result<Vec<E
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_names_are_the_job_file_names() {
+        for &p in Primary::ALL {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.name())
+            );
+            assert_eq!(Primary::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Primary::names(), "given, predicted");
+    }
 }

@@ -3,15 +3,16 @@
 //! Each shard's `<csv>.meta.json` says which shard it is; every check happens before anything is
 //! written, and the merged file appears by rename.
 
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use maxl_core::fsio;
 
 use crate::LabelError;
+use crate::request::refuse_existing;
 use crate::run::meta_path;
-use crate::state::{Counts, Job};
+use crate::state::{Counts, Job, Shard};
 
 /// One shard's reader: the current row and its path.
 struct Cursor {
@@ -110,18 +111,72 @@ impl PartialOrd for Head {
 /// What merging wrote.
 #[derive(Debug, Clone)]
 pub struct Merged {
+    /// Label rows in the merged CSV.
     pub rows: u64,
+    /// How many shards the job was split into (all of them merged).
     pub shards: u32,
+    /// The shards' counts, added up.
     pub counts: Counts,
 }
 
-/// Checks that `shards` are the finished shards 1..n of one job and merges them into `out`
-/// (and, with `errors`, their errors files into that file).
-pub fn merge(out: &Path, shards: &[PathBuf], errors: Option<&Path>) -> Result<Merged, LabelError> {
+/// The shards to merge and where to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRequest {
+    /// The merged CSV (with `<out>.meta.json` beside it).
+    pub out: PathBuf,
+    /// The shards' finished CSVs (each with its `.meta.json`), in any order.
+    pub shards: Vec<PathBuf>,
+    /// Also merge the shards' errors files (as their runs recorded them) into this file.
+    pub errors: Option<PathBuf>,
+    /// Replace an existing `out` (and `errors`).
+    pub force: bool,
+}
+
+/// The most missing shards an error lists by name.
+const MISSING_LISTED: usize = 16;
+
+/// One shard's finished run.
+struct ShardRun {
+    file: PathBuf,
+    shard: Shard,
+    job: Job,
+}
+
+/// Checks that `request.shards` are the finished shards 1..n of one job and merges them into
+/// `request.out` (and, with `errors`, their errors files into that file). Every check happens
+/// before anything is written.
+pub fn merge(request: &MergeRequest) -> Result<Merged, LabelError> {
+    let out = &request.out;
+    refuse_existing(out, request.force)?;
+    if let Some(e) = &request.errors {
+        refuse_existing(e, request.force)?;
+    }
+    let runs = read_shards(&request.shards)?;
+    let n = check_one_job(&runs)?;
+    let errors_files = match request.errors {
+        None => None,
+        Some(_) => Some(errors_files(&runs)?),
+    };
+    let files: Vec<PathBuf> = runs.iter().map(|r| r.file.clone()).collect();
+    let rows = merge_sorted(out, &files)?;
+    if let (Some(e), Some(files)) = (&request.errors, &errors_files) {
+        merge_sorted(e, files)?;
+    }
+    let merged = merged_job(&runs, out);
+    fsio::write_atomic(&meta_path(out), &merged.to_json())?;
+    Ok(Merged {
+        rows,
+        shards: n,
+        counts: merged.counts,
+    })
+}
+
+/// Each shard's job file, which must say it is a finished shard.
+fn read_shards(shards: &[PathBuf]) -> Result<Vec<ShardRun>, LabelError> {
     if shards.is_empty() {
         return Err(LabelError::Invalid("merge: no shard files given".into()));
     }
-    let mut jobs = Vec::new();
+    let mut runs = Vec::new();
     for s in shards {
         let meta = meta_path(s);
         if !meta.exists() {
@@ -146,103 +201,119 @@ pub fn merge(out: &Path, shards: &[PathBuf], errors: Option<&Path>) -> Result<Me
                 message: "the shard's run did not finish".into(),
             });
         }
-        jobs.push((s.clone(), shard, job));
+        runs.push(ShardRun {
+            file: s.clone(),
+            shard,
+            job,
+        });
     }
-    let (first_file, first_shard, first) = &jobs[0];
-    let n = first_shard.count;
-    let mut seen = vec![None::<PathBuf>; n as usize];
-    for (file, shard, job) in &jobs {
-        let differ = |what: String| LabelError::Format {
-            path: file.clone(),
-            message: format!("{what} than {}", first_file.display()),
-        };
-        if job.model != first.model {
-            return Err(differ("comes from another model".into()));
-        }
-        if let Some(d) = first.options.difference(&job.options, false) {
-            return Err(differ(format!("was labelled with other options ({d})")));
-        }
-        if job.input_sha256 != first.input_sha256 {
-            return Err(differ("saw other input files".into()));
-        }
-        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        if len != job.csv_bytes {
-            return Err(LabelError::Format {
-                path: file.clone(),
-                message: format!(
-                    "is {len} bytes, its run wrote {}: changed since",
-                    job.csv_bytes
-                ),
-            });
-        }
-        if shard.count != n {
-            return Err(differ(format!("is shard {shard}, of another split")));
-        }
-        if let Some(other) = &seen[shard.index as usize - 1] {
-            return Err(LabelError::Format {
-                path: file.clone(),
-                message: format!("is shard {shard} again (also {})", other.display()),
-            });
-        }
-        seen[shard.index as usize - 1] = Some(file.clone());
-    }
-    let missing: Vec<String> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.is_none())
-        .map(|(i, _)| format!("{}/{n}", i + 1))
-        .collect();
-    if !missing.is_empty() {
-        return Err(LabelError::Invalid(format!(
-            "merge: shard{} {} of this job {} missing",
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join(", "),
-            if missing.len() > 1 { "are" } else { "is" }
-        )));
-    }
+    Ok(runs)
+}
 
-    let errors_files: Option<Vec<PathBuf>> = match errors {
-        None => None,
-        Some(_) => Some(
-            jobs.iter()
-                .map(|(file, _, job)| {
-                    job.options
-                        .errors
-                        .clone()
-                        .ok_or_else(|| LabelError::Format {
-                            path: file.clone(),
-                            message: "its run wrote no errors file (--errors)".into(),
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+/// Checks that the runs are shards of one job (one model, options and input), unchanged since,
+/// each once and all there. Returns the number of shards.
+fn check_one_job(runs: &[ShardRun]) -> Result<u32, LabelError> {
+    let first = &runs[0];
+    let n = first.shard.count();
+    let mut seen: BTreeMap<u32, &Path> = BTreeMap::new();
+    for run in runs {
+        check_same_job(first, run)?;
+        if let Some(other) = seen.insert(run.shard.index(), &run.file) {
+            return Err(LabelError::Format {
+                path: run.file.clone(),
+                message: format!("is shard {} again (also {})", run.shard, other.display()),
+            });
+        }
+    }
+    let missing: Vec<String> = (1..=n)
+        .filter(|i| !seen.contains_key(i))
+        .take(MISSING_LISTED)
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    let all_missing = n as usize - seen.len();
+    if missing.is_empty() {
+        return Ok(n);
+    }
+    let more = if all_missing > missing.len() {
+        format!(", … ({all_missing} in all)")
+    } else {
+        String::new()
     };
-    let files: Vec<PathBuf> = jobs.iter().map(|(f, _, _)| f.clone()).collect();
-    let rows = merge_sorted(out, &files)?;
-    if let (Some(e), Some(files)) = (errors, &errors_files) {
-        merge_sorted(e, files)?;
+    Err(LabelError::Invalid(format!(
+        "merge: shard{} {}{more} of this job {} missing",
+        if all_missing > 1 { "s" } else { "" },
+        missing.join(", "),
+        if all_missing > 1 { "are" } else { "is" }
+    )))
+}
+
+/// Checks that `run` is a shard of `first`'s job, of the same split, and unchanged since.
+fn check_same_job(first: &ShardRun, run: &ShardRun) -> Result<(), LabelError> {
+    let differ = |what: String| LabelError::Format {
+        path: run.file.clone(),
+        message: format!("{what} than {}", first.file.display()),
+    };
+    let job = &run.job;
+    if job.model != first.job.model {
+        return Err(differ("comes from another model".into()));
     }
+    if let Some(d) = first.job.options.difference(&job.options, false) {
+        return Err(differ(format!("was labelled with other options ({d})")));
+    }
+    if job.input_sha256 != first.job.input_sha256 {
+        return Err(differ("saw other input files".into()));
+    }
+    let len = std::fs::metadata(&run.file).map(|m| m.len()).unwrap_or(0);
+    if len != job.csv_bytes {
+        return Err(LabelError::Format {
+            path: run.file.clone(),
+            message: format!(
+                "is {len} bytes, its run wrote {}: changed since",
+                job.csv_bytes
+            ),
+        });
+    }
+    if run.shard.count() != first.shard.count() {
+        return Err(differ(format!("is shard {}, of another split", run.shard)));
+    }
+    Ok(())
+}
+
+/// The errors file each shard's run wrote.
+fn errors_files(runs: &[ShardRun]) -> Result<Vec<PathBuf>, LabelError> {
+    runs.iter()
+        .map(|r| {
+            r.job
+                .options
+                .errors
+                .clone()
+                .ok_or_else(|| LabelError::Format {
+                    path: r.file.clone(),
+                    message: "its run wrote no errors file (--errors)".into(),
+                })
+        })
+        .collect()
+}
+
+/// The merged file's job file: the first shard's, unsharded, with every shard's counts.
+fn merged_job(runs: &[ShardRun], out: &Path) -> Job {
     let mut counts = Counts::default();
-    for (_, _, j) in &jobs {
-        counts.labelled += j.counts.labelled;
-        counts.skipped += j.counts.skipped;
-        counts.ignored += j.counts.ignored;
-        counts.flagged += j.counts.flagged;
+    for r in runs {
+        let c = &r.job.counts;
+        counts.labelled += c.labelled;
+        counts.skipped += c.skipped;
+        counts.ignored += c.ignored;
+        counts.flagged += c.flagged;
     }
-    let mut merged = first.clone();
+    let mut merged = runs[0].job.clone();
     merged.shard = None;
-    merged.entries = jobs.iter().map(|(_, _, j)| j.entries).sum();
+    merged.entries = runs.iter().map(|r| r.job.entries).sum();
     merged.done = merged.entries;
     merged.entries_sha256 = String::new();
     merged.csv_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     merged.errors_bytes = 0;
     merged.counts = counts;
-    fsio::write_atomic(&meta_path(out), &merged.to_json())?;
-    Ok(Merged {
-        rows,
-        shards: n,
-        counts,
-    })
+    merged
 }
 
 /// Merges CSV files, each sorted by its first field and with the same header, into `out` in

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
+use maxl_core::csv::field as csv_field;
 use maxl_infer::{Classification, MaxlModel};
-use maxl_infer_cli::record::csv_field;
 
 use crate::LabelError;
 use crate::input::ClassSource;
@@ -24,6 +24,7 @@ pub struct Columns {
 }
 
 impl Columns {
+    /// The header line (with its newline).
     pub fn header(&self) -> String {
         let mut h = vec![
             "path",
@@ -98,6 +99,7 @@ impl Columns {
     }
 }
 
+/// The errors file's header line.
 pub const ERRORS_HEADER: &str = "path,reason\n";
 
 /// One errors-file row.
@@ -108,11 +110,17 @@ pub fn error_row(rel: &str, reason: &str) -> String {
 /// A label row read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// `path`.
     pub path: String,
+    /// `class`.
     pub class: String,
+    /// `class_probability`.
     pub class_probability: f32,
+    /// `aux_slot`.
     pub aux_slot: usize,
+    /// `aux_probability`.
     pub aux_probability: f32,
+    /// Whether `flag` is there and not empty.
     pub flagged: bool,
 }
 

@@ -12,7 +12,9 @@ use crate::output::read_rows;
 /// Counts and the most confident images per auxiliary slot.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
+    /// Label rows.
     pub rows: u64,
+    /// Rows with a non-empty `flag`.
     pub flagged: u64,
     /// Images per slot (index among all Σψ slots).
     pub per_slot: Vec<u64>,
@@ -21,9 +23,22 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Images whose slot belongs to class `k`.
+    /// Images in slot `j` (0 for a slot this tally does not have).
+    pub fn slot(&self, j: usize) -> u64 {
+        self.per_slot.get(j).copied().unwrap_or(0)
+    }
+
+    /// Slot `j`'s most confident images (none for a slot this tally does not have).
+    pub fn best(&self, j: usize) -> &[(f32, String)] {
+        self.best.get(j).map_or(&[], Vec::as_slice)
+    }
+
+    /// Images whose slot belongs to class `k` (0 for a class the model does not have).
     pub fn class_total(&self, model: &MaxlModel, k: usize) -> u64 {
-        model.hierarchy().slots(k).map(|j| self.per_slot[j]).sum()
+        if k >= model.num_classes() {
+            return 0;
+        }
+        model.hierarchy().slots(k).map(|j| self.slot(j)).sum()
     }
 }
 
@@ -81,7 +96,7 @@ pub fn summary(model: &MaxlModel, t: &Tally) -> String {
     for (k, c) in model.manifest().classes.iter().enumerate() {
         let n = t.class_total(model, k);
         if n > 0 {
-            let per: Vec<String> = h.slots(k).map(|j| t.per_slot[j].to_string()).collect();
+            let per: Vec<String> = h.slots(k).map(|j| t.slot(j).to_string()).collect();
             s.push_str(&format!(
                 "  {:<16} {n:>8} images, per slot: {}\n",
                 c.name,

@@ -9,15 +9,59 @@ use serde::{Deserialize, Serialize};
 use crate::LabelError;
 use crate::input::{Entry, Primary, Work};
 
-/// `--shard i/n`: the entries whose relative path hashes to `i − 1` modulo `n`.
+/// `--shard i/n`: the entries whose relative path hashes to `i − 1` modulo `n`. Always valid
+/// (1 ≤ i ≤ n): made by [`Shard::new`], parsed from `I/N`, or read from a job file that is
+/// refused otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields", into = "ShardFields")]
 pub struct Shard {
-    /// 1-based.
-    pub index: u32,
-    pub count: u32,
+    index: u32,
+    count: u32,
+}
+
+/// A shard as the job file writes it, checked on the way in.
+#[derive(Serialize, Deserialize)]
+struct ShardFields {
+    index: u32,
+    count: u32,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+
+    fn try_from(f: ShardFields) -> Result<Self, String> {
+        Shard::new(f.index, f.count)
+            .ok_or_else(|| format!("shard {}/{} is not a shard", f.index, f.count))
+    }
+}
+
+impl From<Shard> for ShardFields {
+    fn from(s: Shard) -> Self {
+        ShardFields {
+            index: s.index,
+            count: s.count,
+        }
+    }
 }
 
 impl Shard {
+    /// Shard `index` of `count` (1-based); `None` unless 1 ≤ index ≤ count.
+    pub fn new(index: u32, count: u32) -> Option<Self> {
+        (1..=count)
+            .contains(&index)
+            .then_some(Shard { index, count })
+    }
+
+    /// Which shard this is, 1-based.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// How many shards the job is split into.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Whether an entry with relative path `rel` belongs to this shard: FNV-1a (64-bit) of the
     /// path's UTF-8 bytes, modulo the count. Stable across machines, runs and versions.
     pub fn contains(&self, rel: &str) -> bool {
@@ -33,6 +77,7 @@ impl Shard {
 impl std::str::FromStr for Shard {
     type Err = String;
 
+    /// `I/N`, e.g. `3/8`.
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}`: expected I/N with 1 ≤ I ≤ N, e.g. 3/8");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
@@ -40,10 +85,7 @@ impl std::str::FromStr for Shard {
             i.trim().parse::<u32>().map_err(|_| bad())?,
             n.trim().parse::<u32>().map_err(|_| bad())?,
         );
-        if index == 0 || index > count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
+        Shard::new(index, count).ok_or_else(bad)
     }
 }
 
@@ -56,21 +98,29 @@ impl std::fmt::Display for Shard {
 /// The model, by the SHA-256 of its ONNX files (as its manifest records and loading verified).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelId {
+    /// `primary.onnx`'s SHA-256.
     pub primary_sha256: String,
+    /// `label_generator.onnx`'s SHA-256 (empty without a generator).
     pub label_generator_sha256: String,
 }
 
 /// Everything that decides the output's bytes. A resumed run must match it exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Options {
+    /// The input folder or list, absolute.
     pub input: PathBuf,
+    /// Where each image's primary class comes from.
     pub primary: Primary,
     /// The backend, and the execution providers each graph actually runs on (with precision
     /// options): outputs of different providers may differ in the last digits.
     pub backend: String,
+    /// Images per inference batch.
     pub batch_size: usize,
+    /// Whether rows carry `aux_distribution`.
     pub probs: bool,
+    /// The `flag` column's threshold, if rows carry one.
     pub min_confidence: Option<f32>,
+    /// The errors file, absolute, if the run writes one.
     pub errors: Option<PathBuf>,
 }
 
@@ -130,18 +180,26 @@ impl Options {
 /// Running totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Images labelled (rows of the label CSV).
     pub labelled: u64,
+    /// Entries that could not be labelled.
     pub skipped: u64,
+    /// Files left out because they are not images by name.
     pub ignored: u64,
+    /// Rows with a non-empty `flag`.
     pub flagged: u64,
 }
 
 /// The job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The job file's format, [`FORMAT`].
     pub format: u32,
+    /// The model that labels.
     pub model: ModelId,
+    /// Everything that decides the output's bytes.
     pub options: Options,
+    /// The shard this run labels, if any.
     pub shard: Option<Shard>,
     /// Entries of this shard.
     pub entries: u64,
@@ -151,13 +209,17 @@ pub struct Job {
     pub input_sha256: String,
     /// Entries done (a multiple of the batch size until the last batch).
     pub done: u64,
-    /// Bytes of the label CSV (and of the errors CSV) that hold exactly the rows of `done`.
+    /// Bytes of the label CSV that hold exactly the rows of `done`.
     pub csv_bytes: u64,
+    /// Bytes of the errors CSV that hold exactly the rows of `done`.
     pub errors_bytes: u64,
+    /// Running totals.
     pub counts: Counts,
+    /// Whether every entry is done and the outputs are durable.
     pub finished: bool,
 }
 
+/// The job file format this version writes and reads.
 pub const FORMAT: u32 = 1;
 
 /// SHA-256 over a work list: a resumed run refuses a different one.
@@ -183,6 +245,7 @@ pub fn entries_digest(entries: &[&Entry]) -> String {
 }
 
 impl Job {
+    /// Reads a job file, refusing another format.
     pub fn read(path: &Path) -> Result<Self, LabelError> {
         let bytes = std::fs::read(path).map_err(|source| LabelError::Io {
             path: path.to_path_buf(),
@@ -204,6 +267,7 @@ impl Job {
         Ok(job)
     }
 
+    /// The job file's bytes: pretty JSON and a newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a job serialises");
         v.push(b'\n');
@@ -219,8 +283,8 @@ impl Job {
         if self.model != now.model {
             return Err(refuse(format!(
                 "the interrupted run used another model (primary.onnx {}…, now {}…)",
-                &self.model.primary_sha256[..12.min(self.model.primary_sha256.len())],
-                &now.model.primary_sha256[..12.min(now.model.primary_sha256.len())]
+                prefix(&self.model.primary_sha256, 12),
+                prefix(&now.model.primary_sha256, 12)
             )));
         }
         if let Some(d) = self.options.difference(&now.options, true) {
@@ -241,8 +305,19 @@ impl Job {
                 self.entries, now.entries
             )));
         }
+        if self.done > now.entries {
+            return Err(refuse(format!(
+                "records {} entries done of {}: the job file was damaged, start over",
+                self.done, now.entries
+            )));
+        }
         Ok(())
     }
+}
+
+/// The first `n` characters of `s`.
+fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 #[cfg(test)]
@@ -268,5 +343,19 @@ mod tests {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         assert_eq!("2/3".parse::<Shard>().unwrap().to_string(), "2/3");
+        // The job file's form, and no invalid shard read back from one.
+        let json = serde_json::to_string(&Shard::new(2, 3).unwrap()).unwrap();
+        assert_eq!(json, r#"{"index":2,"count":3}"#);
+        assert_eq!(serde_json::from_str::<Shard>(&json).ok(), Shard::new(2, 3));
+        for bad in [
+            r#"{"index":0,"count":3}"#,
+            r#"{"index":4,"count":3}"#,
+            r#"{"index":1,"count":0}"#,
+        ] {
+            assert!(serde_json::from_str::<Shard>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(prefix("0123456789abcdef", 12), "0123456789ab");
+        assert_eq!(prefix("ééé", 12), "ééé");
+        assert_eq!(prefix("éééééééééééééé", 12), "éééééééééééé");
     }
 }

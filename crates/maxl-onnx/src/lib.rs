@@ -5,14 +5,16 @@
 //! * `primary.onnx`: input `image` f32 [N, C, H, W] (pixels scaled to [0, 1]; the mean/std
 //!   normalisation is inside the graph); outputs `primary_probs` [N, K] and, unless single-task,
 //!   `aux_probs` [N, A], plus their pre-softmax `primary_logits` / `aux_logits`.
-//! * `label_generator.onnx`: inputs `image` and `primary_label` i64 [N]; outputs
+//! * `label_generator.onnx`: inputs `image` and `primary_label` i64 `[N]`; outputs
 //!   `aux_label_probs` [N, A] (the mask softmax inside the graph: the ψ mask is a constant K×A
 //!   table gathered by label; disallowed logits are replaced by −1e9, softmax, then multiplied by
-//!   the 0/1 mask so off-class slots are exactly 0 on every runtime), `aux_slot` i64 [N] (argmax)
+//!   the 0/1 mask so off-class slots are exactly 0 on every runtime), `aux_slot` i64 `[N]` (argmax)
 //!   and `generator_logits` [N, A].
 //!
 //! Batch norm is in inference form (running statistics), optionally folded into the convolution.
 //! Opset 17, IR version 8, batch dimension symbolic (`N`).
+
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 
@@ -21,32 +23,50 @@ use maxl_core::hierarchy::Hierarchy;
 use prost::Message;
 use tract_onnx::pb;
 
+/// The ONNX opset the graphs are written for.
 pub const OPSET: i64 = 17;
+/// The ONNX IR version of the files written.
 pub const IR_VERSION: i64 = 8;
+/// Batch norm's ε, as in PyTorch's `BatchNorm2d`.
 pub const BN_EPS: f32 = 1e-5;
 /// What disallowed logits become before the generator's softmax (as in training).
 pub const MASK_FILL: f32 = -1e9;
 
+/// Input of both graphs: the images, f32 [N, C, H, W] in [0, 1].
 pub const IMAGE: &str = "image";
+/// The label generator's second input: each image's primary class, i64 `[N]`.
 pub const PRIMARY_LABEL: &str = "primary_label";
+/// The primary head's softmax, [N, K].
 pub const PRIMARY_PROBS: &str = "primary_probs";
+/// The primary head's logits, [N, K].
 pub const PRIMARY_LOGITS: &str = "primary_logits";
+/// The auxiliary head's softmax over all Σψ slots, [N, A] (MAXL models only).
 pub const AUX_PROBS: &str = "aux_probs";
+/// The auxiliary head's logits, [N, A] (MAXL models only).
 pub const AUX_LOGITS: &str = "aux_logits";
+/// The label generator's masked distribution over the slots, [N, A].
 pub const LABEL_PROBS: &str = "aux_label_probs";
+/// The label generator's most likely slot, i64 `[N]`.
 pub const LABEL_SLOT: &str = "aux_slot";
+/// The label generator's logits before the mask, [N, A].
 pub const GENERATOR_LOGITS: &str = "generator_logits";
 /// The label generator's constant K × A ψ mask.
 pub const PSI_MASK_TABLE: &str = "psi_mask_table";
 
+/// Why weights cannot be exported: they do not fit the architecture.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A tensor the architecture needs is not among the weights.
     #[error("weights: missing tensor `{0}`")]
     Missing(String),
+    /// A tensor has another shape than the architecture gives it.
     #[error("weights: tensor `{name}` has shape {got:?}, the architecture needs {want:?}")]
     Shape {
+        /// The tensor's (PyTorch) name.
         name: String,
+        /// Its shape in the weights.
         got: Vec<usize>,
+        /// The shape the architecture needs.
         want: Vec<usize>,
     },
 }
@@ -54,13 +74,16 @@ pub enum ExportError {
 /// A tensor's shape and row-major f32 data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
+    /// The dimensions.
     pub shape: Vec<usize>,
+    /// The values, row-major.
     pub data: Vec<f32>,
 }
 
 /// Named weights of one network (parameters and running statistics), PyTorch names.
 pub type Weights = BTreeMap<String, Array>;
 
+/// How the graphs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExportOptions {
     /// Fold batch norm into the preceding convolution (fewer nodes; same function).
@@ -421,16 +444,21 @@ pub fn to_bytes(model: &pb::ModelProto) -> Vec<u8> {
 /// (`None` for a symbolic dimension such as the batch `N`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorDecl {
+    /// The input's or output's name.
     pub name: String,
+    /// The ONNX element type (`TensorProto.DataType`).
     pub elem_type: i32,
+    /// The dimensions; `None` where symbolic.
     pub dims: Vec<Option<usize>>,
 }
 
 impl TensorDecl {
+    /// Whether the elements are 32-bit floats.
     pub fn is_f32(&self) -> bool {
         self.elem_type == pb::tensor_proto::DataType::Float as i32
     }
 
+    /// Whether the elements are 64-bit integers.
     pub fn is_i64(&self) -> bool {
         self.elem_type == pb::tensor_proto::DataType::Int64 as i32
     }
@@ -439,7 +467,9 @@ impl TensorDecl {
 /// What a serialised graph declares, read without building it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphDecl {
+    /// The graph's inputs, in order.
     pub inputs: Vec<TensorDecl>,
+    /// The graph's outputs, in order.
     pub outputs: Vec<TensorDecl>,
     /// The label generator's K × A ψ mask (`psi_mask_table`), when the graph has one.
     pub psi_mask: Option<Array>,

@@ -6,7 +6,6 @@
 //! set, interleaved, taking medians; ratios are to the single-task step of the same run.
 
 use std::ffi::c_int;
-use std::fmt;
 use std::time::Instant;
 
 use maxl_core::arch::Architecture;
@@ -15,21 +14,30 @@ use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
-use crate::files::first_line;
+use crate::first_line;
 use crate::meta::{
-    AuxTarget, LossConfig, fused_step, interleaved_step, meta_gradient, stage1, stage2,
+    AuxTarget, Batch, Generator, LearningRates, LossConfig, fused_step, interleaved_step,
+    meta_gradient, stage1, stage2,
 };
 use crate::net::{LabelGenerator, MultiTaskNet};
 use crate::optim::Sgd;
 use crate::shim::{self, maxl_cuda_peak_allocated};
 
+/// What one timing measures on.
 pub struct BenchConfig {
+    /// The architecture of both networks.
     pub arch: Architecture,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Primary classes of the synthetic task.
     pub classes: usize,
+    /// ψ of every class.
     pub psi_per_class: usize,
+    /// Timed steps (after warm-up).
     pub iters: usize,
+    /// Untimed warm-up steps.
     pub warmup: usize,
+    /// Where to run.
     pub device: Device,
 }
 
@@ -62,6 +70,7 @@ impl BenchMode {
         v
     }
 
+    /// The mode's name (`single`, `fused-jvp`, …).
     pub fn name(self) -> String {
         match self {
             BenchMode::Single => "single".into(),
@@ -71,6 +80,7 @@ impl BenchMode {
         }
     }
 
+    /// The mode called `name`.
     pub fn parse(name: &str) -> Option<BenchMode> {
         Self::all().into_iter().find(|m| m.name() == name)
     }
@@ -126,7 +136,8 @@ pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
         gamma: 2.0,
         lambda: 0.2,
     };
-    let grads = |mode| meta_gradient(&f, &g, &x, &y, 0.01, losses, mode).map(|m| m.grads);
+    let batch = Batch::new(&x, &y);
+    let grads = |mode| meta_gradient(&f, &g, batch, 0.01, losses, mode).map(|m| m.grads);
     let db = grads(MetaGradientMode::DoubleBackward)?;
     let jvp = grads(MetaGradientMode::Jvp)?;
     let (mut diff, mut scale) = (0.0f64, 0.0f64);
@@ -154,52 +165,42 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
         gamma: 2.0,
         lambda: 0.2,
     };
-    let (lr_f, lr_g) = (0.01, 1e-3);
+    let lr = LearningRates { f: 0.01, g: 1e-3 };
+    let batch = Batch::new(&x, &y);
     if mode == BenchMode::Single {
         let single = MultiTaskNet::new(&c.arch, c.classes, 0, kind, dev);
         let mut opt = Sgd::new(sgd, single.store.params.len());
         return time(dev, c.warmup, c.iters, || {
-            stage1(
-                &single,
-                AuxTarget::None,
-                &x,
-                &y,
-                &mut opt,
-                lr_f,
-                losses.gamma,
-            );
+            stage1(&single, &mut opt, AuxTarget::None, batch, lr.f, losses);
             Ok(())
         });
     }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
-    let g = LabelGenerator::new(&c.arch, &h, kind, dev);
-    let mut opt_f = Sgd::new(sgd, f.store.params.len());
-    let mut opt_g = Sgd::new(
+    let mut g = Generator::new(
+        LabelGenerator::new(&c.arch, &h, kind, dev),
         OptimizerConfig {
-            lr: lr_g,
+            lr: lr.g,
             momentum: 0.0,
             weight_decay: 5e-4,
         },
-        g.store.params.len(),
     );
-    let xy = (&x, &y);
+    let mut opt_f = Sgd::new(sgd, f.store.params.len());
     match mode {
         BenchMode::Single => unreachable!("timed above"),
         BenchMode::Interleaved(m) => time(dev, c.warmup, c.iters, || {
-            let opts = (&mut opt_f, &mut opt_g);
-            interleaved_step(&f, &g, xy, opts, lr_f, lr_g, losses, m).map(drop)
+            interleaved_step(&f, &mut opt_f, &mut g, batch, lr, losses, m).map(drop)
         }),
         BenchMode::Fused(m) => time(dev, c.warmup, c.iters, || {
-            let opts = (&mut opt_f, &mut opt_g);
-            fused_step(&f, &g, xy, opts, lr_f, lr_g, losses, m).map(drop)
+            fused_step(&f, &mut opt_f, &mut g, batch, lr, losses, m).map(drop)
         }),
         BenchMode::Reference(m) => {
             let stage1_ms = time(dev, c.warmup, c.iters, || {
-                stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, lr_f, 2.0);
+                let target = AuxTarget::Generator(&g.net);
+                stage1(&f, &mut opt_f, target, batch, lr.f, losses);
                 Ok(())
             })?;
             let stage2_ms = time(dev, c.warmup, c.iters, || {
-                stage2(&f, &g, xy, &mut opt_g, lr_f, lr_g, losses, m).map(drop)
+                stage2(&f, &mut g, batch, lr, losses, m).map(drop)
             })?;
             Ok(stage1_ms + stage2_ms)
         }
@@ -238,83 +239,16 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// One mode's result over the repeats.
-#[derive(Debug, Clone)]
-pub struct ModeResult {
-    pub mode: BenchMode,
-    /// ms per step of every repeat.
-    pub ms: Vec<f64>,
-    /// The largest VmHWM of its processes, KiB.
-    pub peak_rss_kib: Option<u64>,
-    /// On CUDA: the largest peak of tensor bytes allocated on the GPU of its processes.
-    pub peak_gpu_bytes: Option<u64>,
-}
-
-/// Median of a non-empty list.
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// The report: medians, ratios to the single-task median, peak memory.
-pub struct BenchReport(pub Vec<ModeResult>);
-
-impl fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let base = self
-            .0
-            .iter()
-            .find(|r| r.mode == BenchMode::Single)
-            .map(|r| median(&r.ms));
-        let gpu = self.0.iter().any(|r| r.peak_gpu_bytes.is_some());
-        let mib =
-            |b: Option<u64>| b.map_or("—".into(), |b| format!("{:.0}", b as f64 / 1048576.0));
-        write!(
-            f,
-            "{:<28} {:>10} {:>8} {:>10} {:>14}",
-            "step", "median ms", "× single", "spread", "peak RSS MiB"
-        )?;
-        writeln!(f, "{}", if gpu { "   peak GPU MiB" } else { "" })?;
-        for r in &self.0 {
-            let m = median(&r.ms);
-            let lo = r.ms.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = r.ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            write!(
-                f,
-                "{:<28} {:>10.2} {:>8} {:>10} {:>14}",
-                r.mode.name(),
-                m,
-                base.map_or("—".into(), |b| format!("{:.2}", m / b)),
-                format!("±{:.0}%", 50.0 * (hi - lo) / m),
-                mib(r.peak_rss_kib.map(|k| k * 1024))
-            )?;
-            if gpu {
-                write!(f, " {:>15}", mib(r.peak_gpu_bytes))?;
-            }
-            writeln!(f)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn modes_round_trip_and_medians() {
+    fn modes_round_trip_and_the_peak_rss_is_read() {
         for m in BenchMode::all() {
             assert_eq!(BenchMode::parse(&m.name()), Some(m));
         }
         assert_eq!(BenchMode::all().len(), 7);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(peak_rss_kib().is_some_and(|k| k > 0));
     }
 

@@ -14,14 +14,14 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use crate::TrainError;
-use crate::files::{
-    GENERATOR_FILE, MULTITASK_FILE, OPTIMIZER_FILE, STATE_FILE, STATE_FORMAT, TrainState,
-    first_line, read_tensors, write_tensors,
-};
 use crate::net::ParamStore;
 use crate::optim::Sgd;
-use crate::train::Trainer;
+use crate::run_files::{
+    GENERATOR_FILE, MULTITASK_FILE, OPTIMIZER_FILE, STATE_FILE, STATE_FORMAT, TrainState,
+    read_tensors, write_tensors,
+};
+use crate::trainer::Trainer;
+use crate::{TrainError, first_line};
 
 fn momentum_named(prefix: &str, store: &ParamStore, opt: &Sgd) -> Vec<(String, Tensor)> {
     store
@@ -44,9 +44,9 @@ pub fn save(dir: &Path, trainer: &Trainer, state: &TrainState) -> Result<(), Tra
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::output(&tmp, e))?;
     write_tensors(&tmp.join(MULTITASK_FILE), &trainer.f.store.named())?;
     let mut momentum = momentum_named("multitask", &trainer.f.store, &trainer.opt_f);
-    if let (Some(g), Some(opt)) = (&trainer.g, &trainer.opt_g) {
-        write_tensors(&tmp.join(GENERATOR_FILE), &g.store.named())?;
-        momentum.extend(momentum_named("label_generator", &g.store, opt));
+    if let Some(g) = &trainer.g {
+        write_tensors(&tmp.join(GENERATOR_FILE), &g.net.store.named())?;
+        momentum.extend(momentum_named("label_generator", &g.net.store, &g.opt));
     }
     if momentum.is_empty() {
         // safetensors files may not be empty of tensors in every reader; record "no buffers".
@@ -101,10 +101,15 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
     if let Some(g) = trainer.g.as_mut() {
         let g_path = dir.join(GENERATOR_FILE);
         let named = read_tensors(&g_path)?;
-        g.store = ParamStore::from_named(g.store.specs.clone(), &named, kind, device)
+        g.net.store = ParamStore::from_named(g.net.store.specs.clone(), &named, kind, device)
             .map_err(|m| TrainError::output(&g_path, m))?;
-        let opt = trainer.opt_g.as_mut().expect("generator optimiser");
-        restore_momentum(&momentum, "label_generator", &g.store, opt, device);
+        restore_momentum(
+            &momentum,
+            "label_generator",
+            &g.net.store,
+            &mut g.opt,
+            device,
+        );
     }
     trainer.epochs_done = state.epochs_done;
     trainer.steps_done = state.steps_done;

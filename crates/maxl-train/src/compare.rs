@@ -1,6 +1,6 @@
 //! Experiments: several training runs (methods, schedules, ψ…) × seeds from one base config,
 //! each an ordinary run directory `OUT/<run>/seed-<s>/`, then the results table and plots
-//! (see [`crate::results`]).
+//! (see [`crate::results`](mod@crate::results)).
 //!
 //! An experiment file is YAML:
 //!
@@ -37,29 +37,39 @@ use tch::Device;
 use tracing::info;
 
 use crate::TrainError;
+use crate::epoch_loop::{self, Observer, Start};
 use crate::resident::DataPlacement;
-use crate::runner::{self, Start};
 
 /// The experiment file, as read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
+    /// The seeds every run is trained with, fixed in advance.
     pub seeds: Vec<u64>,
+    /// The run every other run is compared with, seed by seed (one of `runs`).
     pub baseline: String,
     /// Which seconds time-matching and the time columns use.
     #[serde(default)]
     pub clock: Clock,
+    /// The base training config (as for `maxl-train --config`) that each run's `set` is merged
+    /// into.
     #[serde(default)]
     pub base: Value,
+    /// The runs, in order (a `match_time` run names only runs listed before it).
     pub runs: Vec<RunSpec>,
 }
 
+/// One run of an experiment: its name and how its config differs from `base`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
+    /// The run's name, also its folder under the output directory (letters, digits, `.`, `_` or
+    /// `-`).
     pub name: String,
+    /// Fields merged into the experiment's `base` config (nested mappings merge).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub set: Value,
+    /// Train as many epochs as fit in another run's training time, instead of `epochs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_time: Option<MatchTime>,
 }
@@ -68,8 +78,10 @@ pub struct RunSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Clock {
+    /// Wall-clock seconds (the metrics.csv column `seconds`).
     #[default]
     Wall,
+    /// The process's CPU seconds (the metrics.csv column `cpu_seconds`).
     Cpu,
 }
 
@@ -83,20 +95,29 @@ impl Clock {
     }
 }
 
+/// A run's time matching: as many epochs as fit in run `of`'s training time at run
+/// `epoch_seconds_of`'s seconds per epoch, both of the same seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchTime {
+    /// The run whose total training time is matched.
     pub of: String,
+    /// The run whose seconds per epoch convert that time into epochs.
     pub epoch_seconds_of: String,
 }
 
 /// Changes the command line makes to every run (a quick version of an experiment).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Train these seeds instead of the experiment's.
     pub seeds: Option<Vec<u64>>,
+    /// Train only these runs (with the baseline and the runs their `match_time` reads).
     pub only: Option<Vec<String>>,
+    /// Every run's `epochs`.
     pub epochs: Option<usize>,
+    /// Every run's `dataset.train_limit` (a seeded, class-balanced subset of training images).
     pub train_limit: Option<usize>,
+    /// Every run's `dataset.test_limit` (a seeded, class-balanced subset of test images).
     pub test_limit: Option<usize>,
 }
 
@@ -276,6 +297,7 @@ impl Experiment {
         })
     }
 
+    /// The run named `name`, if the experiment has one.
     pub fn run(&self, name: &str) -> Option<&RunSpec> {
         self.runs.iter().find(|r| r.name == name)
     }
@@ -324,7 +346,7 @@ pub fn run_all(
     path: &Path,
     out: &Path,
     target: (Device, DataPlacement),
-    quiet: bool,
+    observer: &dyn Observer,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(out).map_err(|err| TrainError::output(out, err))?;
     let copy = serde_yaml_ng::to_string(record).expect("an experiment serialises");
@@ -382,7 +404,7 @@ pub fn run_all(
                     out: dir.clone(),
                 }
             };
-            runner::run(start, target, None, quiet)?;
+            epoch_loop::run(start, target, None, observer)?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use maxl_core::arch::Architecture;
 use maxl_core::config::{DatasetKind, Method, TrainConfig};
 use maxl_core::hierarchy::Hierarchy;
 use maxl_data::Dataset;
-use maxl_data::images::ImageShape;
+use maxl_data::folder::ImageShape;
 use rand::{Rng, SeedableRng};
 
 use crate::TrainError;
@@ -14,14 +14,26 @@ use crate::TrainError;
 /// Everything a run trains and evaluates on.
 #[derive(Debug)]
 pub struct PreparedData {
+    /// The training images: what the seeded validation split leaves, cut to `dataset.train_limit`
+    /// when set.
     pub train: Dataset,
+    /// The validation images, held out of the training set (`dataset.validation_fraction`, seeded;
+    /// empty at 0).
     pub validation: Dataset,
+    /// The test images, cut to `dataset.test_limit` when set.
     pub test: Dataset,
+    /// ψ, the number of auxiliary classes of each primary class (for `human`, the fine classes
+    /// of each class).
     pub hierarchy: Hierarchy,
     /// The fixed auxiliary slot of every training image (`random` and `human` only).
     pub fixed_aux: Option<Vec<usize>>,
 }
 
+/// Reads the configured dataset and prepares it for `config.method`: groups classes
+/// (`dataset.coarse_groups`), pads the images and replicates grey channels (`dataset.pad`,
+/// `dataset.grey_to_rgb`) and checks them against the input `arch` expects, resolves ψ, splits
+/// off the validation set, takes the subsets, and draws the fixed auxiliary labels of `random`
+/// and `human`.
 pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData, TrainError> {
     let d = &config.dataset;
     let shape = ImageShape {
@@ -38,10 +50,10 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
         DatasetKind::Cifar10 => maxl_data::cifar::cifar10(path())?,
         DatasetKind::Cifar100 => maxl_data::cifar::cifar100(path())?,
         DatasetKind::ImageFolder => {
-            maxl_data::images::image_folder(path(), test, shape, d.test_fraction, config.seed)?
+            maxl_data::folder::image_folder(path(), test, shape, d.test_fraction, config.seed)?
         }
         DatasetKind::Csv => {
-            maxl_data::images::csv_list(path(), test, shape, d.test_fraction, config.seed)?
+            maxl_data::folder::csv_list(path(), test, shape, d.test_fraction, config.seed)?
         }
     };
     let (mut train, mut test) = (tt.train, tt.test);
@@ -156,4 +168,12 @@ fn human_slots(train: &Dataset, hierarchy: &Hierarchy) -> Vec<usize> {
             hierarchy.slots(k).start + members[k].iter().position(|m| m == f).expect("member")
         })
         .collect()
+}
+
+/// A dataset split the trainer evaluates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    Train,
+    Validation,
+    Test,
 }

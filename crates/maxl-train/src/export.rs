@@ -17,20 +17,28 @@ use maxl_onnx::{Array, ExportOptions, Weights};
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
-use crate::files::{CLASSES_FILE, GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
 use crate::net::{LabelGenerator, MultiTaskNet, ParamStore};
+use crate::run_files::{CLASSES_FILE, GENERATOR_FILE, MULTITASK_FILE, STATE_FILE, TrainState};
 
+/// File name of the exported multi-task network f(θ1): primary probabilities and logits, and the
+/// auxiliary ones when the network has an auxiliary head.
 pub const PRIMARY_FILE: &str = "primary.onnx";
+/// File name of the exported label generator g(θ2) (methods with a generator only).
 pub const LABEL_GENERATOR_FILE: &str = "label_generator.onnx";
 
 /// What the manifest records beyond the networks themselves.
 pub struct ExportInfo<'a> {
+    /// The run's training config (method, schedule, model, dataset, seed).
     pub config: &'a TrainConfig,
+    /// The resolved architecture (its input shape and normalisation go into the manifest).
     pub arch: &'a Architecture,
+    /// ψ, which names the auxiliary slots.
     pub hierarchy: &'a Hierarchy,
     /// Display names of the primary classes.
     pub class_names: &'a [String],
+    /// Epochs trained.
     pub epochs: usize,
+    /// Primary test accuracy after `epochs`, if measured.
     pub primary_test_accuracy: Option<f64>,
 }
 

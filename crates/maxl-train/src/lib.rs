@@ -1,12 +1,37 @@
 //! maxl-train: trains MAXL's multi-task network f(θ1) and label generator g(θ2) with the exact
 //! second-order meta-gradient, and the baselines MAXL is judged against, on libtorch via tch.
+//!
+//! The entry points are [`train`], [`resume`], [`Outcome::export`] / [`export_checkpoint`],
+//! [`compare()`] and [`results()`] ([`api`]); progress reaches the caller through an
+//! [`Observer`]. Where things live: [`trainer`] (one epoch of the five methods), [`meta`] (the
+//! two MAXL stages and the exact meta-gradient), [`epoch_loop`] (a run from start or checkpoint
+//! to its summary), [`run_dir`] (the run directory), [`checkpoint`] and [`run_files`] (what
+//! checkpoints hold on disk), [`export`] (ONNX), [`compare`](mod@compare) and
+//! [`results`](mod@results) (experiments).
+//!
+//! ```
+//! use maxl_core::TrainConfig;
+//! use maxl_train::{RunOptions, TrainError};
+//!
+//! // A config a user can write but that cannot run: a CIFAR-10 run needs its files.
+//! let config: TrainConfig = serde_yaml_ng::from_str("dataset: { kind: cifar10 }").unwrap();
+//! let out = std::env::temp_dir().join("maxl-doc-refused-run");
+//! let Err(err) = maxl_train::train(&config, &out, &RunOptions::default()) else {
+//!     panic!("a CIFAR-10 config without its files must be refused");
+//! };
+//! assert!(matches!(err, TrainError::Invalid(_)), "{err}");
+//! assert!(!out.exists(), "nothing is written for a refused config");
+//! ```
 
+#![warn(missing_docs)]
+
+pub mod api;
 pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod data;
+pub mod epoch_loop;
 pub mod export;
-pub mod files;
 pub mod forward_ad;
 pub mod loss;
 pub mod meta;
@@ -15,12 +40,22 @@ pub mod optim;
 pub mod plots;
 pub mod resident;
 pub mod results;
-pub mod run;
-pub mod runner;
+pub mod run_dir;
+pub mod run_files;
 mod shim;
-pub mod train;
+pub mod trainer;
 
-pub use train::{EpochMetrics, Trainer};
+pub use api::{
+    DeviceRequest, RunOptions, compare, default_experiment_dir, export_checkpoint, results, resume,
+    train,
+};
+pub use epoch_loop::{Observer, Outcome, Silent, Start};
+pub use trainer::{EpochMetrics, Trainer};
+
+/// The first line of an error message (libtorch's carry a backtrace after it).
+pub(crate) fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
 
 /// Keeps the memory libtorch frees inside the process. A training step allocates and frees the
 /// same large activation and gradient buffers every iteration; with glibc's defaults those above
@@ -43,14 +78,24 @@ pub fn keep_freed_memory() -> bool {
 /// Why training could not run. One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The config file could not be read or does not parse.
     #[error(transparent)]
     Config(#[from] maxl_core::ConfigError),
+    /// The dataset could not be read.
     #[error(transparent)]
     Data(#[from] maxl_data::DataError),
+    /// A config, experiment or request that cannot run, and why.
     #[error("{0}")]
     Invalid(String),
+    /// A file or directory the run reads or writes.
     #[error("{path}: {message}")]
-    Output { path: String, message: String },
+    Output {
+        /// The file or directory.
+        path: String,
+        /// What went wrong with it.
+        message: String,
+    },
+    /// libtorch refused an operation (its message's first line).
     #[error("libtorch: {0}")]
     Torch(String),
 }

@@ -15,13 +15,61 @@
 
 use tch::{Kind, Tensor};
 
-use maxl_core::config::MetaGradientMode;
+use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 
 use crate::TrainError;
 use crate::forward_ad::DualLevel;
 use crate::loss::{anti_collapse, focal_loss, one_hot};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, defined_or_zero};
+
+/// A batch: images x [N, C, H, W] and their primary labels y \[N\] (Int64), on one device.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The images.
+    pub x: &'a Tensor,
+    /// The primary labels.
+    pub y: &'a Tensor,
+}
+
+impl<'a> Batch<'a> {
+    /// The batch of images `x` with labels `y`.
+    pub fn new(x: &'a Tensor, y: &'a Tensor) -> Self {
+        Self { x, y }
+    }
+}
+
+/// The learning rates of one step: `f` for θ1 (and α, the inner step of the meta-gradient,
+/// which follows θ1's schedule), `g` for θ2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearningRates {
+    /// θ1's learning rate, and α.
+    pub f: f64,
+    /// θ2's learning rate.
+    pub g: f64,
+}
+
+/// The label generator g(θ2) with the optimiser that steps it.
+#[derive(Debug)]
+pub struct Generator {
+    /// g(θ2).
+    pub net: LabelGenerator,
+    /// The optimiser of θ2 (its momentum buffers are part of a checkpoint).
+    pub opt: Sgd,
+}
+
+impl Generator {
+    /// `net` with a fresh optimiser (no momentum buffers yet).
+    pub fn new(net: LabelGenerator, config: OptimizerConfig) -> Self {
+        let opt = Sgd::new(config, net.store.params.len());
+        Self { net, opt }
+    }
+
+    /// One optimiser step of θ2 along `grads`.
+    fn step(&mut self, grads: &[Tensor], lr: f64) {
+        self.opt.step(&self.net.store.params, grads, lr);
+    }
+}
 
 /// Loss settings shared by both stages.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,8 +82,11 @@ pub struct LossConfig {
 
 /// The multi-task loss and its parts.
 pub struct MultiTaskLoss {
+    /// L1: the primary term plus the auxiliary term.
     pub total: Tensor,
+    /// The primary focal loss.
     pub primary: Tensor,
+    /// The auxiliary focal loss; None without an auxiliary target.
     pub aux: Option<Tensor>,
 }
 
@@ -43,11 +94,10 @@ pub struct MultiTaskLoss {
 /// single-task baseline) only the primary term.
 pub fn multitask_loss(
     f: &MultiTaskNet,
-    x: &Tensor,
-    y: &Tensor,
-    aux_target: Option<&Tensor>,
     params: &[Tensor],
     bn: BatchNorm,
+    Batch { x, y }: Batch<'_>,
+    aux_target: Option<&Tensor>,
     gamma: f64,
 ) -> MultiTaskLoss {
     let out = f.forward_with(x, params, bn, aux_target.is_some());
@@ -109,46 +159,57 @@ impl From<MetaGradientMode> for MetaPath {
     }
 }
 
-/// Stage 2's meta-gradient at the current θ1 and θ2 on the batch (x, y).
+/// Stage 2's meta-gradient at the current θ1 and θ2 on the batch, with inner step α = `alpha`.
 pub fn meta_gradient(
     f: &MultiTaskNet,
     g: &LabelGenerator,
-    x: &Tensor,
-    y: &Tensor,
+    batch: Batch<'_>,
     alpha: f64,
     losses: LossConfig,
     path: impl Into<MetaPath>,
 ) -> Result<MetaGradient, TrainError> {
-    let t = g.forward(x, y, BatchNorm::Batch);
-    meta_gradient_for(f, g, (x, y), &t, alpha, losses, path.into())
+    let t = g.forward(batch.x, batch.y, BatchNorm::Batch);
+    let inner = InnerStep {
+        t: &t,
+        alpha,
+        losses,
+    };
+    meta_gradient_for(f, g, batch, inner, path.into())
 }
 
 /// [`meta_gradient`] with g's output t = g(x, y; θ2) already computed (with its graph to θ2),
 /// so an iteration that also needs t for stage 1 runs g's forward once.
-pub fn meta_gradient_for(
+fn meta_gradient_for(
     f: &MultiTaskNet,
     g: &LabelGenerator,
-    (x, y): (&Tensor, &Tensor),
-    t: &Tensor,
-    alpha: f64,
-    losses: LossConfig,
+    batch: Batch<'_>,
+    inner: InnerStep<'_>,
     path: MetaPath,
 ) -> Result<MetaGradient, TrainError> {
-    let theta1 = &f.store.params;
+    let (theta1, InnerStep { t, losses, .. }) = (&f.store.params, inner);
     match path {
         MetaPath::Exact(MetaGradientMode::Jvp) => {
-            let out = f.forward_with(x, theta1, BatchNorm::Batch, true);
-            let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
+            let out = f.forward_with(batch.x, theta1, BatchNorm::Batch, true);
+            let l1 = losses_from_output(f, &out, batch.y, Some(&t.detach()), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, false);
-            by_jvp(f, g, x, y, t, &grad1, alpha, losses)
+            by_jvp(f, g, batch, inner, &grad1)
         }
         path => {
-            let l1 = multitask_loss(f, x, y, Some(t), theta1, BatchNorm::Batch, losses.gamma);
+            let l1 = multitask_loss(f, theta1, BatchNorm::Batch, batch, Some(t), losses.gamma);
             let create_graph = path == MetaPath::Exact(MetaGradientMode::DoubleBackward);
             let grad1 = gradient(&l1.total, theta1, create_graph);
-            Ok(by_double_backward(f, g, x, y, t, &grad1, alpha, losses))
+            Ok(by_double_backward(f, g, batch, inner, &grad1))
         }
     }
+}
+
+/// What both computations of the meta-gradient share: g's output t (with its graph to θ2),
+/// the inner step α of θ1⁺ = θ1 − αG, and the losses.
+#[derive(Clone, Copy)]
+struct InnerStep<'a> {
+    t: &'a Tensor,
+    alpha: f64,
+    losses: LossConfig,
 }
 
 /// ∂loss/∂params (zeros for parameters the loss does not reach).
@@ -175,16 +236,12 @@ fn fast_weights(f: &MultiTaskNet, grad1: &[Tensor], alpha: f64) -> Vec<Tensor> {
 
 /// The meta-gradient by a backward through θ1⁺ = θ1 − αG, with `grad1` = G built with
 /// create_graph (G is then a function of θ2 through t).
-#[allow(clippy::too_many_arguments)]
 fn by_double_backward(
     f: &MultiTaskNet,
     g: &LabelGenerator,
-    x: &Tensor,
-    y: &Tensor,
-    t: &Tensor,
+    Batch { x, y }: Batch<'_>,
+    InnerStep { t, alpha, losses }: InnerStep<'_>,
     grad1: &[Tensor],
-    alpha: f64,
-    losses: LossConfig,
 ) -> MetaGradient {
     let fast = fast_weights(f, grad1, alpha);
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
@@ -205,16 +262,12 @@ fn by_double_backward(
 /// ∂L2/∂t_ni = −(α/N) ⟨v, ∇c_ni(θ1)⟩ + λ ∂R/∂t_ni, and ⟨v, ∇c_ni(θ1)⟩ for every n, i is one
 /// forward-mode product of θ1 ↦ C(θ1) along v (batch statistics, as in L1). `grad1` = G is
 /// plain (no graph); θ1 is read from f's live parameters.
-#[allow(clippy::too_many_arguments)]
 fn by_jvp(
     f: &MultiTaskNet,
     g: &LabelGenerator,
-    x: &Tensor,
-    y: &Tensor,
-    t: &Tensor,
+    Batch { x, y }: Batch<'_>,
+    InnerStep { t, alpha, losses }: InnerStep<'_>,
     grad1: &[Tensor],
-    alpha: f64,
-    losses: LossConfig,
 ) -> Result<MetaGradient, TrainError> {
     let fast: Vec<Tensor> = tch::no_grad(|| fast_weights(f, grad1, alpha))
         .into_iter()
@@ -284,6 +337,7 @@ pub enum AuxTarget<'a> {
 /// What stage 1 measured on its batch: 0-dimensional tensors on the training device (see
 /// [`MetaGradient`]).
 pub struct StageOne {
+    /// The primary focal loss.
     pub primary_loss: Tensor,
     /// None without an auxiliary task.
     pub aux_loss: Option<Tensor>,
@@ -301,16 +355,16 @@ impl StageOne {
     }
 }
 
-/// Stage 1: one optimiser step of θ1 on L1 with the auxiliary target held constant. This is the
-/// only forward that updates running statistics: f's, and g's when g produces the target.
+/// Stage 1: one step of θ1 by `opt` with learning rate `lr` on L1, the auxiliary target held
+/// constant. This is the only forward that updates running statistics: f's, and g's when g
+/// produces the target.
 pub fn stage1(
     f: &MultiTaskNet,
-    target: AuxTarget<'_>,
-    x: &Tensor,
-    y: &Tensor,
     opt: &mut Sgd,
+    target: AuxTarget<'_>,
+    Batch { x, y }: Batch<'_>,
     lr: f64,
-    gamma: f64,
+    losses: LossConfig,
 ) -> StageOne {
     let target = match target {
         AuxTarget::None => None,
@@ -318,7 +372,7 @@ pub fn stage1(
         AuxTarget::Generator(g) => Some(tch::no_grad(|| g.forward(x, y, BatchNorm::BatchUpdate))),
     };
     let out = f.forward_with(x, &f.store.params, BatchNorm::BatchUpdate, target.is_some());
-    let l = losses_from_output(f, &out, y, target.as_ref(), gamma);
+    let l = losses_from_output(f, &out, y, target.as_ref(), losses.gamma);
     let grads = defined_or_zero(
         Tensor::run_backward(&[&l.total], &f.store.params, false, false),
         &f.store.params,
@@ -327,62 +381,55 @@ pub fn stage1(
     StageOne::measure(&l, &out.primary, y)
 }
 
-/// Stage 2: one optimiser step of θ2 on the exact meta-gradient, α = `alpha`.
-#[allow(clippy::too_many_arguments)]
+/// Stage 2: one step of θ2 by g's optimiser with learning rate `lr.g` on the exact
+/// meta-gradient, α = `lr.f` (θ1's learning rate).
 pub fn stage2(
     f: &MultiTaskNet,
-    g: &LabelGenerator,
-    (x, y): (&Tensor, &Tensor),
-    opt: &mut Sgd,
-    alpha: f64,
-    lr: f64,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<MetaGradient, TrainError> {
-    let mg = meta_gradient(f, g, x, y, alpha, losses, mode)?;
-    opt.step(&g.store.params, &mg.grads, lr);
+    let mg = meta_gradient(f, &g.net, batch, lr.f, losses, mode)?;
+    g.step(&mg.grads, lr.g);
     Ok(mg)
 }
 
-/// One MAXL iteration on a batch, both networks stepping: [`interleaved_step`] or
-/// [`fused_step`].
+/// One MAXL iteration on a batch, both networks stepping (θ1 by the given optimiser, θ2 by
+/// the generator's): [`interleaved_step`] or [`fused_step`].
 pub type Iteration = fn(
     &MultiTaskNet,
-    &LabelGenerator,
-    (&Tensor, &Tensor),
-    (&mut Sgd, &mut Sgd),
-    f64,
-    f64,
+    &mut Sgd,
+    &mut Generator,
+    Batch<'_>,
+    LearningRates,
     LossConfig,
     MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError>;
 
-/// One iteration of the `interleaved` schedule: stage 1, then stage 2 on the same batch. θ2
-/// does not change in between, so g's forward runs once (updating g's running statistics, as
-/// stage 1's forward does): stage 1 uses its output as a constant, stage 2 differentiates it.
-#[allow(clippy::too_many_arguments)]
+/// One iteration of the `interleaved` schedule: stage 1, then stage 2 on the same batch
+/// (α = `lr.f`). θ2 does not change in between, so g's forward runs once (updating g's running
+/// statistics, as stage 1's forward does): stage 1 uses its output as a constant, stage 2
+/// differentiates it.
 pub fn interleaved_step(
     f: &MultiTaskNet,
-    g: &LabelGenerator,
-    (x, y): (&Tensor, &Tensor),
-    (opt_f, opt_g): (&mut Sgd, &mut Sgd),
-    lr_f: f64,
-    lr_g: f64,
+    opt_f: &mut Sgd,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError> {
-    let t = g.forward(x, y, BatchNorm::BatchUpdate);
-    let s = stage1(
-        f,
-        AuxTarget::Fixed(t.detach()),
-        x,
-        y,
-        opt_f,
-        lr_f,
-        losses.gamma,
-    );
-    let mg = meta_gradient_for(f, g, (x, y), &t, lr_f, losses, mode.into())?;
-    opt_g.step(&g.store.params, &mg.grads, lr_g);
+    let t = g.net.forward(batch.x, batch.y, BatchNorm::BatchUpdate);
+    let s = stage1(f, opt_f, AuxTarget::Fixed(t.detach()), batch, lr.f, losses);
+    let inner = InnerStep {
+        t: &t,
+        alpha: lr.f,
+        losses,
+    };
+    let mg = meta_gradient_for(f, &g.net, batch, inner, mode.into())?;
+    g.step(&mg.grads, lr.g);
     Ok((s, mg))
 }
 
@@ -390,14 +437,12 @@ pub fn interleaved_step(
 /// and one gradient G of L1 serve both stages. With plain SGD the stage-1 update θ1 − lr·G is
 /// θ1⁺ itself (α = lr), so the meta-gradient is taken at the pre-update θ1; then both networks
 /// step. A different algorithm from `reference` and `interleaved`.
-#[allow(clippy::too_many_arguments)]
 pub fn fused_step(
     f: &MultiTaskNet,
-    g: &LabelGenerator,
-    (x, y): (&Tensor, &Tensor),
-    (opt_f, opt_g): (&mut Sgd, &mut Sgd),
-    lr_f: f64,
-    lr_g: f64,
+    opt_f: &mut Sgd,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError> {
@@ -406,25 +451,30 @@ pub fn fused_step(
             "the fused schedule needs plain SGD for θ1 (no momentum, no weight decay)".into(),
         ));
     }
-    let theta1 = &f.store.params;
-    let t = g.forward(x, y, BatchNorm::BatchUpdate);
+    let (theta1, Batch { x, y }) = (&f.store.params, batch);
+    let t = g.net.forward(x, y, BatchNorm::BatchUpdate);
     let out = f.forward_with(x, theta1, BatchNorm::BatchUpdate, true);
+    let inner = InnerStep {
+        t: &t,
+        alpha: lr.f,
+        losses,
+    };
     let (l1, grad1, mg) = match mode {
         MetaGradientMode::Jvp => {
             let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, false);
-            let mg = by_jvp(f, g, x, y, &t, &grad1, lr_f, losses)?;
+            let mg = by_jvp(f, &g.net, batch, inner, &grad1)?;
             (l1, grad1, mg)
         }
         MetaGradientMode::DoubleBackward => {
             let l1 = losses_from_output(f, &out, y, Some(&t), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, true);
-            let mg = by_double_backward(f, g, x, y, &t, &grad1, lr_f, losses);
+            let mg = by_double_backward(f, &g.net, batch, inner, &grad1);
             (l1, grad1.iter().map(Tensor::detach).collect(), mg)
         }
     };
-    opt_f.step(theta1, &grad1, lr_f);
-    opt_g.step(&g.store.params, &mg.grads, lr_g);
+    opt_f.step(theta1, &grad1, lr.f);
+    g.step(&mg.grads, lr.g);
     Ok((StageOne::measure(&l1, &out.primary, y), mg))
 }
 

@@ -13,6 +13,7 @@ use crate::loss::mask_softmax;
 
 /// PyTorch's BatchNorm2d defaults.
 pub const BN_MOMENTUM: f64 = 0.1;
+/// ε added to the variance in batch norm (PyTorch's BatchNorm2d default).
 pub const BN_EPS: f64 = 1e-5;
 
 /// How batch norm behaves in a forward.
@@ -29,7 +30,9 @@ pub enum BatchNorm {
 /// Initialisation of weights: the reference uses Xavier-uniform for f and Xavier-normal for g.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
+    /// Xavier (Glorot) uniform, U(−b, b) with b = √(6 / (fan_in + fan_out)): f's weights.
     XavierUniform,
+    /// Xavier (Glorot) normal, N(0, 2 / (fan_in + fan_out)): g's weights.
     XavierNormal,
 }
 
@@ -37,6 +40,7 @@ pub enum Init {
 /// require grad) and batch-norm running statistics (which never do).
 #[derive(Debug)]
 pub struct ParamStore {
+    /// Name, shape and kind of every tensor, in the architecture's order.
     pub specs: Vec<ParamSpec>,
     /// Trainable tensors, in the order of `specs` filtered by `is_trainable`.
     pub params: Vec<Tensor>,
@@ -231,20 +235,27 @@ fn num_backbone_params(arch: &Architecture) -> usize {
 /// f(θ1): shared backbone, primary head (K classes) and, unless single-task, auxiliary head (A).
 #[derive(Debug)]
 pub struct MultiTaskNet {
+    /// The architecture the network is built from.
     pub arch: Architecture,
+    /// K, the number of primary classes.
     pub num_primary: usize,
     /// 0 for the single-task baseline (no auxiliary head).
     pub num_aux: usize,
+    /// θ1 and the backbone's batch-norm running statistics.
     pub store: ParamStore,
 }
 
 /// Logits of the multi-task network.
 pub struct MultiTaskOutput {
+    /// Primary logits [N, K].
     pub primary: Tensor,
+    /// Auxiliary logits [N, A]; None without an auxiliary head or when the forward skipped it.
     pub aux: Option<Tensor>,
 }
 
 impl MultiTaskNet {
+    /// A freshly initialised network (Xavier-uniform weights) with K = `num_primary` primary and
+    /// A = `num_aux` auxiliary classes (0: no auxiliary head).
     pub fn new(
         arch: &Architecture,
         num_primary: usize,
@@ -287,14 +298,18 @@ impl MultiTaskNet {
 /// with the mask of each sample's ground-truth primary class.
 #[derive(Debug)]
 pub struct LabelGenerator {
+    /// The architecture g's backbone is built from (the same as f's).
     pub arch: Architecture,
+    /// ψ: which auxiliary slots each primary class owns.
     pub hierarchy: Hierarchy,
     /// K × A 0/1 mask table (row k = mask of primary class k), in the parameters' kind.
     pub mask_table: Tensor,
+    /// θ2 and the backbone's batch-norm running statistics.
     pub store: ParamStore,
 }
 
 impl LabelGenerator {
+    /// A freshly initialised generator (Xavier-normal weights) over ψ's A auxiliary slots.
     pub fn new(arch: &Architecture, hierarchy: &Hierarchy, kind: Kind, device: Device) -> Self {
         let store = ParamStore::init(
             arch.generator_params(hierarchy.num_aux()),
@@ -305,6 +320,8 @@ impl LabelGenerator {
         Self::with_store(arch, hierarchy, store)
     }
 
+    /// A generator with the given tensors (a checkpoint's); the mask table takes their kind and
+    /// device.
     pub fn with_store(arch: &Architecture, hierarchy: &Hierarchy, store: ParamStore) -> Self {
         let (kind, device) = (store.params[0].kind(), store.params[0].device());
         let mask_table = Tensor::from_slice(&hierarchy.mask_table())
@@ -327,12 +344,14 @@ impl LabelGenerator {
     }
 
     /// The soft auxiliary labels: mask softmax of the logits with the mask of each sample's
-    /// primary label `y` (int64 [N], already validated).
+    /// primary label `y` (int64 \[N\], already validated).
     pub fn forward_with(&self, x: &Tensor, y: &Tensor, params: &[Tensor], bn: BatchNorm) -> Tensor {
         let mask = self.mask_table.index_select(0, y);
         mask_softmax(&self.logits_with(x, params, bn), &mask)
     }
 
+    /// The soft auxiliary labels [N, A] at the live weights θ2 (see
+    /// [`LabelGenerator::forward_with`]).
     pub fn forward(&self, x: &Tensor, y: &Tensor, bn: BatchNorm) -> Tensor {
         self.forward_with(x, y, &self.store.params, bn)
     }

@@ -6,14 +6,18 @@
 use maxl_core::config::{LrStep, OptimizerConfig};
 use tch::Tensor;
 
+/// SGD with momentum and weight decay, as PyTorch's `torch.optim.SGD` (dampening 0, no
+/// Nesterov). The learning rate is given to each [`step`](Sgd::step), so the schedule sets it.
 #[derive(Debug)]
 pub struct Sgd {
+    /// Momentum and weight decay (`lr` is only the schedule's base: `step` takes the current rate).
     pub config: OptimizerConfig,
     /// Momentum buffers, created on the first step (as PyTorch does).
     pub momentum_buffers: Vec<Option<Tensor>>,
 }
 
 impl Sgd {
+    /// An optimiser for `num_params` parameters, with no momentum buffers yet.
     pub fn new(config: OptimizerConfig, num_params: usize) -> Self {
         Self {
             config,

@@ -16,7 +16,7 @@ use crate::TrainError;
 use crate::data::PreparedData;
 
 /// Where training batches are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DataPlacement {
     /// On the device when training on a GPU and the padded training, validation and test
     /// bytes together take at most 1 GiB; on the host otherwise.
@@ -31,6 +31,36 @@ pub enum DataPlacement {
 
 /// What [`DataPlacement::Auto`] keeps on a GPU: the bytes of the three sets, padded.
 pub const AUTO_LIMIT_BYTES: usize = 1 << 30;
+
+impl maxl_core::Choice for DataPlacement {
+    const ALL: &'static [Self] = &[
+        DataPlacement::Auto,
+        DataPlacement::Device,
+        DataPlacement::Host,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            DataPlacement::Auto => "auto",
+            DataPlacement::Device => "device",
+            DataPlacement::Host => "host",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            DataPlacement::Auto => {
+                "On the device when training on a GPU and the padded training, validation and test bytes together take at most 1 GiB; on the host otherwise"
+            }
+            DataPlacement::Device => {
+                "Upload the datasets to the training device (also on the CPU, where \"device\" memory is host memory: a second, padded copy) and make every batch there"
+            }
+            DataPlacement::Host => {
+                "Assemble batches on the host, on a second thread, and copy them to the device"
+            }
+        }
+    }
+}
 
 impl DataPlacement {
     /// Whether `data` is kept on `device`, with `pad` pixels of crop padding on each side of
@@ -68,18 +98,25 @@ pub struct ResidentSet {
 
 /// The training, validation and test sets on the device, and the normalisation table.
 pub struct Resident {
+    /// The training set, padded for its crops, with its fixed auxiliary slots where the method has
+    /// them.
     pub train: ResidentSet,
+    /// The validation set (unpadded).
     pub validation: ResidentSet,
+    /// The test set (unpadded).
     pub test: ResidentSet,
     /// The normalised value of each byte 0…255, [256], in the training kind.
     table: Tensor,
 }
 
-/// A batch made on the device: images [B, C, H, W], primary labels [B], fixed auxiliary slots
-/// [B] where the set has them.
+/// A batch made on the device: images [B, C, H, W], primary labels \[B\], fixed auxiliary
+/// slots \[B\] where the set has them.
 pub struct DeviceBatch {
+    /// Normalised images [B, C, H, W], in the training kind.
     pub x: Tensor,
+    /// Primary labels, i64 \[B\].
     pub y: Tensor,
+    /// Fixed auxiliary slots, i64 \[B\] (the `random` and `human` training sets only).
     pub slots: Option<Tensor>,
 }
 
@@ -157,8 +194,8 @@ impl Resident {
         })
     }
 
-    pub(crate) fn set(&self, split: crate::train::Split) -> &ResidentSet {
-        use crate::train::Split;
+    pub(crate) fn set(&self, split: crate::data::Split) -> &ResidentSet {
+        use crate::data::Split;
         match split {
             Split::Train => &self.train,
             Split::Validation => &self.validation,

@@ -1,4 +1,5 @@
-//! The results of an experiment (see [`crate::compare`]), regenerated from its run directories:
+//! The results of an experiment (see [`crate::compare`](mod@crate::compare)), regenerated from its
+//! run directories:
 //!
 //! * `results.csv` — one row per run and seed: final primary test accuracy, best validation
 //!   accuracy, epochs, training seconds, and the paired difference to the baseline's seed;
@@ -25,22 +26,35 @@ use crate::compare::{Clock, EXPERIMENT_FILE, Experiment, finished, run_dir};
 /// One finished run of one seed.
 #[derive(Debug, Clone)]
 pub struct SeedResult {
+    /// The run's name in the experiment.
     pub run: String,
+    /// The method, as `summary.yaml` names it.
     pub method: String,
+    /// The schedule, as `summary.yaml` names it.
     pub schedule: String,
+    /// How the meta-gradient was computed, as `summary.yaml` names it (`double-backward` for runs
+    /// written before the field existed).
     pub meta_gradient: String,
+    /// The seed.
     pub seed: u64,
+    /// Epochs trained (rows of `metrics.csv`).
     pub epochs: usize,
+    /// Final primary test accuracy.
     pub test_acc: f64,
     /// NaN without a validation split.
     pub best_val_acc: f64,
+    /// Wall-clock seconds of training, summed over epochs (evaluation excluded).
     pub train_seconds: f64,
     /// CPU seconds of training (NaN for runs written before the column existed).
     pub cpu_seconds: f64,
+    /// ψ, the number of auxiliary classes of each primary class.
     pub psi: Vec<usize>,
     /// (epoch, test accuracy, training seconds so far, CPU seconds so far) per epoch.
     pub curve: Vec<(f64, f64, f64, f64)>,
+    /// How many images got each auxiliary slot as the generator's argmax (A entries), for runs
+    /// with a label generator.
     pub usage_counts: Option<Vec<usize>>,
+    /// Display names of the primary classes.
     pub class_names: Vec<String>,
 }
 
@@ -53,6 +67,7 @@ impl SeedResult {
         }
     }
 
+    /// Training seconds by `clock` per epoch.
     pub fn seconds_per_epoch(&self, clock: Clock) -> f64 {
         self.seconds(clock) / self.epochs.max(1) as f64
     }
@@ -116,9 +131,9 @@ pub fn read_run(dir: &Path, run: &str, seed: u64) -> Result<SeedResult, TrainErr
         curve.push((v[ce], v[ct], elapsed, cpu));
     }
     let class_names: Vec<String> = serde_yaml_ng::from_str(&read_text(
-        &dir.join(crate::files::CLASSES_FILE),
+        &dir.join(crate::run_files::CLASSES_FILE),
     )?)
-    .map_err(|e| TrainError::output(&dir.join(crate::files::CLASSES_FILE), e.to_string()))?;
+    .map_err(|e| TrainError::output(&dir.join(crate::run_files::CLASSES_FILE), e.to_string()))?;
     Ok(SeedResult {
         run: run.to_string(),
         method: text("method"),
@@ -192,13 +207,26 @@ pub fn write(out: &Path) -> Result<String, TrainError> {
     if all.is_empty() {
         return Err(TrainError::output(out, "no finished runs yet"));
     }
-    let baseline = |seed: u64| all.iter().find(|r| r.run == e.baseline && r.seed == seed);
+    maxl_core::fsio::write_atomic(&out.join("results.csv"), csv_table(&e, &all).as_bytes())?;
+    let md = markdown_table(&e, &all);
+    maxl_core::fsio::write_atomic(&out.join("results.md"), md.as_bytes())?;
+    accuracy_plot(&out.join("test_accuracy.png"), &e, &all)?;
+    usage_plot(&out.join("slot_usage.png"), &e, &all)?;
+    Ok(md)
+}
 
+/// The baseline's result of `seed`.
+fn baseline_of<'a>(e: &Experiment, all: &'a [SeedResult], seed: u64) -> Option<&'a SeedResult> {
+    all.iter().find(|r| r.run == e.baseline && r.seed == seed)
+}
+
+/// results.csv: one row per run and seed.
+fn csv_table(e: &Experiment, all: &[SeedResult]) -> String {
     let mut csv = String::from(
         "run,method,schedule,meta_gradient,seed,epochs,test_acc,best_val_acc,train_seconds,cpu_seconds,diff_to_baseline\n",
     );
-    for r in &all {
-        let diff = baseline(r.seed).map_or(f64::NAN, |b| r.test_acc - b.test_acc);
+    for r in all {
+        let diff = baseline_of(e, all, r.seed).map_or(f64::NAN, |b| r.test_acc - b.test_acc);
         writeln!(
             csv,
             "{},{},{},{},{},{},{:.5},{:.5},{:.2},{:.2},{:.5}",
@@ -216,8 +244,11 @@ pub fn write(out: &Path) -> Result<String, TrainError> {
         )
         .expect("string write");
     }
-    maxl_core::fsio::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    csv
+}
 
+/// results.md: the header, then one row per run with finished seeds.
+fn markdown_table(e: &Experiment, all: &[SeedResult]) -> String {
     let mut md = format!(
         "| run | method | schedule | meta-gradient | ψ | seeds | epochs | test accuracy % | Δ vs {b} (pp, paired) | best val. % | {c} s / epoch | {c} time × {b} |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -229,88 +260,93 @@ pub fn write(out: &Path) -> Result<String, TrainError> {
     );
     for spec in &e.runs {
         let rs: Vec<&SeedResult> = all.iter().filter(|r| r.run == spec.name).collect();
-        let Some(first) = rs.first() else {
-            continue;
-        };
-        let acc: Vec<f64> = rs.iter().map(|r| r.test_acc).collect();
-        let (diffs, ratios): (Vec<f64>, Vec<f64>) = rs
-            .iter()
-            .filter_map(|r| {
-                baseline(r.seed).map(|b| {
-                    (
-                        r.test_acc - b.test_acc,
-                        r.seconds(e.clock) / b.seconds(e.clock),
-                    )
-                })
-            })
-            .unzip();
-        let val: Vec<f64> = rs
-            .iter()
-            .map(|r| r.best_val_acc)
-            .filter(|v| v.is_finite())
-            .collect();
-        let spe: Vec<f64> = rs.iter().map(|r| r.seconds_per_epoch(e.clock)).collect();
-        let mut epochs: Vec<usize> = rs.iter().map(|r| r.epochs).collect();
-        epochs.dedup();
-        let epochs = match epochs.as_slice() {
-            [one] => one.to_string(),
-            many => format!(
-                "{}–{}",
-                many.iter().min().expect("non-empty"),
-                many.iter().max().expect("non-empty")
-            ),
-        };
-        let generator = first.method.starts_with("maxl");
-        let (a, s) = mean_std(&acc);
-        let (d, ds) = mean_std(&diffs);
-        let (v, vs) = mean_std(&val);
-        let (t, _) = mean_std(&spe);
-        let (q, _) = mean_std(&ratios);
-        let uniform = first.psi.iter().all(|&p| p == first.psi[0]);
-        writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
-            spec.name,
-            first.method,
-            if generator {
-                first.schedule.as_str()
-            } else {
-                "—"
-            },
-            if generator {
-                first.meta_gradient.as_str()
-            } else {
-                "—"
-            },
-            if first.method == "single" {
-                "—".to_string()
-            } else if uniform {
-                first.psi[0].to_string()
-            } else {
-                format!("{:?}", first.psi)
-            },
-            rs.len(),
-            epochs,
-            pm(a, s, 100.0, 2),
-            if spec.name == e.baseline {
-                "—".into()
-            } else {
-                pm(d, ds, 100.0, 2)
-            },
-            pm(v, vs, 100.0, 2),
-            t,
-            if q.is_nan() {
-                "—".into()
-            } else {
-                format!("{q:.2}")
-            },
-        )
-        .expect("string write");
+        if !rs.is_empty() {
+            md.push_str(&markdown_row(e, all, &spec.name, &rs));
+        }
     }
-    maxl_core::fsio::write_atomic(&out.join("results.md"), md.as_bytes())?;
-    accuracy_plot(&out.join("test_accuracy.png"), &e, &all)?;
-    usage_plot(&out.join("slot_usage.png"), &e, &all)?;
-    Ok(md)
+    md
+}
+
+/// The epochs of a run's seeds: `30`, or `12–15` when they differ.
+fn epochs_text(rs: &[&SeedResult]) -> String {
+    let mut epochs: Vec<usize> = rs.iter().map(|r| r.epochs).collect();
+    epochs.dedup();
+    match epochs.as_slice() {
+        [one] => one.to_string(),
+        many => format!(
+            "{}–{}",
+            many.iter().min().expect("non-empty"),
+            many.iter().max().expect("non-empty")
+        ),
+    }
+}
+
+/// One row of results.md: run `name`'s seeds `rs` (non-empty) against the baseline's.
+fn markdown_row(e: &Experiment, all: &[SeedResult], name: &str, rs: &[&SeedResult]) -> String {
+    let first = rs[0];
+    let acc: Vec<f64> = rs.iter().map(|r| r.test_acc).collect();
+    let (diffs, ratios): (Vec<f64>, Vec<f64>) = rs
+        .iter()
+        .filter_map(|r| {
+            baseline_of(e, all, r.seed).map(|b| {
+                (
+                    r.test_acc - b.test_acc,
+                    r.seconds(e.clock) / b.seconds(e.clock),
+                )
+            })
+        })
+        .unzip();
+    let val: Vec<f64> = rs
+        .iter()
+        .map(|r| r.best_val_acc)
+        .filter(|v| v.is_finite())
+        .collect();
+    let spe: Vec<f64> = rs.iter().map(|r| r.seconds_per_epoch(e.clock)).collect();
+    let generator = first.method.starts_with("maxl");
+    let (a, s) = mean_std(&acc);
+    let (d, ds) = mean_std(&diffs);
+    let (v, vs) = mean_std(&val);
+    let (t, _) = mean_std(&spe);
+    let (q, _) = mean_std(&ratios);
+    let uniform = first.psi.iter().all(|&p| p == first.psi[0]);
+    let psi = if first.method == "single" {
+        "—".to_string()
+    } else if uniform {
+        first.psi[0].to_string()
+    } else {
+        format!("{:?}", first.psi)
+    };
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+        name,
+        first.method,
+        if generator {
+            first.schedule.as_str()
+        } else {
+            "—"
+        },
+        if generator {
+            first.meta_gradient.as_str()
+        } else {
+            "—"
+        },
+        psi,
+        rs.len(),
+        epochs_text(rs),
+        pm(a, s, 100.0, 2),
+        if name == e.baseline {
+            "—".into()
+        } else {
+            pm(d, ds, 100.0, 2)
+        },
+        pm(v, vs, 100.0, 2),
+        t,
+        if q.is_nan() {
+            "—".into()
+        } else {
+            format!("{q:.2}")
+        },
+    )
 }
 
 /// One point of a curve over seeds: (x, mean, min, max).

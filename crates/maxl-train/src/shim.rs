@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, c_char, c_int};
 
-use crate::files::first_line;
+use crate::first_line;
 
 unsafe extern "C" {
     pub(crate) fn maxl_forward_ad_enter(level: *mut u64, err: *mut c_char, len: usize) -> c_int;

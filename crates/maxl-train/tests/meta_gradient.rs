@@ -2,109 +2,16 @@
 //! written by `scripts/make_fixtures.py` (an independent float64 implementation) and central
 //! finite differences. Also pins down batch-norm behaviour.
 
-use maxl_core::arch::{Architecture, ConvBlock, InputSpec};
+mod fixture;
+
+use fixture::{Fixture, META_STEP, assert_close, max_abs_diff};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
-use maxl_core::hierarchy::Hierarchy;
-use maxl_train::meta::{AuxTarget, LossConfig, MetaPath, meta_gradient, stage1, stage2};
+use maxl_train::meta::{
+    AuxTarget, Batch, Generator, LearningRates, LossConfig, MetaPath, meta_gradient, stage1, stage2,
+};
 use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
 use maxl_train::optim::Sgd;
-use tch::{Device, Kind, Tensor};
-
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/meta_step.safetensors"
-);
-
-/// The fixture's architecture (see scripts/make_fixtures.py).
-fn arch() -> Architecture {
-    Architecture {
-        input: InputSpec {
-            channels: 2,
-            height: 8,
-            width: 8,
-            mean: 0.5,
-            std: 0.2,
-        },
-        blocks: vec![
-            ConvBlock {
-                convs: 2,
-                channels: 3,
-            },
-            ConvBlock {
-                convs: 1,
-                channels: 4,
-            },
-        ],
-        head_hidden: 5,
-    }
-}
-
-struct Fixture {
-    tensors: Vec<(String, Tensor)>,
-}
-
-impl Fixture {
-    fn load() -> Self {
-        Self {
-            tensors: Tensor::read_safetensors(FIXTURE)
-                .expect("fixture (regenerate with scripts/make_fixtures.py)"),
-        }
-    }
-    fn get(&self, name: &str) -> Tensor {
-        self.tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("fixture lacks {name}"))
-            .1
-            .shallow_clone()
-    }
-    fn with_prefix(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        self.tensors
-            .iter()
-            .filter_map(|(n, t)| {
-                n.strip_prefix(prefix)
-                    .map(|s| (s.to_string(), t.shallow_clone()))
-            })
-            .collect()
-    }
-    fn nets(&self) -> (MultiTaskNet, LabelGenerator) {
-        let a = arch();
-        let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
-        let fs = ParamStore::from_named(
-            a.multitask_params(3, 6),
-            &self.with_prefix("f."),
-            Kind::Double,
-            Device::Cpu,
-        )
-        .unwrap();
-        let gs = ParamStore::from_named(
-            a.generator_params(6),
-            &self.with_prefix("g."),
-            Kind::Double,
-            Device::Cpu,
-        )
-        .unwrap();
-        let f = MultiTaskNet {
-            arch: a.clone(),
-            num_primary: 3,
-            num_aux: 6,
-            store: fs,
-        };
-        (f, LabelGenerator::with_store(&a, &h, gs))
-    }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
-}
-
-fn assert_close(named: &[(String, Tensor)], fx: &Fixture, prefix: &str, tol: f64) {
-    for (n, t) in named {
-        let want = fx.get(&format!("{prefix}{n}"));
-        let d = max_abs_diff(t, &want);
-        assert!(d <= tol, "{prefix}{n}: max |diff| {d:e} > {tol:e}");
-    }
-}
+use tch::{Kind, Tensor};
 
 fn grads_named(g: &LabelGenerator, grads: &[Tensor]) -> Vec<(String, Tensor)> {
     g.store
@@ -120,7 +27,7 @@ const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGrad
 
 #[test]
 fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     for mode in MODES {
@@ -129,8 +36,7 @@ fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
             let mg = meta_gradient(
                 &f,
                 &g,
-                &x,
-                &y,
+                Batch::new(&x, &y),
                 alpha,
                 LossConfig { gamma: 2.0, lambda },
                 mode,
@@ -160,7 +66,7 @@ fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
 
 #[test]
 fn jvp_equals_double_backward_to_rounding_in_f64() {
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     for lambda in [0.0, 0.2] {
@@ -169,14 +75,21 @@ fn jvp_equals_double_backward_to_rounding_in_f64() {
             let db = meta_gradient(
                 &f,
                 &g,
-                &x,
-                &y,
+                Batch::new(&x, &y),
                 alpha,
                 losses,
                 MetaGradientMode::DoubleBackward,
             )
             .unwrap();
-            let jvp = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaGradientMode::Jvp).unwrap();
+            let jvp = meta_gradient(
+                &f,
+                &g,
+                Batch::new(&x, &y),
+                alpha,
+                losses,
+                MetaGradientMode::Jvp,
+            )
+            .unwrap();
             assert!((db.loss.double_value(&[]) - jvp.loss.double_value(&[])).abs() < 1e-14);
             for (a, b) in db.grads.iter().zip(&jvp.grads) {
                 let d = max_abs_diff(a, b);
@@ -198,8 +111,7 @@ fn meta_loss(
     meta_gradient(
         f,
         g,
-        x,
-        y,
+        Batch::new(x, y),
         alpha,
         LossConfig { gamma: 2.0, lambda },
         MetaGradientMode::DoubleBackward,
@@ -212,7 +124,7 @@ fn meta_loss(
 #[test]
 fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
     // λ = 0: the gradient flows into θ2 only through θ1⁺ = θ1 − αG, the second-order path.
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     let losses = LossConfig {
@@ -222,17 +134,23 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
     let analytic = meta_gradient(
         &f,
         &g,
-        &x,
-        &y,
+        Batch::new(&x, &y),
         alpha,
         losses,
         MetaGradientMode::DoubleBackward,
     )
     .unwrap()
     .grads;
-    let jvp = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaGradientMode::Jvp)
-        .unwrap()
-        .grads;
+    let jvp = meta_gradient(
+        &f,
+        &g,
+        Batch::new(&x, &y),
+        alpha,
+        losses,
+        MetaGradientMode::Jvp,
+    )
+    .unwrap()
+    .grads;
     for (a, b) in analytic.iter().zip(&jvp) {
         assert!(max_abs_diff(a, b) < 1e-10, "jvp equals double-backward");
     }
@@ -267,21 +185,27 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
 
 #[test]
 fn create_graph_is_what_carries_the_meta_gradient() {
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.0,
     };
-    let without = meta_gradient(&f, &g, &x, &y, alpha, losses, MetaPath::WithoutSecondOrder)
-        .unwrap()
-        .grads;
+    let without = meta_gradient(
+        &f,
+        &g,
+        Batch::new(&x, &y),
+        alpha,
+        losses,
+        MetaPath::WithoutSecondOrder,
+    )
+    .unwrap()
+    .grads;
     let with = meta_gradient(
         &f,
         &g,
-        &x,
-        &y,
+        Batch::new(&x, &y),
         alpha,
         losses,
         MetaGradientMode::DoubleBackward,
@@ -310,7 +234,7 @@ fn create_graph_is_what_carries_the_meta_gradient() {
 
 #[test]
 fn stage1_then_stage2_match_pytorch() {
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     for mode in MODES {
         let (f, g) = fx.nets();
         let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
@@ -322,7 +246,17 @@ fn stage1_then_stage2_match_pytorch() {
             },
             f.store.params.len(),
         );
-        let s = stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt_f, 0.1, 2.0);
+        let s = stage1(
+            &f,
+            &mut opt_f,
+            AuxTarget::Generator(&g),
+            Batch::new(&x, &y),
+            0.1,
+            LossConfig {
+                gamma: 2.0,
+                lambda: 0.0,
+            },
+        );
         let want = fx.get("expected.stage1.loss").double_value(&[0]);
         let got = s.primary_loss.double_value(&[]) + s.aux_loss.unwrap().double_value(&[]);
         assert!((got - want).abs() < 1e-12, "L1 {got} vs {want}");
@@ -337,21 +271,19 @@ fn stage1_then_stage2_match_pytorch() {
             .collect();
         assert_eq!(g_bufs.len(), 6);
         assert_close(&g_bufs, &fx, "expected.stage1.g.", 1e-12);
-        let mut opt_g = Sgd::new(
+        let mut g = Generator::new(
+            g,
             OptimizerConfig {
                 lr: 1e-3,
                 momentum: 0.0,
                 weight_decay: 5e-4,
             },
-            g.store.params.len(),
         );
         stage2(
             &f,
-            &g,
-            (&x, &y),
-            &mut opt_g,
-            alpha,
-            1e-3,
+            &mut g,
+            Batch::new(&x, &y),
+            LearningRates { f: alpha, g: 1e-3 },
             LossConfig {
                 gamma: 2.0,
                 lambda: 0.2,
@@ -360,6 +292,7 @@ fn stage1_then_stage2_match_pytorch() {
         )
         .unwrap();
         let g_params: Vec<(String, Tensor)> = g
+            .net
             .store
             .named()
             .into_iter()
@@ -375,7 +308,7 @@ fn buffers(store: &ParamStore) -> Vec<Tensor> {
 
 #[test]
 fn batch_norm_running_statistics_follow_the_method() {
-    let fx = Fixture::load();
+    let fx = Fixture::load(META_STEP);
     let (f, g) = fx.nets();
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     let (f0, g0) = (buffers(&f.store), buffers(&g.store));
@@ -386,8 +319,7 @@ fn batch_norm_running_statistics_follow_the_method() {
         meta_gradient(
             &f,
             &g,
-            &x,
-            &y,
+            Batch::new(&x, &y),
             alpha,
             LossConfig {
                 gamma: 2.0,
@@ -426,7 +358,17 @@ fn batch_norm_running_statistics_follow_the_method() {
         },
         f.store.params.len(),
     );
-    stage1(&f, AuxTarget::Generator(&g), &x, &y, &mut opt, 0.1, 2.0);
+    stage1(
+        &f,
+        &mut opt,
+        AuxTarget::Generator(&g),
+        Batch::new(&x, &y),
+        0.1,
+        LossConfig {
+            gamma: 2.0,
+            lambda: 0.0,
+        },
+    );
     let want = &f0[0] * 0.9 + &batch_mean * 0.1;
     assert!(
         max_abs_diff(&f.store.buffers[0], &want) < 1e-12,

@@ -1,8 +1,14 @@
 //! The training loop's schedules against step-by-step reproductions built from the public
 //! stage functions, on a tiny synthetic task (no dataset files): the reference schedule's two
 //! passes and its refresh of g's batch-norm statistics, α following θ1's scheduled lr, the
-//! fused schedule's update, and the fixed labels of the `random` and `human` baselines.
+//! fused schedule's update, and the fixed labels of the `random` and `human` baselines. The
+//! step functions themselves, one `interleaved` and one `fused` iteration, are compared with the
+//! independent PyTorch implementation (`scripts/maxl_reference.py`, fixture written by
+//! `scripts/make_fixtures.py`) in float64.
 
+mod fixture;
+
+use fixture::{Fixture, SCHEDULE_STEP, assert_close};
 use maxl_core::arch::{Architecture, ConvBlock, InputSpec};
 use maxl_core::config::{
     CoarseGroup, DatasetKind, LrStep, MetaGradientMode, Method, ModelConfig, OptimizerConfig,
@@ -13,7 +19,8 @@ use maxl_data::batch::{Normalize, assemble};
 use maxl_train::Trainer;
 use maxl_train::data::PreparedData;
 use maxl_train::meta::{
-    AuxTarget, LossConfig, fused_step, interleaved_step, meta_gradient, stage1, stage2,
+    AuxTarget, Batch, Generator, Iteration, LearningRates, LossConfig, fused_step,
+    interleaved_step, meta_gradient, stage1, stage2,
 };
 use maxl_train::net::BatchNorm;
 use maxl_train::optim::Sgd;
@@ -125,7 +132,7 @@ fn twin(t: &Trainer) -> Trainer {
             }
         };
         pairs(&t.f.store, &u.f.store);
-        if let (Some(a), Some(b)) = (&t.g, &u.g) {
+        if let (Some(a), Some(b)) = (t.generator(), u.generator()) {
             pairs(&a.store, &b.store);
         }
     });
@@ -154,7 +161,7 @@ fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
 }
 
 fn state(t: &Trainer) -> Vec<Tensor> {
-    let g = &t.g.as_ref().unwrap().store;
+    let g = &t.generator().unwrap().store;
     t.f.store
         .params
         .iter()
@@ -177,7 +184,8 @@ fn the_reference_schedule_is_two_passes_then_a_refresh_of_gs_statistics() {
     for mode in [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp] {
         let c = config(Method::Maxl, Schedule::Reference, mode);
         let mut a = trainer(&c);
-        let b = twin(&a);
+        let mut b = twin(&a);
+        let batches: Vec<_> = (0..3).map(|i| batch(&b, i)).collect();
         let mut totals = Vec::new();
         a.train_epoch(None, &mut |done, total| totals.push((done, total)))
             .unwrap();
@@ -189,25 +197,24 @@ fn the_reference_schedule_is_two_passes_then_a_refresh_of_gs_statistics() {
 
         // By hand: stage 1 over the epoch, stage 2 over the epoch (α = θ1's lr), then g's
         // running statistics recomputed at the final θ2 over the epoch's batches.
-        let g = b.g.as_ref().unwrap();
         let mut opt_f = Sgd::new(c.multitask_optimizer, b.f.store.params.len());
-        let mut opt_g = Sgd::new(c.generator_optimizer, g.store.params.len());
-        for i in 0..3 {
-            let (x, y) = batch(&b, i);
-            stage1(&b.f, AuxTarget::Generator(g), &x, &y, &mut opt_f, 0.1, 2.0);
+        let g = b.g.as_mut().unwrap();
+        let lr = LearningRates { f: 0.1, g: 0.05 };
+        for (x, y) in &batches {
+            let target = AuxTarget::Generator(&g.net);
+            stage1(&b.f, &mut opt_f, target, Batch::new(x, y), lr.f, losses(&c));
         }
-        for i in 0..3 {
-            let (x, y) = batch(&b, i);
-            stage2(&b.f, g, (&x, &y), &mut opt_g, 0.1, 0.05, losses(&c), mode).unwrap();
+        for (x, y) in &batches {
+            stage2(&b.f, g, Batch::new(x, y), lr, losses(&c), mode).unwrap();
         }
+        let g = &g.net;
         let before_refresh: Vec<Tensor> = g.store.buffers.iter().map(Tensor::copy).collect();
-        for i in 0..3 {
-            let (x, y) = batch(&b, i);
-            let _ = tch::no_grad(|| g.forward(&x, &y, BatchNorm::BatchUpdate));
+        for (x, y) in &batches {
+            let _ = tch::no_grad(|| g.forward(x, y, BatchNorm::BatchUpdate));
         }
+        let moved = max_diff(&before_refresh, &g.store.buffers);
         let d = max_diff(&state(&a), &state(&b));
         assert!(d < 1e-6, "{}: train_epoch vs by hand: {d:e}", mode.name());
-        let moved = max_diff(&before_refresh, &g.store.buffers);
         assert!(
             moved > 1e-4,
             "the refresh changes g's statistics ({moved:e})"
@@ -225,32 +232,24 @@ fn alpha_follows_the_scheduled_learning_rate() {
     assert_eq!(m.lr, 0.05, "epoch 2 runs at half the lr");
     // Epoch 2 by hand with lr = α = 0.05 for θ1 and 0.025 for θ2 …
     let run = |alpha: f64| {
-        let u = twin(&b);
-        let g = u.g.as_ref().unwrap();
+        let mut u = twin(&b);
+        let batches: Vec<_> = (0..3).map(|i| batch(&u, i)).collect();
         let mut opt_f = Sgd::new(c.multitask_optimizer, u.f.store.params.len());
-        let mut opt_g = Sgd::new(c.generator_optimizer, g.store.params.len());
-        for i in 0..3 {
-            let (x, y) = batch(&u, i);
-            let opts = (&mut opt_f, &mut opt_g);
-            // interleaved_step takes α = lr_f; an α that did not follow the schedule is
+        let g = u.g.as_mut().unwrap();
+        let lr = LearningRates { f: 0.05, g: 0.025 };
+        for (x, y) in &batches {
+            let batch = Batch::new(x, y);
+            // interleaved_step takes α = lr.f; an α that did not follow the schedule is
             // reproduced by stage 1 and a meta-gradient with that α.
-            if alpha == 0.05 {
-                interleaved_step(
-                    &u.f,
-                    g,
-                    (&x, &y),
-                    opts,
-                    0.05,
-                    0.025,
-                    losses(&c),
-                    c.meta_gradient,
-                )
-                .unwrap();
+            if alpha == lr.f {
+                interleaved_step(&u.f, &mut opt_f, g, batch, lr, losses(&c), c.meta_gradient)
+                    .unwrap();
             } else {
-                stage1(&u.f, AuxTarget::Generator(g), &x, &y, opts.0, 0.05, 2.0);
+                let target = AuxTarget::Generator(&g.net);
+                stage1(&u.f, &mut opt_f, target, batch, lr.f, losses(&c));
                 let mg =
-                    meta_gradient(&u.f, g, &x, &y, alpha, losses(&c), c.meta_gradient).unwrap();
-                opts.1.step(&g.store.params, &mg.grads, 0.025);
+                    meta_gradient(&u.f, &g.net, batch, alpha, losses(&c), c.meta_gradient).unwrap();
+                g.opt.step(&g.net.store.params, &mg.grads, lr.g);
             }
         }
         state(&u)
@@ -267,23 +266,28 @@ fn the_fused_schedule_steps_theta1_by_the_same_gradient_its_meta_step_used() {
     for mode in [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp] {
         let c = config(Method::Maxl, Schedule::Fused, mode);
         let mut a = trainer(&c);
-        let b = twin(&a);
+        let mut b = twin(&a);
         a.train_epoch(None, &mut |_, _| {}).unwrap();
-        let g = b.g.as_ref().unwrap();
+        let batches: Vec<_> = (0..3).map(|i| batch(&b, i)).collect();
         let mut opt_f = Sgd::new(c.multitask_optimizer, b.f.store.params.len());
-        let mut opt_g = Sgd::new(c.generator_optimizer, g.store.params.len());
-        for i in 0..3 {
-            let (x, y) = batch(&b, i);
-            let opts = (&mut opt_f, &mut opt_g);
-            fused_step(&b.f, g, (&x, &y), opts, 0.1, 0.05, losses(&c), mode).unwrap();
+        let g = b.g.as_mut().unwrap();
+        let lr = LearningRates { f: 0.1, g: 0.05 };
+        for (x, y) in &batches {
+            fused_step(&b.f, &mut opt_f, g, Batch::new(x, y), lr, losses(&c), mode).unwrap();
         }
         let d = max_diff(&state(&a), &state(&b));
         assert!(d < 1e-6, "{}: {d:e}", mode.name());
     }
-    // The two meta-gradient modes agree on the fused update too (f32 here).
+    // The two meta-gradient modes agree on the fused update too (f32 here), from one set of
+    // initial weights (libtorch's generator is shared by the test threads).
+    let start = trainer(&config(
+        Method::Maxl,
+        Schedule::Fused,
+        MetaGradientMode::Jvp,
+    ));
     let run = |mode| {
-        let c = config(Method::Maxl, Schedule::Fused, mode);
-        let mut t = trainer(&c);
+        let mut t = twin(&start);
+        t.config.meta_gradient = mode;
         t.train_epoch(None, &mut |_, _| {}).unwrap();
         state(&t)
     };
@@ -299,6 +303,61 @@ fn the_fused_schedule_steps_theta1_by_the_same_gradient_its_meta_step_used() {
     assert!(e.contains("fused") && e.contains("plain SGD"), "{e}");
     c.method = Method::Single;
     c.validate().expect("baselines ignore the schedule");
+}
+
+/// Two iterations of `step` on the fixture's two batches in float64, from the fixture's
+/// weights, against the PyTorch reference's iterations of the schedule `name`: f's and g's
+/// weights and running statistics after each iteration, stage 1's L1 and the meta-loss L2.
+/// The second iteration starts from the optimisers' state after the first (momentum buffers).
+fn iterations_match_pytorch(name: &str, step: Iteration) {
+    let fx = Fixture::load(SCHEDULE_STEP);
+    let opt = |net: &str| OptimizerConfig {
+        lr: fx.scalar(&format!("{name}.opt_{net}.lr")),
+        momentum: fx.scalar(&format!("{name}.opt_{net}.momentum")),
+        weight_decay: fx.scalar(&format!("{name}.opt_{net}.weight_decay")),
+    };
+    let (opt_f, opt_g) = (opt("f"), opt("g"));
+    let lr = LearningRates {
+        f: opt_f.lr,
+        g: opt_g.lr,
+    };
+    let losses = LossConfig {
+        gamma: fx.scalar("gamma"),
+        lambda: fx.scalar("lambda"),
+    };
+    for mode in [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp] {
+        let (f, g) = fx.nets();
+        let mut opt_f = Sgd::new(opt_f, f.store.params.len());
+        let mut g = Generator::new(g, opt_g);
+        for i in 1..=2 {
+            let (x, y) = (fx.get(&format!("x{i}")), fx.get(&format!("y{i}")));
+            let (s, mg) = step(&f, &mut opt_f, &mut g, Batch::new(&x, &y), lr, losses, mode)
+                .unwrap_or_else(|e| panic!("{name} ({}): {e}", mode.name()));
+            let at = format!("{name}.{i}.");
+            assert_close(&f.store.named(), &fx, &format!("{at}f."), 1e-10);
+            assert_close(&g.net.store.named(), &fx, &format!("{at}g."), 1e-10);
+            let l1 = s.primary_loss.double_value(&[]) + s.aux_loss.unwrap().double_value(&[]);
+            let l2 = mg.loss.double_value(&[]);
+            for (what, got) in [("l1", l1), ("l2", l2)] {
+                let want = fx.scalar(&format!("{at}{what}"));
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "{at}{what} ({}): {got} vs {want}",
+                    mode.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn two_interleaved_iterations_match_pytorch() {
+    iterations_match_pytorch("interleaved", interleaved_step);
+}
+
+#[test]
+fn two_fused_iterations_match_pytorch() {
+    iterations_match_pytorch("fused", fused_step);
 }
 
 /// An IDX dataset on disk (the generic `idx` kind) with 6 classes.
@@ -408,7 +467,7 @@ fn the_generic_idx_kind_names_classes_and_the_pad_option_feeds_a_3_channel_model
 /// Every parameter and buffer of f and g, flattened into one f64 vector.
 fn all_weights(t: &Trainer) -> Vec<f64> {
     let mut out = Vec::new();
-    let stores = std::iter::once(&t.f.store).chain(t.g.as_ref().map(|g| &g.store));
+    let stores = std::iter::once(&t.f.store).chain(t.generator().map(|g| &g.store));
     for s in stores {
         for x in s.params.iter().chain(&s.buffers) {
             out.extend(Vec::<f64>::try_from(&x.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap());

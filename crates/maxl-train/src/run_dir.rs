@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use maxl_core::fsio::write_atomic;
 
 use crate::TrainError;
-use crate::files::{CLASSES_FILE, TrainState, write_tensors};
-use crate::train::{EpochMetrics, Trainer};
+use crate::run_files::{CLASSES_FILE, TrainState, write_tensors};
+use crate::trainer::{EpochMetrics, Trainer};
 
+/// An open run directory: `config.yaml` and the class names are written when it is created, and
+/// `metrics.csv` stays open for one row per epoch.
 pub struct RunDir {
+    /// The directory.
     pub path: PathBuf,
     metrics: File,
     /// Number of `usage_entropy.<class>` columns (0 without a generator).
@@ -94,6 +97,8 @@ impl RunDir {
         })
     }
 
+    /// Appends one epoch's row to `metrics.csv` and flushes it (the generator columns NaN when
+    /// there are no generator statistics).
     pub fn append(&mut self, m: &EpochMetrics) -> Result<(), TrainError> {
         let mut row = format!(
             "{},{},{:.6},{:.6},{:.6},{:.6},{:.5},{:.5},{:.5},{:.2},{:.2}",
@@ -130,7 +135,7 @@ impl RunDir {
             &self.path.join("multitask.safetensors"),
             &trainer.f.store.named(),
         )?;
-        if let Some(g) = &trainer.g {
+        if let Some(g) = trainer.generator() {
             write_tensors(
                 &self.path.join("label_generator.safetensors"),
                 &g.store.named(),
@@ -139,6 +144,9 @@ impl RunDir {
         Ok(())
     }
 
+    /// Writes `summary.yaml`: method, schedule, meta-gradient, epochs and steps, final test and
+    /// validation accuracy, best validation accuracy and its epoch, ψ, and the generator's slot
+    /// usage where it was measured.
     pub fn write_summary(
         &self,
         trainer: &Trainer,

@@ -11,9 +11,13 @@ use crate::TrainError;
 
 /// Display names of the primary classes, written into every run directory.
 pub const CLASSES_FILE: &str = "classes.yaml";
+/// The multi-task network f(θ1) in a checkpoint: parameters and batch-norm running statistics.
 pub const MULTITASK_FILE: &str = "multitask.safetensors";
+/// The label generator g(θ2) in a checkpoint (methods with a generator only).
 pub const GENERATOR_FILE: &str = "label_generator.safetensors";
+/// The SGD momentum buffers of a checkpoint, as `<network>.<parameter>.momentum_buffer`.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// A checkpoint's [`TrainState`].
 pub const STATE_FILE: &str = "state.yaml";
 /// The version of `state.yaml` this maxl-train writes and reads.
 pub const STATE_FORMAT: u32 = 1;
@@ -21,10 +25,16 @@ pub const STATE_FORMAT: u32 = 1;
 /// `state.yaml` of a checkpoint: where the run stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
+    /// The version of this record, [`STATE_FORMAT`].
     pub format: u32,
+    /// Epochs completed.
     pub epochs_done: usize,
+    /// Stage-1 optimiser steps taken so far (over all epochs).
     pub steps_done: usize,
+    /// The best validation accuracy so far (NaN without a validation set).
     pub best_val_acc: f64,
+    /// The epoch (from 1) of `best_val_acc`, the one `checkpoints/best` holds (the last without a
+    /// validation set).
     pub best_epoch: usize,
 }
 
@@ -38,15 +48,10 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, TrainError> {
             path,
             format!(
                 "not a readable safetensors file: {}",
-                first_line(&e.to_string())
+                crate::first_line(&e.to_string())
             ),
         )
     })
-}
-
-/// The first line of an error message (libtorch's carry a backtrace after it).
-pub fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
 }
 
 /// Writes named tensors as safetensors (on the CPU, contiguous), through a temporary file and a

@@ -4,34 +4,66 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use maxl_core::config::TrainConfig;
 use tch::Device;
 use tracing::info;
 
 use crate::TrainError;
 use crate::checkpoint;
-use crate::files::TrainState;
 use crate::resident::DataPlacement;
-use crate::run::RunDir;
-use crate::train::{EpochMetrics, Trainer};
+use crate::run_dir::RunDir;
+use crate::run_files::TrainState;
+use crate::trainer::{EpochMetrics, Trainer};
+
+/// What a training run reports while it runs. Every method has a default that does nothing;
+/// the command line draws a progress bar from [`Observer::steps`].
+pub trait Observer {
+    /// Epoch `epoch` (counted from 1) of `epochs` starts.
+    fn epoch_started(&self, epoch: usize, epochs: usize) {
+        let _ = (epoch, epochs);
+    }
+    /// `done` of the epoch's `total` stage-1 steps are done.
+    fn steps(&self, done: usize, total: usize) {
+        let _ = (done, total);
+    }
+    /// The epoch is trained, evaluated, recorded and checkpointed.
+    fn epoch_finished(&self, metrics: &EpochMetrics) {
+        let _ = metrics;
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Observer for Silent {}
 
 /// Where a run starts.
 pub enum Start {
     /// A new run directory `out` (refused if it already holds a run).
     New {
+        /// The run's config (validated before anything is written).
         config: Box<TrainConfig>,
+        /// The run directory to create.
         out: PathBuf,
     },
     /// The run in `dir`, from its last checkpoint, with its own config; `epochs` sets a new
     /// total.
-    Resume { dir: PathBuf, epochs: Option<usize> },
+    Resume {
+        /// The run directory.
+        dir: PathBuf,
+        /// A new total number of epochs, if given.
+        epochs: Option<usize>,
+    },
 }
 
 /// A finished (or already complete) run.
 pub struct Outcome {
+    /// The trained networks, their optimisers and data.
     pub trainer: Trainer,
+    /// The run directory.
     pub out: PathBuf,
+    /// Epochs and steps done, best validation accuracy and its epoch.
     pub state: TrainState,
     /// The last epoch trained now; None when the run already had all its epochs.
     pub last: Option<EpochMetrics>,
@@ -44,7 +76,7 @@ pub fn run(
     start: Start,
     (device, placement): (Device, DataPlacement),
     max_steps: Option<usize>,
-    quiet: bool,
+    observer: &dyn Observer,
 ) -> Result<Outcome, TrainError> {
     let config = match &start {
         Start::Resume { dir, epochs } => {
@@ -54,6 +86,7 @@ pub fn run(
         }
         Start::New { config, .. } => (**config).clone(),
     };
+    config.validate().map_err(TrainError::Invalid)?;
     let arch = config
         .model
         .resolve()
@@ -100,7 +133,7 @@ pub fn run(
         Start::New { out, .. } => {
             let run_dir = RunDir::create(&out, &trainer)?;
             let state = TrainState {
-                format: crate::files::STATE_FORMAT,
+                format: crate::run_files::STATE_FORMAT,
                 epochs_done: 0,
                 steps_done: 0,
                 best_val_acc: f64::NEG_INFINITY,
@@ -110,7 +143,7 @@ pub fn run(
         }
     };
     info!("run directory: {}", out.display());
-    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, quiet)?;
+    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, observer)?;
     if let Some(last) = &last {
         run_dir.save_weights(&trainer)?;
         run_dir.write_summary(&trainer, last, &state)?;
@@ -135,7 +168,7 @@ fn train_epochs(
     run_dir: &mut RunDir,
     state: &mut TrainState,
     max_steps: Option<usize>,
-    quiet: bool,
+    observer: &dyn Observer,
 ) -> Result<Option<EpochMetrics>, TrainError> {
     let epochs = trainer.config.epochs;
     let checkpoints = run_dir.path.join("checkpoints");
@@ -143,24 +176,8 @@ fn train_epochs(
         .map_err(|e| TrainError::output(&checkpoints, format!("cannot create: {e}")))?;
     let mut last = None;
     while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(format!("{}/{epochs}", trainer.epochs_done + 1));
-        let m = trainer.train_epoch(max_steps, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
-        bar.finish_and_clear();
+        observer.epoch_started(trainer.epochs_done + 1, epochs);
+        let m = trainer.train_epoch(max_steps, &mut |done, total| observer.steps(done, total))?;
         run_dir.append(&m)?;
         state.epochs_done = trainer.epochs_done;
         state.steps_done = trainer.steps_done;
@@ -176,6 +193,7 @@ fn train_epochs(
         }
         draw_plots(trainer, &run_dir.path, &m);
         log_epoch(&m, epochs);
+        observer.epoch_finished(&m);
         last = Some(m);
     }
     Ok(last)

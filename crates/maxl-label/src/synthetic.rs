@@ -1,21 +1,16 @@
-//! `maxl-label bench`: images per second end to end — the real binary, as a user runs it, in its
-//! own process — on N generated 256×256 RGB JPEGs and N 28×28 grey PNGs, for each backend, and
-//! (with `--python CMD`) the same job through a Python pipeline in the same run, interleaved,
-//! so the ratios compare like with like. Peak RSS (the child's `ru_maxrss`) is measured at N
-//! and at `--rss-scale`·N images.
+//! Generated datasets: N photo-like 256×256 RGB JPEGs or N 28×28 grey PNGs in class folders,
+//! deterministic for a given N (image `i` is drawn from seed `i`). `maxl-label bench` times
+//! labelling them; an example or a test labels a few without any real data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 
 use crate::LabelError;
 
-/// A generated dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A kind of generated dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
     /// 256×256 RGB JPEGs (quality 90): photo-sized inputs.
     Jpeg256,
@@ -24,6 +19,7 @@ pub enum Case {
 }
 
 impl Case {
+    /// How reports name it: `256x256 JPEG`, `28x28 PNG`.
     pub fn name(self) -> &'static str {
         match self {
             Case::Jpeg256 => "256x256 JPEG",
@@ -76,14 +72,20 @@ fn picture(seed: u64, side: u32) -> RgbImage {
     })
 }
 
-/// Writes `n` images of `case` into `dir/<class>/` (classes round-robin), unless a previous
-/// call finished doing so. Returns the folder.
+/// Writes `n` images of `case` into `<class>/` folders (classes round-robin) of a folder in
+/// `dir` named for the case and `n` (`jpeg256-2000`, `png28-20`), unless a previous call
+/// finished doing so. Returns that folder. An error if `classes` is empty.
 pub fn generate(
     dir: &Path,
     case: Case,
     n: usize,
     classes: &[String],
 ) -> Result<PathBuf, LabelError> {
+    if classes.is_empty() {
+        return Err(LabelError::Invalid(
+            "a generated dataset needs at least one class".into(),
+        ));
+    }
     let root = dir.join(case.dir_name(n));
     let done = root.join(".complete");
     if done.exists() {
@@ -126,76 +128,4 @@ pub fn generate(
     })?;
     std::fs::write(&done, b"").map_err(io(&done))?;
     Ok(root)
-}
-
-/// Wall time and peak resident memory of one child process.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Measured {
-    pub seconds: f64,
-    pub peak_rss_mib: f64,
-}
-
-/// Runs `cmd` to completion, measuring it; a failure is an error with its stderr's last line.
-pub fn measure(cmd: &mut Command) -> Result<Measured, LabelError> {
-    let start = Instant::now();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LabelError::Invalid(format!("cannot start {:?}: {e}", cmd.get_program())))?;
-    let pid = child.id() as libc::pid_t;
-    let stderr = child.stderr;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-        }
-        s
-    });
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = start.elapsed().as_secs_f64();
-    let err = reader.join().unwrap_or_default();
-    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(LabelError::Invalid(format!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            err.lines().last().unwrap_or("(no output)")
-        )));
-    }
-    Ok(Measured {
-        seconds,
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
-    })
-}
-
-/// One row of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub case: String,
-    pub pipeline: String,
-    pub images: usize,
-    pub runs: Vec<Measured>,
-    pub median_images_per_s: f64,
-    pub median_peak_rss_mib: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    maxl_infer_cli::bench::percentile(&v, 0.5)
-}
-
-impl Row {
-    pub fn new(case: Case, pipeline: &str, images: usize, runs: Vec<Measured>) -> Self {
-        Self {
-            case: case.name().into(),
-            pipeline: pipeline.into(),
-            images,
-            median_images_per_s: median(runs.iter().map(|m| images as f64 / m.seconds).collect()),
-            median_peak_rss_mib: median(runs.iter().map(|m| m.peak_rss_mib).collect()),
-            runs,
-        }
-    }
 }

@@ -1,35 +1,26 @@
-//! Image files as training data: decoding and resizing single images, an image folder
-//! (`root/<class>/*` or `root/<coarse>/<fine>/*`), and a CSV list (`path,label[,fine_label]`).
+//! Image files as training data: an image folder (`root/<class>/*` or `root/<coarse>/<fine>/*`)
+//! and a CSV list (`path,label[,fine_label]`), each read into a train and a test [`Dataset`].
 //!
-//! Images (PNG, JPEG) go through [`crate::preprocess`], the same path inference uses. A file that
+//! Images (PNG, JPEG) go through [`maxl_preprocess`], the same path inference uses. A file that
 //! cannot be decoded is an error naming it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use maxl_preprocess::{DecodeLimits, ImageError, preprocess_file};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use crate::scan::{read_list, scan_images};
 use crate::{DataError, Dataset, TrainTest};
 
-pub use crate::preprocess::ImageShape;
-use crate::preprocess::{DecodeLimits, preprocess_file};
-use crate::scan::{read_list, scan_images};
-
-/// File extensions read as images (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
+pub use maxl_preprocess::ImageShape;
 
 /// Decodes `path` into channel-first u8 pixels of `shape` through the one preprocessing path
-/// ([`crate::preprocess`]) with the default decode limits.
+/// ([`maxl_preprocess`]) with the default decode limits.
 pub fn load_image(path: &Path, shape: ImageShape) -> Result<Vec<u8>, DataError> {
     preprocess_file(path, shape, &DecodeLimits::default()).map_err(|e| match e {
-        crate::preprocess::ImageError::Io(source) => DataError::Io {
+        ImageError::Io(source) => DataError::Io {
             path: path.to_path_buf(),
             source,
         },
@@ -241,52 +232,6 @@ pub fn csv_list(
     let train = scan_csv(csv)?;
     let test = test_csv.map(scan_csv).transpose()?;
     train_test(train, test, shape, test_fraction, seed)
-}
-
-/// Writes up to `per_class` images of each class as `out/<folder-safe class>/<index>.png`
-/// (index = position in the dataset). Returns how many were written.
-pub fn write_image_folder(ds: &Dataset, out: &Path, per_class: usize) -> Result<usize, DataError> {
-    let names = ds.safe_class_names();
-    let mut written = vec![0usize; names.len()];
-    for i in 0..ds.len() {
-        let k = ds.labels[i];
-        if written[k] >= per_class {
-            continue;
-        }
-        let dir = out.join(&names[k]);
-        std::fs::create_dir_all(&dir).map_err(|source| DataError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(format!("{i}.png"));
-        let (w, h, px) = (ds.width as u32, ds.height as u32, ds.image(i));
-        let plane = ds.width * ds.height;
-        let saved = match ds.channels {
-            1 => image::GrayImage::from_raw(w, h, px.to_vec()).map(|im| im.save(&path)),
-            3 => image::RgbImage::from_fn(w, h, |x, y| {
-                let o = y as usize * ds.width + x as usize;
-                image::Rgb([px[o], px[plane + o], px[2 * plane + o]])
-            })
-            .save(&path)
-            .into(),
-            c => {
-                return Err(DataError::Invalid(format!(
-                    "cannot write {c}-channel images as PNG"
-                )));
-            }
-        };
-        match saved {
-            Some(Ok(())) => written[k] += 1,
-            Some(Err(e)) => {
-                return Err(DataError::Format {
-                    path,
-                    message: e.to_string(),
-                });
-            }
-            None => return Err(DataError::Invalid("image buffer has the wrong size".into())),
-        }
-    }
-    Ok(written.iter().sum())
 }
 
 #[cfg(test)]

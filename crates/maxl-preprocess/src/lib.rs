@@ -10,8 +10,31 @@
 //! `fast_image_resize`. A baseline JPEG much larger than the input size is decoded straight to
 //! 1/2, 1/4 or 1/8 of its size by its DCT (each 8×8 block averaged exactly), the smallest scale
 //! still at least the input size on both axes, and then resized: for a 256×256 photo and a 28×28
-//! model that skips most of the decoding work. [`unit`] is the single place where an 8-bit value
+//! model that skips most of the decoding work. [`unit()`] is the single place where an 8-bit value
 //! becomes a model input in [0, 1].
+//!
+//! ```
+//! use maxl_preprocess::{DecodeLimits, ImageError, ImageShape, preprocess, unit};
+//!
+//! // A 64×48 RGB photo, PNG-encoded, for a model that takes 1×28×28 grey input.
+//! let photo = image::RgbImage::from_pixel(64, 48, image::Rgb([255, 0, 0]));
+//! let mut png = std::io::Cursor::new(Vec::new());
+//! photo.write_to(&mut png, image::ImageFormat::Png)?;
+//! let shape = ImageShape { channels: 1, height: 28, width: 28 };
+//!
+//! let pixels = preprocess(png.get_ref(), shape, &DecodeLimits::default())?;
+//! assert_eq!(pixels.len(), shape.len());
+//! assert!(pixels.iter().all(|&p| p == 76)); // pure red in grey, by ITU-R 601
+//! let input: Vec<f32> = pixels.iter().map(|&p| unit(p)).collect();
+//! assert!((input[0] - 76.0 / 255.0).abs() < 1e-6);
+//!
+//! // Bytes that are not a PNG or JPEG are refused, never guessed at.
+//! let junk = preprocess(b"not an image", shape, &DecodeLimits::default());
+//! assert!(matches!(junk, Err(ImageError::UnknownFormat)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 use std::borrow::Cow;
 use std::io::{Cursor, Read};
@@ -22,8 +45,11 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 /// The shape images are converted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageShape {
+    /// 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Rows, pixels.
     pub height: usize,
+    /// Columns, pixels.
     pub width: usize,
 }
 
@@ -33,6 +59,7 @@ impl ImageShape {
         self.channels * self.height * self.width
     }
 
+    /// Whether the shape holds no values (a zero dimension).
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
@@ -43,7 +70,9 @@ impl ImageShape {
 pub struct DecodeLimits {
     /// Largest encoded file, in bytes.
     pub max_file_bytes: u64,
+    /// Widest image, in pixels.
     pub max_width: u32,
+    /// Tallest image, in pixels.
     pub max_height: u32,
     /// Largest width × height.
     pub max_pixels: u64,
@@ -68,20 +97,34 @@ impl Default for DecodeLimits {
 /// Why an image could not be turned into model pixels. Always the caller's input at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The file cannot be read (or is not a regular file).
     #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
+    /// The encoded file is larger than [`DecodeLimits::max_file_bytes`].
     #[error("the file is {size} bytes, over the limit of {limit}")]
-    FileTooLarge { size: u64, limit: u64 },
+    FileTooLarge {
+        /// The file's size, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The bytes are not a PNG or a JPEG.
     #[error("not a PNG or JPEG image (format not recognised)")]
     UnknownFormat,
+    /// The header declares dimensions over the [`DecodeLimits`]; nothing was decoded.
     #[error("image is {width}×{height}, over the decode limit ({limit})")]
     TooLarge {
+        /// The declared width, in pixels.
         width: u32,
+        /// The declared height, in pixels.
         height: u32,
+        /// The limit it is over, in words.
         limit: String,
     },
+    /// The image is corrupt, truncated or over the decoder's memory limit.
     #[error("cannot decode image: {0}")]
     Decode(String),
+    /// The target shape asks for a channel count other than 1 or 3.
     #[error("the model expects {0} channels; images can be read as 1 (grey) or 3 (RGB)")]
     Channels(usize),
 }
@@ -104,7 +147,7 @@ pub fn unit(pixel: u8) -> f32 {
     pixel as f32 / 255.0
 }
 
-/// Appends `pixels` as model inputs in [0, 1] (see [`unit`]).
+/// Appends `pixels` as model inputs in [0, 1] (see [`unit()`]).
 pub fn extend_unit(out: &mut Vec<f32>, pixels: &[u8]) {
     out.extend(pixels.iter().map(|&p| unit(p)));
 }

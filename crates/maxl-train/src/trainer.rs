@@ -1,5 +1,7 @@
-//! The training loop shared by all five methods: same backbone, heads, optimiser and schedule;
-//! the methods differ only in where the auxiliary target comes from (and `single` has none).
+//! The [`Trainer`]: the two networks, their optimisers and the prepared data, and one epoch of
+//! training and evaluation, shared by all five methods (same backbone, heads, optimiser and
+//! schedule; the methods differ only in where the auxiliary target comes from, and `single` has
+//! none). The loop over epochs, with checkpoints and the run directory, is [`crate::epoch_loop`].
 
 use std::time::Instant;
 
@@ -13,11 +15,11 @@ use rand::seq::SliceRandom;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
-use crate::data::PreparedData;
+use crate::data::{PreparedData, Split};
 use crate::loss::one_hot;
 use crate::meta::{
-    AuxTarget, Iteration, LossConfig, MetaGradient, StageOne, correct, fused_step,
-    interleaved_step, stage1, stage2,
+    self, AuxTarget, Generator, Iteration, LearningRates, LossConfig, MetaGradient, StageOne,
+    correct, fused_step, interleaved_step, stage1, stage2,
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
@@ -29,21 +31,31 @@ const EVAL_BATCH: usize = 1000;
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochMetrics {
+    /// The epoch, counted from 1.
     pub epoch: usize,
+    /// θ1's learning rate in the epoch (and α).
     pub lr: f64,
+    /// Stage 1's primary focal loss, mean per batch.
     pub primary_loss: f64,
     /// NaN for `single`.
     pub aux_loss: f64,
     /// L2 and R of stage 2, NaN for methods without a generator.
     pub meta_loss: f64,
+    /// R, the anti-collapse term of stage 2 (before λ), mean per batch; NaN for methods without a
+    /// generator.
     pub regulariser: f64,
+    /// Primary accuracy on the epoch's training batches (training mode, before each step).
     pub train_acc: f64,
+    /// Primary accuracy on the validation set (running statistics); NaN without one.
     pub val_acc: f64,
+    /// Primary accuracy on the test set (running statistics).
     pub test_acc: f64,
+    /// Wall-clock seconds of the epoch's training (evaluation excluded).
     pub seconds: f64,
     /// CPU seconds the process spent in the same part (all its threads): the training cost
     /// without the waiting caused by other load on the machine.
     pub cpu_seconds: f64,
+    /// The generator's slot usage; None without a generator or images to measure it on.
     pub generator: Option<GeneratorStats>,
 }
 
@@ -60,26 +72,36 @@ pub struct GeneratorStats {
     pub usage_counts: Vec<usize>,
 }
 
+/// One training run's state: the config, the prepared data, f(θ1) and its optimiser, g(θ2) with
+/// its optimiser for methods that have one, and how far training has got.
 pub struct Trainer {
+    /// The run's training config.
     pub config: TrainConfig,
+    /// The resolved architecture of both networks.
     pub arch: Architecture,
+    /// The training, validation and test sets.
     pub data: PreparedData,
+    /// The multi-task network f(θ1).
     pub f: MultiTaskNet,
-    pub g: Option<LabelGenerator>,
+    /// The label generator with its optimiser, for methods that have one.
+    pub g: Option<Generator>,
     pub(crate) opt_f: Sgd,
-    pub(crate) opt_g: Option<Sgd>,
     device: Device,
     kind: Kind,
     norm: Normalize,
     augment: Option<Augment>,
     /// The datasets on the device, when batches are made there.
     resident: Option<Resident>,
+    /// Epochs trained so far (restored from a checkpoint when resuming).
     pub epochs_done: usize,
     /// Stage-1 optimiser steps taken so far (over all epochs).
     pub steps_done: usize,
 }
 
 impl Trainer {
+    /// A fresh trainer: resolves the architecture, seeds tch's RNG with `config.seed`, and builds f
+    /// (with an auxiliary head unless `single`), g for methods with a generator, and their SGD
+    /// optimisers. Batches are made on the host until [`place_data`](Trainer::place_data).
     pub fn new(
         config: TrainConfig,
         data: PreparedData,
@@ -101,14 +123,11 @@ impl Trainer {
             data.hierarchy.num_aux()
         };
         let f = MultiTaskNet::new(&arch, data.hierarchy.num_primary(), num_aux, kind, device);
-        let g = config
-            .method
-            .uses_generator()
-            .then(|| LabelGenerator::new(&arch, &data.hierarchy, kind, device));
+        let g = config.method.uses_generator().then(|| {
+            let net = LabelGenerator::new(&arch, &data.hierarchy, kind, device);
+            Generator::new(net, config.generator_optimizer)
+        });
         let opt_f = Sgd::new(config.multitask_optimizer, f.store.params.len());
-        let opt_g = g
-            .as_ref()
-            .map(|g| Sgd::new(config.generator_optimizer, g.store.params.len()));
         let d = &config.dataset;
         let augment = (d.crop_padding > 0 || d.horizontal_flip).then_some(Augment {
             crop_padding: d.crop_padding,
@@ -125,7 +144,6 @@ impl Trainer {
             f,
             g,
             opt_f,
-            opt_g,
             device,
             kind,
             augment,
@@ -133,6 +151,11 @@ impl Trainer {
             epochs_done: 0,
             steps_done: 0,
         })
+    }
+
+    /// The label generator's network, for methods that have one.
+    pub fn generator(&self) -> Option<&LabelGenerator> {
+        self.g.as_ref().map(|g| &g.net)
     }
 
     /// Decides where batches are made (see [`DataPlacement`]), uploading the datasets when
@@ -182,10 +205,10 @@ impl Trainer {
         let cpu_start = process_cpu_seconds();
         let epoch = self.epochs_done;
         let c = &self.config;
-        let lr = (
-            scheduled_lr(c.multitask_optimizer.lr, c.lr_step, epoch),
-            scheduled_lr(c.generator_optimizer.lr, c.lr_step, epoch),
-        );
+        let lr = LearningRates {
+            f: scheduled_lr(c.multitask_optimizer.lr, c.lr_step, epoch),
+            g: scheduled_lr(c.generator_optimizer.lr, c.lr_step, epoch),
+        };
         let meta = self.g.is_some();
         let schedule = c.schedule;
         let mut rng = epoch_rng(c.seed, epoch);
@@ -210,9 +233,8 @@ impl Trainer {
             config: &self.config,
             data: &self.data,
             f: &self.f,
-            g: self.g.as_ref(),
+            g: self.g.as_mut(),
             opt_f: &mut self.opt_f,
-            opt_g: self.opt_g.as_mut(),
             kind: self.kind,
         };
         let (mut done, mut steps_done) = (0, 0);
@@ -258,8 +280,9 @@ impl Trainer {
                         // The reference schedule changes θ2 only after stage 1, which is where
                         // g's running statistics were last updated: evaluation and export then
                         // see statistics of the weights they use.
-                        if let Some(g) = nets.g {
-                            let _ = tch::no_grad(|| g.forward(&b.x, &b.y, BatchNorm::BatchUpdate));
+                        if let Some(g) = nets.g.as_deref() {
+                            let _ =
+                                tch::no_grad(|| g.net.forward(&b.x, &b.y, BatchNorm::BatchUpdate));
                         }
                         continue;
                     }
@@ -277,7 +300,7 @@ impl Trainer {
         let sums = acc.read();
         Ok(EpochMetrics {
             epoch: epoch + 1,
-            lr: lr.0,
+            lr: lr.f,
             primary_loss: sums.primary,
             aux_loss: sums.aux,
             meta_loss: sums.meta,
@@ -380,7 +403,7 @@ impl Trainer {
 
     /// Slot usage of the generator on `ds` (None without a generator or data).
     fn generator_stats(&self, split: Split) -> Option<GeneratorStats> {
-        let g = self.g.as_ref()?;
+        let g = self.generator()?;
         let ds = self.dataset(split);
         if ds.is_empty() {
             return None;
@@ -430,9 +453,8 @@ struct Nets<'a> {
     config: &'a TrainConfig,
     data: &'a PreparedData,
     f: &'a MultiTaskNet,
-    g: Option<&'a LabelGenerator>,
+    g: Option<&'a mut Generator>,
     opt_f: &'a mut Sgd,
-    opt_g: Option<&'a mut Sgd>,
     kind: Kind,
 }
 
@@ -446,52 +468,49 @@ impl Nets<'_> {
 
     /// One training step on a batch: stage 1 with the method's auxiliary target, or a whole
     /// `interleaved` / `fused` iteration for methods with a generator.
-    fn train_step(&mut self, b: &Batch, lr: (f64, f64), acc: &mut Accum) -> Result<(), TrainError> {
+    fn train_step(
+        &mut self,
+        b: &Batch,
+        lr: LearningRates,
+        acc: &mut Accum,
+    ) -> Result<(), TrainError> {
         let losses = self.losses();
+        let batch = meta::Batch::new(&b.x, &b.y);
         let iteration: Option<Iteration> = match self.config.schedule {
-            _ if self.g.is_none() => None,
             Schedule::Interleaved => Some(interleaved_step),
             Schedule::Fused => Some(fused_step),
             Schedule::Reference => None,
         };
-        if let (Some(step), Some(g), Some(opt_g)) = (iteration, self.g, self.opt_g.as_deref_mut()) {
-            let (s, mg) = step(
-                self.f,
-                g,
-                (&b.x, &b.y),
-                (self.opt_f, opt_g),
-                lr.0,
-                lr.1,
-                losses,
-                self.config.meta_gradient,
-            )?;
+        if let (Some(step), Some(g)) = (iteration, self.g.as_deref_mut()) {
+            let mode = self.config.meta_gradient;
+            let (s, mg) = step(self.f, self.opt_f, g, batch, lr, losses, mode)?;
             acc.add_stage1(s, b.n);
             acc.add_meta(mg);
             return Ok(());
         }
-        let target = match self.config.method {
-            Method::Single => AuxTarget::None,
-            Method::Random | Method::Human => {
+        let target = match (self.config.method, self.g.as_deref()) {
+            (Method::Single, _) => AuxTarget::None,
+            (Method::Random | Method::Human, _) => {
                 let slots = b.slots.as_ref().expect("fixed labels for random/human");
                 AuxTarget::Fixed(one_hot(slots, self.data.hierarchy.num_aux(), self.kind))
             }
-            Method::Maxl | Method::MaxlNoEntropy => {
-                AuxTarget::Generator(self.g.expect("generator"))
+            (Method::Maxl | Method::MaxlNoEntropy, g) => {
+                AuxTarget::Generator(&g.expect("MAXL's methods have a generator").net)
             }
         };
-        let s = stage1(self.f, target, &b.x, &b.y, self.opt_f, lr.0, losses.gamma);
+        let s = stage1(self.f, self.opt_f, target, batch, lr.f, losses);
         acc.add_stage1(s, b.n);
         Ok(())
     }
 
     /// Stage 2 of the `reference` schedule on a batch, α = θ1's learning rate.
-    fn stage2(&mut self, b: &Batch, lr: (f64, f64), acc: &mut Accum) -> Result<(), TrainError> {
+    fn stage2(&mut self, b: &Batch, lr: LearningRates, acc: &mut Accum) -> Result<(), TrainError> {
         let losses = self.losses();
-        let (Some(g), Some(opt)) = (self.g, self.opt_g.as_deref_mut()) else {
+        let Some(g) = self.g.as_deref_mut() else {
             return Ok(());
         };
-        let mode = self.config.meta_gradient;
-        let mg = stage2(self.f, g, (&b.x, &b.y), opt, lr.0, lr.1, losses, mode)?;
+        let (batch, mode) = (meta::Batch::new(&b.x, &b.y), self.config.meta_gradient);
+        let mg = stage2(self.f, g, batch, lr, losses, mode)?;
         acc.add_meta(mg);
         Ok(())
     }
@@ -519,14 +538,6 @@ struct Batch {
     y: Tensor,
     /// The images' fixed auxiliary slots (`random` and `human`), i64 [B].
     slots: Option<Tensor>,
-}
-
-/// A dataset split the trainer evaluates on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Split {
-    Train,
-    Validation,
-    Test,
 }
 
 /// How training batches are made from the training set.

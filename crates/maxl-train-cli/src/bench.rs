@@ -1,0 +1,286 @@
+//! `maxl-train bench`: ms per single-task step and per MAXL iteration for each schedule ×
+//! meta-gradient mode, every mode in its own process (`bench --worker MODE` of this same
+//! executable) through the shared harness, repeated interleaved; medians, spread, ratios to the
+//! single-task step and peak memory. `--check-jvp` compares the two meta-gradient modes instead.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use maxl_cli::bench::{Table, interleave, json_lines, median, run_process, spread_text};
+use maxl_cli::choice;
+use maxl_core::Choice;
+use maxl_train::DeviceRequest;
+use maxl_train::bench::{BenchConfig, BenchMode};
+use serde::{Deserialize, Serialize};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Architecture preset to time.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Number of primary classes of the synthetic task.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// ψ for every class.
+    #[arg(long, default_value_t = 5)]
+    psi_per_class: usize,
+    /// Timed iterations per measurement (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed warm-up iterations per measurement.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Times the whole set of modes is run, interleaved (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only these modes (comma-separated): single, reference-double-backward, reference-jvp,
+    /// interleaved-double-backward, interleaved-jvp, fused-double-backward, fused-jvp.
+    #[arg(long, value_name = "MODE,…", value_delimiter = ',')]
+    modes: Option<Vec<String>>,
+    /// Print one JSON object per mode (median ms, every repeat, peak RSS) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Instead of timing: compare the jvp and the double-backward meta-gradient of one batch
+    /// (f32, fresh weights, the preset and device given) and fail when they differ by more than
+    /// 1e-4 of the gradient's largest magnitude.
+    #[arg(long)]
+    check_jvp: bool,
+    /// Time one mode in this process and print one JSON line (used by the parent process).
+    #[arg(long, hide = true, value_name = "MODE")]
+    worker: Option<String>,
+    /// Where to run: cpu, cuda or auto.
+    #[arg(long, value_parser = choice::<DeviceRequest>(), default_value = "cpu")]
+    device: DeviceRequest,
+    /// libtorch CPU threads.
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+}
+
+/// What a worker process prints.
+#[derive(Serialize, Deserialize)]
+struct WorkerLine {
+    mode: String,
+    ms: f64,
+    peak_gpu_bytes: Option<u64>,
+}
+
+/// One mode's line of `--json`.
+#[derive(Serialize)]
+struct ModeJson {
+    #[serde(rename = "impl")]
+    implementation: &'static str,
+    mode: String,
+    ms: f64,
+    repeats: Vec<f64>,
+    peak_rss_mib: f64,
+    peak_gpu_mib: Option<f64>,
+}
+
+/// One mode over the repeats.
+struct ModeResult {
+    mode: BenchMode,
+    ms: Vec<f64>,
+    peak_rss_kib: u64,
+    peak_gpu_bytes: Option<u64>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> anyhow::Result<BenchConfig> {
+        let arch = maxl_core::Architecture::preset(&self.preset)
+            .map_err(|e| anyhow::anyhow!("--preset: {e}"))?;
+        if let Some(n) = self.threads {
+            tch::set_num_threads(n);
+        }
+        Ok(BenchConfig {
+            arch,
+            batch_size: self.batch_size,
+            classes: self.classes,
+            psi_per_class: self.psi_per_class,
+            iters: self.iters,
+            warmup: self.warmup,
+            device: self.device.resolve()?,
+        })
+    }
+
+    fn modes(&self) -> anyhow::Result<Vec<BenchMode>> {
+        let Some(names) = &self.modes else {
+            return Ok(BenchMode::all());
+        };
+        let all: Vec<String> = BenchMode::all().iter().map(|m| m.name()).collect();
+        names
+            .iter()
+            .map(|n| {
+                BenchMode::parse(n).with_context(|| {
+                    format!("--modes: unknown mode `{n}` (one of: {})", all.join(", "))
+                })
+            })
+            .collect()
+    }
+
+    /// This executable's `bench --worker MODE` with the same settings.
+    fn worker_command(&self, mode: BenchMode) -> anyhow::Result<std::process::Command> {
+        let exe =
+            std::env::current_exe().context("cannot find this executable to run the modes")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["bench", "--worker", &mode.name(), "--preset", &self.preset]);
+        for (flag, v) in [
+            ("--batch-size", self.batch_size),
+            ("--classes", self.classes),
+            ("--psi-per-class", self.psi_per_class),
+            ("--iters", self.iters),
+            ("--warmup", self.warmup),
+        ] {
+            cmd.args([flag, &v.to_string()]);
+        }
+        cmd.args(["--device", self.device.name()]);
+        if let Some(n) = self.threads {
+            cmd.args(["--threads", &n.to_string()]);
+        }
+        Ok(cmd)
+    }
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.batch_size < 2 || a.iters == 0 || a.classes == 0 || a.psi_per_class == 0 || a.repeats == 0
+    {
+        bail!("--batch-size must be ≥ 2 and --iters, --repeats, --classes, --psi-per-class ≥ 1");
+    }
+    if a.check_jvp {
+        return check_jvp(&a);
+    }
+    if let Some(name) = &a.worker {
+        return worker(&a, name);
+    }
+    let config = a.config()?;
+    let modes = a.modes()?;
+    let bar = maxl_cli::progress::bar(
+        (a.repeats * modes.len()) as u64,
+        "[{bar:30}] {pos}/{len}",
+        false,
+    );
+    let runs = interleave(
+        &modes,
+        a.repeats,
+        |&mode| {
+            let m = run_process(&mut a.worker_command(mode)?).with_context(|| mode.name())?;
+            let line: WorkerLine = serde_json::from_str(m.stdout.trim()).with_context(|| {
+                format!("{}: unreadable result `{}`", mode.name(), m.stdout.trim())
+            })?;
+            Ok((line, m.peak_rss_kib))
+        },
+        || bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    let results: Vec<ModeResult> = modes
+        .iter()
+        .zip(runs)
+        .map(|(&mode, runs)| ModeResult {
+            mode,
+            ms: runs.iter().map(|(l, _)| l.ms).collect(),
+            peak_rss_kib: runs.iter().map(|(_, k)| *k).max().unwrap_or(0),
+            peak_gpu_bytes: runs.iter().filter_map(|(l, _)| l.peak_gpu_bytes).max(),
+        })
+        .collect();
+    if a.json {
+        let rows: Vec<ModeJson> = results.iter().map(ModeResult::json).collect();
+        return json_lines(&mut std::io::stdout().lock(), &rows);
+    }
+    let i = &config.arch.input;
+    println!(
+        "preset {} ({}×{}×{}), batch {}, {} classes × ψ {}, device {:?}, {} timed steps per process, medians of {} interleaved repeats",
+        a.preset,
+        i.channels,
+        i.height,
+        i.width,
+        a.batch_size,
+        a.classes,
+        a.psi_per_class,
+        config.device,
+        a.iters,
+        a.repeats
+    );
+    print!("{}", table(&results));
+    Ok(())
+}
+
+const MIB: f64 = 1048576.0;
+
+impl ModeResult {
+    fn json(&self) -> ModeJson {
+        ModeJson {
+            implementation: "rust",
+            mode: self.mode.name(),
+            ms: median(&self.ms),
+            repeats: self.ms.clone(),
+            peak_rss_mib: self.peak_rss_kib as f64 / 1024.0,
+            peak_gpu_mib: self.peak_gpu_bytes.map(|b| b as f64 / MIB),
+        }
+    }
+}
+
+/// Medians, ratios to the single-task median, spread, peak memory.
+fn table(results: &[ModeResult]) -> Table {
+    let base = results
+        .iter()
+        .find(|r| r.mode == BenchMode::Single)
+        .map(|r| median(&r.ms));
+    let gpu = results.iter().any(|r| r.peak_gpu_bytes.is_some());
+    let mut header = vec!["step", "median ms", "× single", "spread", "peak RSS MiB"];
+    if gpu {
+        header.push("peak GPU MiB");
+    }
+    let mut t = Table::new(header);
+    for r in results {
+        let m = median(&r.ms);
+        let mut row = vec![
+            r.mode.name(),
+            format!("{m:.2}"),
+            base.map_or("—".into(), |b| format!("{:.2}", m / b)),
+            spread_text(&r.ms),
+            format!("{:.0}", r.peak_rss_kib as f64 / 1024.0),
+        ];
+        if gpu {
+            row.push(
+                r.peak_gpu_bytes
+                    .map_or("—".into(), |b| format!("{:.0}", b as f64 / MIB)),
+            );
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// Times one mode in this process and prints its [`WorkerLine`].
+fn worker(a: &BenchArgs, name: &str) -> anyhow::Result<()> {
+    let mode =
+        BenchMode::parse(name).with_context(|| format!("--worker: unknown mode `{name}`"))?;
+    let c = a.config()?;
+    let ms = maxl_train::bench::time_mode(&c, mode)?;
+    let peak_gpu_bytes = match c.device {
+        tch::Device::Cuda(i) => Some(maxl_train::bench::cuda_peak_bytes(i)?),
+        _ => None,
+    };
+    let line = WorkerLine {
+        mode: name.into(),
+        ms,
+        peak_gpu_bytes,
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+fn check_jvp(a: &BenchArgs) -> anyhow::Result<()> {
+    let c = a.config()?;
+    let d = maxl_train::bench::jvp_difference(&c)?;
+    const BOUND: f64 = 1e-4;
+    println!(
+        "jvp vs double-backward, preset {}, batch {}, f32, {:?}: max |difference| / max |meta-gradient| = {d:.2e} (bound {BOUND:.0e})",
+        a.preset, a.batch_size, c.device
+    );
+    if d.is_nan() || d > BOUND {
+        bail!("the jvp meta-gradient differs from the double-backward one by {d:.2e}");
+    }
+    Ok(())
+}

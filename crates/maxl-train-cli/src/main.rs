@@ -1,0 +1,73 @@
+//! `maxl-train`: trains a MAXL model (or a baseline) and writes a run directory; its
+//! subcommands compare methods, regenerate results, export, dump images and time training
+//! steps. Each command's arguments and driver live in the module named for it; the work is the
+//! `maxl_train` library's.
+
+mod args;
+mod bench;
+mod compare;
+mod dump;
+mod export;
+mod progress;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Train MAXL's multi-task network and label generator (exact second-order meta-gradient), or a
+/// baseline with the same backbone and schedule. With no options: the `small` preset, MAXL,
+/// Fashion-MNIST from the Debian package, a few minutes on two CPU cores.
+#[derive(Parser)]
+#[command(name = "maxl-train", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: train::TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time training steps on synthetic data: ms per single-task step and per MAXL iteration
+    /// for each schedule × meta-gradient mode, each in its own process (peak memory per mode),
+    /// medians of interleaved repeats, as ratios to the single-task step.
+    Bench(bench::BenchArgs),
+    /// Run an experiment: every run of an experiment file × its seeds (finished runs are
+    /// skipped, interrupted ones continue), then write results.md, results.csv and plots.
+    Compare(compare::CompareArgs),
+    /// Regenerate results.md, results.csv, test_accuracy.png and slot_usage.png of an
+    /// experiment directory from its finished runs.
+    Results(compare::ResultsArgs),
+    /// Write images of a dataset's test split as an image folder OUT/<class>/<index>.png (for
+    /// example to try maxl-label on real data).
+    DumpImages(dump::DumpArgs),
+    /// Export a run's checkpoint to ONNX (primary.onnx, label_generator.onnx) with its manifest
+    /// maxl.yaml.
+    Export(export::ExportArgs),
+}
+
+fn main() -> ExitCode {
+    let allocator_tuned = maxl_train::keep_freed_memory();
+    let cli = Cli::parse();
+    let quiet = cli.train.quiet || matches!(&cli.command, Some(Command::Compare(c)) if c.quiet);
+    maxl_cli::logging::init(if quiet { "error" } else { "info" });
+    if !allocator_tuned {
+        tracing::debug!("the allocator did not take maxl-train's settings (not glibc?)");
+    }
+    let result = match cli.command {
+        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Compare(args)) => compare::run(args),
+        Some(Command::Results(args)) => compare::results(args),
+        Some(Command::Export(args)) => export::run(args),
+        Some(Command::DumpImages(args)) => dump::run(args),
+        None => train::run(cli.train),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maxl-train: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
