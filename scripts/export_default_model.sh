@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 maxl_env
-cargo build --workspace --all-targets
+cargo build --workspace --bins
 run="runs/models-default-$(date -u +%Y%m%d-%H%M%S)"
 "$CARGO_TARGET_DIR/debug/maxl-train" --out "$run" --export models/
 mkdir -p models/weights

@@ -28,9 +28,9 @@ fn cargo_tree(krate: &str, args: &[&str]) -> BTreeSet<String> {
     names
 }
 
-/// Every package `krate` compiles for its own use (normal dependencies, any depth).
+/// Every package `krate` compiles for its own use (normal and build dependencies, any depth).
 fn normal_tree(krate: &str) -> BTreeSet<String> {
-    let names = cargo_tree(krate, &["-e", "normal"]);
+    let names = cargo_tree(krate, &["-e", "normal,build"]);
     assert!(names.contains(krate), "{names:?}");
     names
 }
@@ -129,6 +129,7 @@ fn inference_crates_do_not_depend_on_libtorch() {
         "maxl-infer",
         "maxl-infer-cli",
         "maxl-label",
+        "maxl-label-cli",
         "maxl-onnx",
         "maxl-core",
         "maxl-data",

@@ -52,7 +52,8 @@ pub fn spread_text(values: &[f64]) -> String {
 pub struct Measured {
     /// Wall time from start to exit, seconds.
     pub seconds: f64,
-    /// The child's peak resident memory (`ru_maxrss`), KiB.
+    /// The child's peak resident memory (`ru_maxrss`), KiB: on Linux at least the parent's
+    /// resident memory when the child started (see [`own_peak_rss_kib`]).
     pub peak_rss_kib: u64,
     /// Everything it wrote on stdout.
     pub stdout: String,
@@ -63,6 +64,18 @@ impl Measured {
     pub fn peak_rss_mib(&self) -> f64 {
         self.peak_rss_kib as f64 / 1024.0
     }
+}
+
+/// This process's own peak resident memory (VmHWM) in KiB, where /proc has it. A child that
+/// loads large libraries reports this itself: [`Measured::peak_rss_kib`] (`ru_maxrss`) also
+/// counts the memory the parent had mapped when the child was started, since Linux carries the
+/// pre-exec peak over into the child's.
+pub fn own_peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Runs `cmd` to completion in its own process and measures it. A failure (a non-zero exit, a
@@ -224,6 +237,7 @@ mod tests {
         let m = run_process(Command::new("sh").args(["-c", "echo out; echo note >&2"])).unwrap();
         assert_eq!(m.stdout, "out\n");
         assert!(m.peak_rss_kib > 0 && m.seconds > 0.0);
+        assert!(own_peak_rss_kib().is_some_and(|k| k > 0));
         let e =
             run_process(Command::new("sh").args(["-c", "echo first >&2; echo why >&2; exit 3"]))
                 .unwrap_err()

@@ -3,10 +3,10 @@
 //!
 //! - [`logging`]: `tracing` on stderr, plain text unless stderr is a terminal, `NO_COLOR`
 //!   honoured;
-//! - [`choice`]: the command-line parser of every named enumeration ([`maxl_core::Choice`]);
+//! - [`choice()`]: the command-line parser of every named enumeration ([`maxl_core::Choice`]);
 //! - [`progress`]: the progress bars the libraries' observers drive;
-//! - [`bench`]: the one benchmark harness — a process per case, interleaved repeats, one median
-//!   definition, spread, peak RSS, a table or JSON lines.
+//! - [`bench`](mod@bench): the one benchmark harness — a process per case, interleaved
+//!   repeats, one median definition, spread, peak RSS, a table or JSON lines.
 
 #![warn(missing_docs)]
 

@@ -461,6 +461,13 @@ impl TrainConfig {
 
     /// Checks everything that can be checked without the dataset.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_model()?;
+        validate_dataset(&self.dataset)?;
+        self.validate_training()
+    }
+
+    /// Checks the model, the hierarchy, and the epoch and batch counts.
+    fn validate_model(&self) -> Result<(), String> {
         self.model.resolve().map_err(|e| format!("model: {e}"))?;
         if let Some(psi) = &self.hierarchy.psi {
             Hierarchy::new(psi.clone()).map_err(|e| format!("hierarchy: {e}"))?;
@@ -470,54 +477,18 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err("epochs must be at least 1".into());
         }
-        if self.batch_size == 0 {
-            return Err("batch_size must be at least 1".into());
-        }
-        let d = &self.dataset;
-        if !(0.0..1.0).contains(&d.validation_fraction) {
+        if self.batch_size < 2 {
+            // Batch norm in training mode needs two images, and a one-image batch is skipped.
             return Err(format!(
-                "dataset.validation_fraction must be in [0, 1), got {}",
-                d.validation_fraction
+                "batch_size must be at least 2, got {}",
+                self.batch_size
             ));
         }
-        if d.path.is_none() && d.kind != DatasetKind::FashionMnist {
-            return Err(format!(
-                "dataset.path is required for dataset kind `{}`",
-                d.kind.name()
-            ));
-        }
-        if d.test_path.is_some()
-            && matches!(
-                d.kind,
-                DatasetKind::FashionMnist
-                    | DatasetKind::Idx
-                    | DatasetKind::Cifar10
-                    | DatasetKind::Cifar100
-            )
-        {
-            return Err(format!(
-                "dataset.test_path applies to image-folder and csv, not `{}` (it has its own test split)",
-                d.kind.name()
-            ));
-        }
-        if !(0.0..1.0).contains(&d.test_fraction) {
-            return Err(format!(
-                "dataset.test_fraction must be in [0, 1), got {}",
-                d.test_fraction
-            ));
-        }
-        if d.train_limit == Some(0) || d.test_limit == Some(0) {
-            return Err("dataset.train_limit and dataset.test_limit must be at least 1".into());
-        }
-        if let Some(groups) = &d.coarse_groups {
-            validate_groups(groups)?;
-        }
-        if d.class_names.is_some() && d.kind != DatasetKind::Idx {
-            return Err(format!(
-                "dataset.class_names applies to kind `idx`, not `{}` (its names come with the data)",
-                d.kind.name()
-            ));
-        }
+        Ok(())
+    }
+
+    /// Checks the schedule, both optimisers, the learning-rate step and the loss weights.
+    fn validate_training(&self) -> Result<(), String> {
         if self.schedule == Schedule::Fused
             && self.method.uses_generator()
             && (self.multitask_optimizer.momentum != 0.0
@@ -567,6 +538,55 @@ impl TrainConfig {
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("a TrainConfig always serialises")
     }
+}
+
+/// Checks the dataset section: fractions, paths, limits, coarse groups and class names.
+fn validate_dataset(d: &DatasetConfig) -> Result<(), String> {
+    if !(0.0..1.0).contains(&d.validation_fraction) {
+        return Err(format!(
+            "dataset.validation_fraction must be in [0, 1), got {}",
+            d.validation_fraction
+        ));
+    }
+    if d.path.is_none() && d.kind != DatasetKind::FashionMnist {
+        return Err(format!(
+            "dataset.path is required for dataset kind `{}`",
+            d.kind.name()
+        ));
+    }
+    if d.test_path.is_some()
+        && matches!(
+            d.kind,
+            DatasetKind::FashionMnist
+                | DatasetKind::Idx
+                | DatasetKind::Cifar10
+                | DatasetKind::Cifar100
+        )
+    {
+        return Err(format!(
+            "dataset.test_path applies to image-folder and csv, not `{}` (it has its own test split)",
+            d.kind.name()
+        ));
+    }
+    if !(0.0..1.0).contains(&d.test_fraction) {
+        return Err(format!(
+            "dataset.test_fraction must be in [0, 1), got {}",
+            d.test_fraction
+        ));
+    }
+    if d.train_limit == Some(0) || d.test_limit == Some(0) {
+        return Err("dataset.train_limit and dataset.test_limit must be at least 1".into());
+    }
+    if let Some(groups) = &d.coarse_groups {
+        validate_groups(groups)?;
+    }
+    if d.class_names.is_some() && d.kind != DatasetKind::Idx {
+        return Err(format!(
+            "dataset.class_names applies to kind `idx`, not `{}` (its names come with the data)",
+            d.kind.name()
+        ));
+    }
+    Ok(())
 }
 
 fn validate_groups(groups: &[CoarseGroup]) -> Result<(), String> {

@@ -145,69 +145,8 @@ pub fn scan_images(root: &Path) -> Result<Scan, DataError> {
         .into_iter();
     while let Some(entry) = walker.next() {
         match entry {
-            Ok(e) => {
-                let path = e.path().to_path_buf();
-                let is_dir = e.file_type().is_dir();
-                let rel = rel_of(root, &path);
-                let problem = |rel: String, reason: &str, ignored| Problem {
-                    path: path.clone(),
-                    rel,
-                    reason: reason.into(),
-                    ignored,
-                };
-                if hidden(e.file_name()) {
-                    let reason = if is_dir {
-                        walker.skip_current_dir();
-                        "hidden folder, not searched"
-                    } else {
-                        "hidden file"
-                    };
-                    scan.problems
-                        .push(problem(rel.unwrap_or_else(|l| l), reason, true));
-                    continue;
-                }
-                if is_dir {
-                    continue;
-                }
-                match rel {
-                    Err(lossy) => scan.problems.push(problem(
-                        lossy,
-                        "the path is not valid UTF-8",
-                        !is_image(&path),
-                    )),
-                    Ok(rel) if !e.file_type().is_file() => {
-                        scan.problems.push(problem(rel, "not a regular file", true));
-                    }
-                    Ok(rel) if !is_image(&path) => scan.problems.push(problem(
-                        rel,
-                        "not named as an image (.png, .jpg, .jpeg)",
-                        true,
-                    )),
-                    Ok(rel) => scan.images.push(Found { path, rel }),
-                }
-            }
-            Err(err) => {
-                let path = err
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                if err.depth() == 0 {
-                    return Err(DataError::Format {
-                        path,
-                        message: describe(&err),
-                    });
-                }
-                let rel = rel_of(root, &path).unwrap_or_else(|l| l);
-                // A hidden name is skipped even when it cannot be visited (an editor's
-                // `.#file.png` lock link, say).
-                let ignored = path.file_name().is_some_and(hidden);
-                scan.problems.push(Problem {
-                    reason: describe(&err),
-                    path,
-                    rel,
-                    ignored,
-                });
-            }
+            Ok(e) => visit_entry(root, &e, &mut walker, &mut scan),
+            Err(err) => visit_error(root, &err, &mut scan)?,
         }
     }
     // By relative path; the file path breaks ties between non-UTF-8 names that read the same.
@@ -216,6 +155,79 @@ pub fn scan_images(root: &Path) -> Result<Scan, DataError> {
     scan.problems
         .sort_by(|a, b| a.rel.cmp(&b.rel).then_with(|| a.path.cmp(&b.path)));
     Ok(scan)
+}
+
+/// Files one walked entry as an image or a problem; a hidden folder is not searched further.
+fn visit_entry(
+    root: &Path,
+    e: &walkdir::DirEntry,
+    walker: &mut walkdir::IntoIter,
+    scan: &mut Scan,
+) {
+    let path = e.path().to_path_buf();
+    let is_dir = e.file_type().is_dir();
+    let rel = rel_of(root, &path);
+    let problem = |rel: String, reason: &str, ignored| Problem {
+        path: path.clone(),
+        rel,
+        reason: reason.into(),
+        ignored,
+    };
+    if hidden(e.file_name()) {
+        let reason = if is_dir {
+            walker.skip_current_dir();
+            "hidden folder, not searched"
+        } else {
+            "hidden file"
+        };
+        scan.problems
+            .push(problem(rel.unwrap_or_else(|l| l), reason, true));
+        return;
+    }
+    if is_dir {
+        return;
+    }
+    match rel {
+        Err(lossy) => scan.problems.push(problem(
+            lossy,
+            "the path is not valid UTF-8",
+            !is_image(&path),
+        )),
+        Ok(rel) if !e.file_type().is_file() => {
+            scan.problems.push(problem(rel, "not a regular file", true));
+        }
+        Ok(rel) if !is_image(&path) => scan.problems.push(problem(
+            rel,
+            "not named as an image (.png, .jpg, .jpeg)",
+            true,
+        )),
+        Ok(rel) => scan.images.push(Found { path, rel }),
+    }
+}
+
+/// Files a walk error as a problem; only an error at the root itself is returned.
+fn visit_error(root: &Path, err: &walkdir::Error, scan: &mut Scan) -> Result<(), DataError> {
+    let path = err
+        .path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    if err.depth() == 0 {
+        return Err(DataError::Format {
+            path,
+            message: describe(err),
+        });
+    }
+    let rel = rel_of(root, &path).unwrap_or_else(|l| l);
+    // A hidden name is skipped even when it cannot be visited (an editor's
+    // `.#file.png` lock link, say).
+    let ignored = path.file_name().is_some_and(hidden);
+    scan.problems.push(Problem {
+        reason: describe(err),
+        path,
+        rel,
+        ignored,
+    });
+    Ok(())
 }
 
 /// One line of an image list.

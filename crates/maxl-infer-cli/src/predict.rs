@@ -1,11 +1,10 @@
 //! `maxl-infer predict`: images from files, in batches, to CSV or JSON lines. Images are decoded
 //! in parallel; a bad image is reported on stderr, counted and skipped, and the rest go on.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use maxl_infer::{AuxFor, Classify, InferError, MaxlModel};
 
 use crate::args::ModelArgs;
@@ -147,15 +146,10 @@ pub fn predict(
 pub fn run(args: &PredictArgs) -> anyhow::Result<bool> {
     let m = args.model.load()?;
     let paths = image_paths(&args.images)?;
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(paths.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("[{bar:30}] {pos}/{len} images {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let bar = maxl_cli::progress::bar(
+        paths.len() as u64,
+        "[{bar:30}] {pos}/{len} images {per_sec} eta {eta}",
+        false,
     );
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

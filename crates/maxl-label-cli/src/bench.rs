@@ -206,35 +206,40 @@ impl<'a> Bench<'a> {
         if b.python.is_some() {
             pipelines.push("python".into());
         }
-        let mut times = vec![vec![Vec::new(); pipelines.len()]; data.len()];
-        for r in 0..b.runs {
-            for (ci, (case, dir)) in data.iter().enumerate() {
-                for (pi, p) in pipelines.iter().enumerate() {
-                    let _ = std::fs::remove_file(&self.out);
-                    let m = if p == "python" {
-                        measure(&mut self.python(dir))?
-                    } else {
-                        measure(&mut self.label(dir, p))?
-                    };
-                    eprintln!(
-                        "run {}/{}: {:<13} {:<8} {:>8.0} images/s, peak RSS {:.0} MiB",
-                        r + 1,
-                        b.runs,
-                        case.name(),
-                        p,
-                        b.images as f64 / m.seconds,
-                        m.peak_rss_mib
-                    );
-                    times[ci][pi].push(m);
-                }
-            }
-        }
-        let mut rows = Vec::new();
-        for (ci, (case, _)) in data.iter().enumerate() {
-            for (pi, p) in pipelines.iter().enumerate() {
-                rows.push(Row::new(*case, p, b.images, times[ci][pi].clone()));
-            }
-        }
+        // One case per (dataset, pipeline), run --runs times interleaved by the harness.
+        let cases: Vec<(&(Case, PathBuf), &String)> = data
+            .iter()
+            .flat_map(|d| pipelines.iter().map(move |p| (d, p)))
+            .collect();
+        let done = std::cell::Cell::new(0);
+        let times = bench::interleave(
+            &cases,
+            b.runs,
+            |&((case, dir), p)| {
+                let _ = std::fs::remove_file(&self.out);
+                let m = if p == "python" {
+                    measure(&mut self.python(dir))?
+                } else {
+                    measure(&mut self.label(dir, p))?
+                };
+                eprintln!(
+                    "run {}/{}: {:<13} {:<8} {:>8.0} images/s, peak RSS {:.0} MiB",
+                    done.get() / cases.len() + 1,
+                    b.runs,
+                    case.name(),
+                    p,
+                    b.images as f64 / m.seconds,
+                    m.peak_rss_mib
+                );
+                Ok(m)
+            },
+            || done.set(done.get() + 1),
+        )?;
+        let rows = cases
+            .iter()
+            .zip(times)
+            .map(|(((case, _), p), runs)| Row::new(*case, p, b.images, runs))
+            .collect();
         Ok(rows)
     }
 

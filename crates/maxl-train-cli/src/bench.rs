@@ -63,6 +63,9 @@ pub struct BenchArgs {
 struct WorkerLine {
     mode: String,
     ms: f64,
+    /// The worker's own peak resident memory: libtorch makes the parent large, and the
+    /// child's `ru_maxrss` would start from the parent's.
+    peak_rss_kib: Option<u64>,
     peak_gpu_bytes: Option<u64>,
 }
 
@@ -168,7 +171,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             let line: WorkerLine = serde_json::from_str(m.stdout.trim()).with_context(|| {
                 format!("{}: unreadable result `{}`", mode.name(), m.stdout.trim())
             })?;
-            Ok((line, m.peak_rss_kib))
+            let rss = line.peak_rss_kib.unwrap_or(m.peak_rss_kib);
+            Ok((line, rss))
         },
         || bar.inc(1),
     )?;
@@ -265,6 +269,7 @@ fn worker(a: &BenchArgs, name: &str) -> anyhow::Result<()> {
     let line = WorkerLine {
         mode: name.into(),
         ms,
+        peak_rss_kib: maxl_cli::bench::own_peak_rss_kib(),
         peak_gpu_bytes,
     };
     println!("{}", serde_json::to_string(&line)?);

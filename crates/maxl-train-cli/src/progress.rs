@@ -1,7 +1,7 @@
 //! The training loop's observer drawn as a progress bar per epoch.
 
 use indicatif::ProgressBar;
-use maxl_train::{EpochMetrics, Observer};
+use maxl_train::Observer;
 
 /// A bar of each epoch's stage-1 steps (nothing when quiet or stderr is not a terminal).
 pub struct EpochBar {
@@ -35,7 +35,8 @@ impl Observer for EpochBar {
         bar.set_position(done as u64);
     }
 
-    fn epoch_finished(&self, _metrics: &EpochMetrics) {
+    /// Cleared before the epoch's log line and checkpoints, so nothing is written over it.
+    fn epoch_trained(&self) {
         self.bar.borrow().finish_and_clear();
     }
 }

@@ -165,3 +165,48 @@ pub fn results(dir: &Path) -> Result<String, TrainError> {
 pub fn default_experiment_dir(experiment: &Path) -> PathBuf {
     crate::results::default_out(experiment)
 }
+
+#[cfg(test)]
+mod tests {
+    use maxl_core::Choice;
+
+    use super::DeviceRequest;
+    use crate::resident::DataPlacement;
+
+    /// Every variant is listed once in `ALL` (the match below stops compiling when one is added)
+    /// and its name parses back to it.
+    #[test]
+    fn every_variant_has_a_name_on_the_command_line() {
+        let place = |p: DataPlacement| match p {
+            DataPlacement::Auto => 0,
+            DataPlacement::Device => 1,
+            DataPlacement::Host => 2,
+        };
+        let device = |d: DeviceRequest| match d {
+            DeviceRequest::Cpu => 0,
+            DeviceRequest::Cuda => 1,
+            DeviceRequest::Auto => 2,
+        };
+        assert_eq!(
+            DataPlacement::ALL
+                .iter()
+                .map(|&p| place(p))
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            DeviceRequest::ALL
+                .iter()
+                .map(|&d| device(d))
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        for &p in DataPlacement::ALL {
+            assert_eq!(DataPlacement::from_name(p.name()), Some(p));
+        }
+        for &d in DeviceRequest::ALL {
+            assert_eq!(DeviceRequest::from_name(d.name()), Some(d));
+        }
+        assert_eq!(DeviceRequest::Cpu.resolve().unwrap(), tch::Device::Cpu);
+    }
+}

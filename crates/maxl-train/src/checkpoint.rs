@@ -97,7 +97,8 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
         &trainer.f.store,
         &mut trainer.opt_f,
         device,
-    );
+    )
+    .map_err(|m| TrainError::output(&momentum_path, m))?;
     if let Some(g) = trainer.g.as_mut() {
         let g_path = dir.join(GENERATOR_FILE);
         let named = read_tensors(&g_path)?;
@@ -109,7 +110,8 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<TrainState, TrainError>
             &g.net.store,
             &mut g.opt,
             device,
-        );
+        )
+        .map_err(|m| TrainError::output(&momentum_path, m))?;
     }
     trainer.epochs_done = state.epochs_done;
     trainer.steps_done = state.steps_done;
@@ -122,16 +124,28 @@ fn restore_momentum(
     store: &ParamStore,
     opt: &mut Sgd,
     device: Device,
-) {
-    for (name, buf) in store
+) -> Result<(), String> {
+    for ((name, param), buf) in store
         .param_names()
         .into_iter()
+        .zip(&store.params)
         .zip(opt.momentum_buffers.iter_mut())
     {
         let key = format!("{prefix}.{name}.momentum_buffer");
-        *buf = named
-            .iter()
-            .find(|(n, _)| *n == key)
-            .map(|(_, t)| t.to_device(device).copy());
+        *buf = match named.iter().find(|(n, _)| *n == key) {
+            None => None,
+            // A buffer that does not fit its parameter would fail later, inside an update.
+            Some((_, t)) if t.size() != param.size() || t.kind() != param.kind() => {
+                return Err(format!(
+                    "{key}: {:?} {:?}, expected {:?} {:?}",
+                    t.kind(),
+                    t.size(),
+                    param.kind(),
+                    param.size()
+                ));
+            }
+            Some((_, t)) => Some(t.to_device(device).copy()),
+        };
     }
+    Ok(())
 }

@@ -36,6 +36,43 @@ pub struct PreparedData {
 /// and `human`.
 pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData, TrainError> {
     let d = &config.dataset;
+    let (mut train, mut test) = read_dataset(config, arch)?;
+    fit_to_input(config, arch, &mut train, &mut test)?;
+    let hierarchy = resolve_hierarchy(config, &train)?;
+    let (mut train, validation) = train.split_validation(d.validation_fraction, config.seed);
+    if let Some(n) = d.train_limit {
+        train = train.balanced_subset(n, config.seed);
+    }
+    if let Some(n) = d.test_limit {
+        test = test.balanced_subset(n, config.seed ^ 0x7E57);
+    }
+    if train.len() < 2 {
+        return Err(TrainError::Invalid(format!(
+            "only {} training images after the split",
+            train.len()
+        )));
+    }
+    let fixed_aux = match config.method {
+        Method::Random => Some(random_slots(&train, &hierarchy, config.seed)),
+        Method::Human => Some(human_slots(&train, &hierarchy)),
+        _ => None,
+    };
+    Ok(PreparedData {
+        train,
+        validation,
+        test,
+        hierarchy,
+        fixed_aux,
+    })
+}
+
+/// Reads the configured dataset's training and test sets, with classes grouped when
+/// `dataset.coarse_groups` is set.
+fn read_dataset(
+    config: &TrainConfig,
+    arch: &Architecture,
+) -> Result<(Dataset, Dataset), TrainError> {
+    let d = &config.dataset;
     let shape = ImageShape {
         channels: arch.input.channels,
         height: arch.input.height,
@@ -61,6 +98,18 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
         train.group_classes(groups)?;
         test.group_classes(groups)?;
     }
+    Ok((train, test))
+}
+
+/// Pads the images and replicates grey channels as configured, and checks them against the
+/// input `arch` expects.
+fn fit_to_input(
+    config: &TrainConfig,
+    arch: &Architecture,
+    train: &mut Dataset,
+    test: &mut Dataset,
+) -> Result<(), TrainError> {
+    let d = &config.dataset;
     let input = &arch.input;
     let channels = if d.grey_to_rgb {
         input.channels
@@ -87,7 +136,13 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
             config.model.preset
         )));
     }
-    let hierarchy = match config.method {
+    Ok(())
+}
+
+/// ψ for the method: from the fine labels for `human` (checked against `hierarchy.psi` when
+/// given), from the config otherwise.
+fn resolve_hierarchy(config: &TrainConfig, train: &Dataset) -> Result<Hierarchy, TrainError> {
+    match config.method {
         Method::Human => {
             let psi = train.fine_per_class().ok_or_else(|| {
                 TrainError::Invalid(
@@ -106,50 +161,26 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
                     h.psi()
                 )));
             }
-            h
+            Ok(h)
         }
         _ => config
             .hierarchy
             .resolve(train.num_classes())
-            .map_err(|e| TrainError::Invalid(format!("hierarchy: {e}")))?,
-    };
-    let (mut train, validation) = train.split_validation(d.validation_fraction, config.seed);
-    if let Some(n) = d.train_limit {
-        train = train.balanced_subset(n, config.seed);
+            .map_err(|e| TrainError::Invalid(format!("hierarchy: {e}"))),
     }
-    if let Some(n) = d.test_limit {
-        test = test.balanced_subset(n, config.seed ^ 0x7E57);
-    }
-    if train.len() < 2 {
-        return Err(TrainError::Invalid(format!(
-            "only {} training images after the split",
-            train.len()
-        )));
-    }
-    let fixed_aux = match config.method {
-        Method::Random => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5EED_A0C5);
-            Some(
-                train
-                    .labels
-                    .iter()
-                    .map(|&k| {
-                        let r = hierarchy.slots(k);
-                        r.start + rng.random_range(0..r.len())
-                    })
-                    .collect(),
-            )
-        }
-        Method::Human => Some(human_slots(&train, &hierarchy)),
-        _ => None,
-    };
-    Ok(PreparedData {
-        train,
-        validation,
-        test,
-        hierarchy,
-        fixed_aux,
-    })
+}
+
+/// A seeded random slot of its class for each training image (`random`).
+fn random_slots(train: &Dataset, hierarchy: &Hierarchy, seed: u64) -> Vec<usize> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EED_A0C5);
+    train
+        .labels
+        .iter()
+        .map(|&k| {
+            let r = hierarchy.slots(k);
+            r.start + rng.random_range(0..r.len())
+        })
+        .collect()
 }
 
 /// Slot of each image's fine label: fine classes of primary class k, in increasing order, take

@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::TrainError;
 use crate::checkpoint;
+use crate::data::PreparedData;
 use crate::resident::DataPlacement;
 use crate::run_dir::RunDir;
 use crate::run_files::TrainState;
@@ -26,6 +27,8 @@ pub trait Observer {
     fn steps(&self, done: usize, total: usize) {
         let _ = (done, total);
     }
+    /// The epoch's steps and evaluation are done; it is recorded and checkpointed next.
+    fn epoch_trained(&self) {}
     /// The epoch is trained, evaluated, recorded and checkpointed.
     fn epoch_finished(&self, metrics: &EpochMetrics) {
         let _ = metrics;
@@ -78,7 +81,45 @@ pub fn run(
     max_steps: Option<usize>,
     observer: &dyn Observer,
 ) -> Result<Outcome, TrainError> {
-    let config = match &start {
+    let config = start_config(&start)?;
+    let arch = config
+        .model
+        .resolve()
+        .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
+    let data = crate::data::prepare(&config, &arch)?;
+    log_run(&config, &data, device);
+    let mut trainer = Trainer::new(config, data, device)?;
+    // Before a new run directory is made: a refused upload leaves nothing behind.
+    if let Some(bytes) = trainer.place_data(placement)? {
+        info!(
+            "batches made on the device from {:.1} MiB of images kept there",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    let (out, mut run_dir, mut state) = open_run_dir(start, &mut trainer)?;
+    info!("run directory: {}", out.display());
+    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, observer)?;
+    if let Some(last) = &last {
+        run_dir.save_weights(&trainer)?;
+        run_dir.write_summary(&trainer, last, &state)?;
+    } else if !out.join("summary.yaml").exists() && state.epochs_done > 0 {
+        // Stopped after its last checkpoint but before the summary: finish it.
+        info!("{}: writing the missing weights and summary", out.display());
+        run_dir.save_weights(&trainer)?;
+        run_dir.write_summary(&trainer, &trainer.evaluation(), &state)?;
+    }
+    Ok(Outcome {
+        trainer,
+        out,
+        state,
+        last,
+    })
+}
+
+/// The run's config, validated: the given one for a new run, the run directory's (with the
+/// new total of epochs, if given) when resuming.
+fn start_config(start: &Start) -> Result<TrainConfig, TrainError> {
+    let config = match start {
         Start::Resume { dir, epochs } => {
             let mut c = TrainConfig::load(&dir.join("config.yaml"))?;
             c.epochs = epochs.unwrap_or(c.epochs);
@@ -87,11 +128,11 @@ pub fn run(
         Start::New { config, .. } => (**config).clone(),
     };
     config.validate().map_err(TrainError::Invalid)?;
-    let arch = config
-        .model
-        .resolve()
-        .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
-    let data = crate::data::prepare(&config, &arch)?;
+    Ok(config)
+}
+
+/// Logs what the run trains: method, schedule, data sizes, ψ and device.
+fn log_run(config: &TrainConfig, data: &PreparedData, device: Device) {
     let how = if config.method.uses_generator() {
         format!(
             " ({} schedule, {} meta-gradient)",
@@ -110,17 +151,17 @@ pub fn run(
         data.hierarchy.num_primary(),
         data.hierarchy.psi()
     );
-    let mut trainer = Trainer::new(config, data, device)?;
-    // Before a new run directory is made: a refused upload leaves nothing behind.
-    if let Some(bytes) = trainer.place_data(placement)? {
-        info!(
-            "batches made on the device from {:.1} MiB of images kept there",
-            bytes as f64 / (1 << 20) as f64
-        );
-    }
-    let (out, mut run_dir, mut state) = match start {
+}
+
+/// The run directory and training state: a new directory, or the resumed one with the trainer
+/// restored from its last checkpoint.
+fn open_run_dir(
+    start: Start,
+    trainer: &mut Trainer,
+) -> Result<(PathBuf, RunDir, TrainState), TrainError> {
+    Ok(match start {
         Start::Resume { dir, .. } => {
-            let state = checkpoint::load(&dir.join("checkpoints").join("last"), &mut trainer)?;
+            let state = checkpoint::load(&dir.join("checkpoints").join("last"), trainer)?;
             info!(
                 "resuming {} after epoch {} ({} steps)",
                 dir.display(),
@@ -131,7 +172,7 @@ pub fn run(
             (dir, run_dir, state)
         }
         Start::New { out, .. } => {
-            let run_dir = RunDir::create(&out, &trainer)?;
+            let run_dir = RunDir::create(&out, trainer)?;
             let state = TrainState {
                 format: crate::run_files::STATE_FORMAT,
                 epochs_done: 0,
@@ -141,23 +182,6 @@ pub fn run(
             };
             (out, run_dir, state)
         }
-    };
-    info!("run directory: {}", out.display());
-    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, observer)?;
-    if let Some(last) = &last {
-        run_dir.save_weights(&trainer)?;
-        run_dir.write_summary(&trainer, last, &state)?;
-    } else if !out.join("summary.yaml").exists() && state.epochs_done > 0 {
-        // Stopped after its last checkpoint but before the summary: finish it.
-        info!("{}: writing the missing weights and summary", out.display());
-        run_dir.save_weights(&trainer)?;
-        run_dir.write_summary(&trainer, &trainer.evaluation(), &state)?;
-    }
-    Ok(Outcome {
-        trainer,
-        out,
-        state,
-        last,
     })
 }
 
@@ -178,6 +202,7 @@ fn train_epochs(
     while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
         observer.epoch_started(trainer.epochs_done + 1, epochs);
         let m = trainer.train_epoch(max_steps, &mut |done, total| observer.steps(done, total))?;
+        observer.epoch_trained();
         run_dir.append(&m)?;
         state.epochs_done = trainer.epochs_done;
         state.steps_done = trainer.steps_done;

@@ -80,7 +80,25 @@ pub fn export(
     opts: ExportOptions,
 ) -> Result<Manifest, TrainError> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::output(out, e))?;
-    let invalid = |e: maxl_onnx::ExportError| TrainError::Invalid(format!("export: {e}"));
+    let primary_file = export_primary(out, f, info, opts)?;
+    let generator_file = export_generator(out, g, info, opts)?;
+    let m = build_manifest(info, primary_file, generator_file);
+    write_atomic(&out.join(manifest::MANIFEST_FILE), m.to_yaml().as_bytes())?;
+    Ok(m)
+}
+
+/// An ONNX exporter's error as the trainer reports it.
+fn export_error(e: maxl_onnx::ExportError) -> TrainError {
+    TrainError::Invalid(format!("export: {e}"))
+}
+
+/// Writes `primary.onnx` for f into `out`; its manifest entry.
+fn export_primary(
+    out: &Path,
+    f: &MultiTaskNet,
+    info: &ExportInfo<'_>,
+    opts: ExportOptions,
+) -> Result<ModelFile, TrainError> {
     let primary = maxl_onnx::primary_model(
         info.arch,
         f.num_primary,
@@ -88,7 +106,7 @@ pub fn export(
         &weights(&f.store),
         opts,
     )
-    .map_err(invalid)?;
+    .map_err(export_error)?;
     write_atomic(&out.join(PRIMARY_FILE), &maxl_onnx::to_bytes(&primary))?;
     let mut outputs = vec![maxl_onnx::PRIMARY_PROBS];
     if f.num_aux > 0 {
@@ -98,8 +116,18 @@ pub fn export(
     if f.num_aux > 0 {
         outputs.push(maxl_onnx::AUX_LOGITS);
     }
-    let primary_file = model_file(out, PRIMARY_FILE, &[maxl_onnx::IMAGE], &outputs)?;
-    let generator_file = match g {
+    model_file(out, PRIMARY_FILE, &[maxl_onnx::IMAGE], &outputs)
+}
+
+/// Writes `label_generator.onnx` for g into `out`, or removes a stale one without g; its
+/// manifest entry.
+fn export_generator(
+    out: &Path,
+    g: Option<&LabelGenerator>,
+    info: &ExportInfo<'_>,
+    opts: ExportOptions,
+) -> Result<Option<ModelFile>, TrainError> {
+    match g {
         Some(g) => {
             let model = maxl_onnx::label_generator_model(
                 info.arch,
@@ -107,12 +135,12 @@ pub fn export(
                 &weights(&g.store),
                 opts,
             )
-            .map_err(invalid)?;
+            .map_err(export_error)?;
             write_atomic(
                 &out.join(LABEL_GENERATOR_FILE),
                 &maxl_onnx::to_bytes(&model),
             )?;
-            Some(model_file(
+            Ok(Some(model_file(
                 out,
                 LABEL_GENERATOR_FILE,
                 &[maxl_onnx::IMAGE, maxl_onnx::PRIMARY_LABEL],
@@ -121,7 +149,7 @@ pub fn export(
                     maxl_onnx::LABEL_SLOT,
                     maxl_onnx::GENERATOR_LOGITS,
                 ],
-            )?)
+            )?))
         }
         None => {
             // A stale generator from an earlier export must not pass for this model's.
@@ -129,9 +157,17 @@ pub fn export(
             if stale.exists() {
                 std::fs::remove_file(&stale).map_err(|e| TrainError::output(&stale, e))?;
             }
-            None
+            Ok(None)
         }
-    };
+    }
+}
+
+/// The manifest of an export with these model files.
+fn build_manifest(
+    info: &ExportInfo<'_>,
+    primary_file: ModelFile,
+    generator_file: Option<ModelFile>,
+) -> Manifest {
     let classes: Vec<ClassName> = info
         .class_names
         .iter()
@@ -143,7 +179,7 @@ pub fn export(
     let safe: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
     let c = info.config;
     let i = &info.arch.input;
-    let m = Manifest {
+    Manifest {
         format: manifest::FORMAT,
         producer: format!("maxl-train {}", env!("CARGO_PKG_VERSION")),
         opset: maxl_onnx::OPSET,
@@ -177,9 +213,7 @@ pub fn export(
             seed: c.seed,
             primary_test_accuracy: info.primary_test_accuracy,
         },
-    };
-    write_atomic(&out.join(manifest::MANIFEST_FILE), m.to_yaml().as_bytes())?;
-    Ok(m)
+    }
 }
 
 /// Exports a checkpoint directory of a run (`<run>/checkpoints/last` or `best`).

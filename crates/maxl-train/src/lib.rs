@@ -15,13 +15,20 @@
 //!
 //! // A config a user can write but that cannot run: a CIFAR-10 run needs its files.
 //! let config: TrainConfig = serde_yaml_ng::from_str("dataset: { kind: cifar10 }").unwrap();
-//! let out = std::env::temp_dir().join("maxl-doc-refused-run");
+//! let out = std::env::temp_dir().join(format!("maxl-doc-refused-run-{}", std::process::id()));
 //! let Err(err) = maxl_train::train(&config, &out, &RunOptions::default()) else {
 //!     panic!("a CIFAR-10 config without its files must be refused");
 //! };
 //! assert!(matches!(err, TrainError::Invalid(_)), "{err}");
 //! assert!(!out.exists(), "nothing is written for a refused config");
 //! ```
+
+//!
+//! A program that links this library links libtorch: like this crate's own `build.rs`, its build
+//! script should embed libtorch's library directory as an rpath (torch-sys exports it as
+//! `DEP_TCH_LIBTORCH_LIB`) and, for CUDA, keep `libtorch_cuda` linked with `-Wl,--no-as-needed
+//! -ltorch_cuda -ltorch -Wl,--as-needed` — without it libtorch sees no GPU. `crates/maxl-train-cli/build.rs`
+//! is such a script.
 
 #![warn(missing_docs)]
 
@@ -118,7 +125,7 @@ impl From<maxl_core::fsio::WriteError> for TrainError {
 
 impl From<tch::TchError> for TrainError {
     fn from(e: tch::TchError) -> Self {
-        TrainError::Torch(e.to_string().lines().next().unwrap_or("").to_string())
+        TrainError::Torch(first_line(&e.to_string()).to_string())
     }
 }
 

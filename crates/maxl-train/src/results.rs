@@ -17,6 +17,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_yaml_ng::Value;
 
@@ -130,6 +131,9 @@ pub fn read_run(dir: &Path, run: &str, seed: u64) -> Result<SeedResult, TrainErr
         cpu += cc.map_or(f64::NAN, |c| v[c]);
         curve.push((v[ce], v[ct], elapsed, cpu));
     }
+    if curve.is_empty() {
+        return Err(TrainError::output(&metrics_path, "no epochs recorded"));
+    }
     let class_names: Vec<String> = serde_yaml_ng::from_str(&read_text(
         &dir.join(crate::run_files::CLASSES_FILE),
     )?)
@@ -148,7 +152,9 @@ pub fn read_run(dir: &Path, run: &str, seed: u64) -> Result<SeedResult, TrainErr
         best_val_acc: number(&field("best_validation_accuracy")),
         train_seconds: elapsed,
         cpu_seconds: cpu,
-        psi: list("psi").ok_or_else(|| TrainError::output(&summary_path, "no `psi` list"))?,
+        psi: list("psi")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| TrainError::output(&summary_path, "no `psi` list"))?,
         curve,
         usage_counts: list("generator_usage_counts"),
         class_names,
@@ -379,8 +385,27 @@ fn bands(rs: &[&SeedResult], by_time: Option<Clock>) -> Vec<BandPoint> {
 
 fn accuracy_plot(path: &Path, e: &Experiment, all: &[SeedResult]) -> Result<(), TrainError> {
     crate::plots::font()?;
-    let runs: Vec<(&str, Vec<&SeedResult>)> = e
-        .runs
+    let runs = results_by_run(e, all);
+    let y_range = accuracy_range(all);
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((1, 2));
+        for (panel, by_time) in panels.iter().zip([None, Some(e.clock)]) {
+            accuracy_panel(panel, &runs, by_time, y_range.clone())?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|err| TrainError::output(path, err))
+}
+
+/// The experiment's runs, in its order, with their finished seeds; runs without any left out.
+fn results_by_run<'a>(
+    e: &'a Experiment,
+    all: &'a [SeedResult],
+) -> Vec<(&'a str, Vec<&'a SeedResult>)> {
+    e.runs
         .iter()
         .map(|s| {
             (
@@ -389,7 +414,11 @@ fn accuracy_plot(path: &Path, e: &Experiment, all: &[SeedResult]) -> Result<(), 
             )
         })
         .filter(|(_, rs)| !rs.is_empty())
-        .collect();
+        .collect()
+}
+
+/// The accuracy axis (%): up to just above the best point, from about the lowest tenth's top.
+fn accuracy_range(all: &[SeedResult]) -> std::ops::Range<f64> {
     let ys: Vec<f64> = all
         .iter()
         .flat_map(|r| r.curve.iter().map(|p| p.1 * 100.0))
@@ -399,81 +428,80 @@ fn accuracy_plot(path: &Path, e: &Experiment, all: &[SeedResult]) -> Result<(), 
     let mut sorted = ys.clone();
     sorted.sort_by(f64::total_cmp);
     let y_lo = (sorted[sorted.len() / 10] - 1.0).min(y_hi - 1.0);
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let panels = root.split_evenly((1, 2));
-        for (panel, by_time) in panels.iter().zip([None, Some(e.clock)]) {
-            let series: Vec<(&str, Vec<BandPoint>)> = runs
-                .iter()
-                .map(|(n, rs)| (*n, bands(rs, by_time)))
-                .collect();
-            let x_max = series
-                .iter()
-                .flat_map(|(_, b)| b.iter().map(|p| p.0))
-                .fold(1.0, f64::max);
-            let mut chart = ChartBuilder::on(panel)
-                .caption(
-                    if by_time.is_some() {
-                        "Primary test accuracy by training time"
-                    } else {
-                        "Primary test accuracy by epoch"
-                    },
-                    ("sans-serif", 22),
-                )
-                .margin(14)
-                .x_label_area_size(42)
-                .y_label_area_size(56)
-                .build_cartesian_2d(0.0..x_max * 1.02, y_lo..y_hi)?;
-            chart
-                .configure_mesh()
-                .x_desc(match by_time {
-                    Some(Clock::Wall) => "training seconds, wall-clock (mean over seeds)",
-                    Some(Clock::Cpu) => "training CPU seconds (mean over seeds)",
-                    None => "epoch",
-                })
-                .y_desc("test accuracy % (line: mean, band: min–max over seeds)")
-                .label_style(("sans-serif", 13))
-                .draw()?;
-            for (i, (name, b)) in series.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
-                let mut band: Vec<(f64, f64)> = b.iter().map(|p| (p.0, p.3)).collect();
-                band.extend(b.iter().rev().map(|p| (p.0, p.2)));
-                chart.draw_series(std::iter::once(Polygon::new(
-                    band,
-                    color.mix(0.18).filled(),
-                )))?;
-                chart
-                    .draw_series(LineSeries::new(
-                        b.iter().map(|p| (p.0, p.1)),
-                        color.stroke_width(2),
-                    ))?
-                    .label(*name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                    });
-            }
-            // Markers where the lines are short (a handful of epochs).
-            for (i, (_, b)) in series.iter().enumerate() {
-                if b.len() <= 40 {
-                    let color = Palette99::pick(i).to_rgba();
-                    chart.draw_series(
-                        b.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled())),
-                    )?;
-                }
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()?;
+    y_lo..y_hi
+}
+
+/// One panel of the accuracy plot: accuracy by epoch, or by training time on `by_time`'s clock.
+fn accuracy_panel(
+    panel: &DrawingArea<BitMapBackend<'_>, Shift>,
+    runs: &[(&str, Vec<&SeedResult>)],
+    by_time: Option<Clock>,
+    y_range: std::ops::Range<f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let series: Vec<(&str, Vec<BandPoint>)> = runs
+        .iter()
+        .map(|(n, rs)| (*n, bands(rs, by_time)))
+        .collect();
+    let x_max = series
+        .iter()
+        .flat_map(|(_, b)| b.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(panel)
+        .caption(
+            if by_time.is_some() {
+                "Primary test accuracy by training time"
+            } else {
+                "Primary test accuracy by epoch"
+            },
+            ("sans-serif", 22),
+        )
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max * 1.02, y_range)?;
+    chart
+        .configure_mesh()
+        .x_desc(match by_time {
+            Some(Clock::Wall) => "training seconds, wall-clock (mean over seeds)",
+            Some(Clock::Cpu) => "training CPU seconds (mean over seeds)",
+            None => "epoch",
+        })
+        .y_desc("test accuracy % (line: mean, band: min–max over seeds)")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (i, (name, b)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut band: Vec<(f64, f64)> = b.iter().map(|p| (p.0, p.3)).collect();
+        band.extend(b.iter().rev().map(|p| (p.0, p.2)));
+        chart.draw_series(std::iter::once(Polygon::new(
+            band,
+            color.mix(0.18).filled(),
+        )))?;
+        chart
+            .draw_series(LineSeries::new(
+                b.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    // Markers where the lines are short (a handful of epochs).
+    for (i, (_, b)) in series.iter().enumerate() {
+        if b.len() <= 40 {
+            let color = Palette99::pick(i).to_rgba();
+            chart.draw_series(b.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled())))?;
         }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|err| TrainError::output(path, err))
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
 }
 
 fn usage_plot(path: &Path, e: &Experiment, all: &[SeedResult]) -> Result<(), TrainError> {

@@ -3,6 +3,7 @@
 //! schedule; the methods differ only in where the auxiliary target comes from, and `single` has
 //! none). The loop over epochs, with checkpoints and the run directory, is [`crate::epoch_loop`].
 
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use maxl_core::arch::Architecture;
@@ -237,70 +238,34 @@ impl Trainer {
             opt_f: &mut self.opt_f,
             kind: self.kind,
         };
-        let (mut done, mut steps_done) = (0, 0);
-        std::thread::scope(|scope| -> Result<(), TrainError> {
+        let steps_done = std::thread::scope(|scope| -> Result<usize, TrainError> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, TrainError>>(PREFETCH);
             scope.spawn(move || {
-                let send = |phase, idx: &[usize], rng: &mut StdRng| {
-                    let b = source.batch(phase, idx, rng);
-                    let failed = b.is_err();
-                    tx.send(b).is_ok() && !failed
-                };
-                for idx in &first[..steps] {
-                    if !send(Phase::Train, idx, &mut rng) {
-                        return;
-                    }
-                }
-                if reference {
-                    // The authors' schedule: a second full pass over freshly shuffled,
-                    // augmented batches (as many as stage 1 took), then g's statistics at the
-                    // final θ2 over stage 1's batches.
-                    let second = shuffled_batches(source.ds.len(), shuffle, batch_size, &mut rng);
-                    for idx in second.iter().take(steps) {
-                        if !send(Phase::Meta, idx, &mut rng) {
-                            return;
-                        }
-                    }
-                    for idx in &first[..steps] {
-                        if !send(Phase::Refresh, idx, &mut rng) {
-                            return;
-                        }
-                    }
-                }
+                let first = &first[..steps];
+                source.send_epoch(first, reference, (shuffle, batch_size), &mut rng, tx);
             });
-            for b in rx {
-                let b = b?;
-                match b.phase {
-                    Phase::Train => {
-                        nets.train_step(&b, lr, &mut acc)?;
-                        steps_done += 1;
-                    }
-                    Phase::Meta => nets.stage2(&b, lr, &mut acc)?,
-                    Phase::Refresh => {
-                        // The reference schedule changes θ2 only after stage 1, which is where
-                        // g's running statistics were last updated: evaluation and export then
-                        // see statistics of the weights they use.
-                        if let Some(g) = nets.g.as_deref() {
-                            let _ =
-                                tch::no_grad(|| g.net.forward(&b.x, &b.y, BatchNorm::BatchUpdate));
-                        }
-                        continue;
-                    }
-                }
-                done += 1;
-                progress(done, total);
-            }
-            Ok(())
+            nets.train_batches(rx, lr, &mut acc, total, progress)
         })?;
         self.steps_done += steps_done;
+        Ok(self.finish_epoch(epoch, lr.f, (start, cpu_start), &acc))
+    }
+
+    /// Ends an epoch after its training: times it, evaluates, counts it and reads back its sums.
+    fn finish_epoch(
+        &mut self,
+        epoch: usize,
+        lr: f64,
+        (start, cpu_start): (Instant, f64),
+        acc: &Accum,
+    ) -> EpochMetrics {
         let seconds = start.elapsed().as_secs_f64();
         let cpu_seconds = process_cpu_seconds() - cpu_start;
         let (val_acc, test_acc, generator) = self.evaluate();
         self.epochs_done += 1;
         let sums = acc.read();
-        Ok(EpochMetrics {
+        EpochMetrics {
             epoch: epoch + 1,
-            lr: lr.f,
+            lr,
             primary_loss: sums.primary,
             aux_loss: sums.aux,
             meta_loss: sums.meta,
@@ -311,7 +276,7 @@ impl Trainer {
             seconds,
             cpu_seconds,
             generator,
-        })
+        }
     }
 
     /// Validation and test accuracy and the generator's slot usage (on the validation set, or
@@ -503,6 +468,41 @@ impl Nets<'_> {
         Ok(())
     }
 
+    /// Trains on the epoch's batches as the batch thread sends them, reporting progress after
+    /// each optimiser step; the number of stage-1 steps taken.
+    fn train_batches(
+        &mut self,
+        rx: Receiver<Result<Batch, TrainError>>,
+        lr: LearningRates,
+        acc: &mut Accum,
+        total: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize, TrainError> {
+        let (mut done, mut steps_done) = (0, 0);
+        for b in rx {
+            let b = b?;
+            match b.phase {
+                Phase::Train => {
+                    self.train_step(&b, lr, acc)?;
+                    steps_done += 1;
+                }
+                Phase::Meta => self.stage2(&b, lr, acc)?,
+                Phase::Refresh => {
+                    // The reference schedule changes θ2 only after stage 1, which is where
+                    // g's running statistics were last updated: evaluation and export then
+                    // see statistics of the weights they use.
+                    if let Some(g) = self.g.as_deref() {
+                        let _ = tch::no_grad(|| g.net.forward(&b.x, &b.y, BatchNorm::BatchUpdate));
+                    }
+                    continue;
+                }
+            }
+            done += 1;
+            progress(done, total);
+        }
+        Ok(steps_done)
+    }
+
     /// Stage 2 of the `reference` schedule on a batch, α = θ1's learning rate.
     fn stage2(&mut self, b: &Batch, lr: LearningRates, acc: &mut Accum) -> Result<(), TrainError> {
         let losses = self.losses();
@@ -583,6 +583,45 @@ impl BatchSource<'_> {
             y,
             slots,
         })
+    }
+
+    /// Makes the epoch's batches in order and sends them to the training thread: stage 1's
+    /// `first`, then for the reference schedule stage 2's and the refresh of g's statistics.
+    /// Stops at the first failed batch or when the training thread has stopped receiving.
+    fn send_epoch(
+        &self,
+        first: &[Vec<usize>],
+        reference: bool,
+        (shuffle, batch_size): (bool, usize),
+        rng: &mut StdRng,
+        tx: SyncSender<Result<Batch, TrainError>>,
+    ) {
+        let send = |phase, idx: &[usize], rng: &mut StdRng| {
+            let b = self.batch(phase, idx, rng);
+            let failed = b.is_err();
+            tx.send(b).is_ok() && !failed
+        };
+        for idx in first {
+            if !send(Phase::Train, idx, rng) {
+                return;
+            }
+        }
+        if reference {
+            // The authors' schedule: a second full pass over freshly shuffled,
+            // augmented batches (as many as stage 1 took), then g's statistics at the
+            // final θ2 over stage 1's batches.
+            let second = shuffled_batches(self.ds.len(), shuffle, batch_size, rng);
+            for idx in second.iter().take(first.len()) {
+                if !send(Phase::Meta, idx, rng) {
+                    return;
+                }
+            }
+            for idx in first {
+                if !send(Phase::Refresh, idx, rng) {
+                    return;
+                }
+            }
+        }
     }
 }
 
