@@ -48,11 +48,7 @@ impl Drop for Server {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+    common::http_agent(Duration::from_secs(60))
 }
 
 /// POSTs `body`; the status and the body parsed as JSON.

@@ -71,11 +71,7 @@ impl Drop for Server {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    common::http_agent(Duration::from_secs(30))
 }
 
 /// (status, Retry-After, body).

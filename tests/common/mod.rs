@@ -112,3 +112,13 @@ pub fn folder_of(path: &str) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+/// An HTTP client that returns error statuses as responses (tests check them) and gives up on a
+/// request after `timeout`.
+pub fn http_agent(timeout: std::time::Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}

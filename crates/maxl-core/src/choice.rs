@@ -19,15 +19,6 @@ pub trait Choice: Copy + Send + Sync + 'static {
     fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|v| v.name() == name)
     }
-
-    /// Every name, comma-separated (for error messages).
-    fn names() -> String {
-        Self::ALL
-            .iter()
-            .map(|v| v.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 #[cfg(test)]
@@ -52,9 +43,10 @@ mod tests {
         same_as_serde::<Schedule>();
         same_as_serde::<MetaGradientMode>();
         same_as_serde::<DatasetKind>();
+        let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(
-            Method::names(),
-            "maxl, maxl-no-entropy, single, random, human"
+            names,
+            ["maxl", "maxl-no-entropy", "single", "random", "human"]
         );
     }
 }

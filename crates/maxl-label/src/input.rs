@@ -273,6 +273,7 @@ mod tests {
             );
             assert_eq!(Primary::from_name(p.name()), Some(p));
         }
-        assert_eq!(Primary::names(), "given, predicted");
+        let names: Vec<&str> = Primary::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["given", "predicted"]);
     }
 }

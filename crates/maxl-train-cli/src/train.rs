@@ -90,7 +90,7 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The config file (or the defaults) with the options applied.
+    /// The config file (or the defaults) with the options applied, not yet validated.
     fn config(&self) -> anyhow::Result<TrainConfig> {
         let mut c = match &self.config {
             Some(p) => TrainConfig::load(p)?,
@@ -121,28 +121,18 @@ impl TrainArgs {
             c.dataset.crop_padding = 0;
             c.dataset.horizontal_flip = false;
         }
-        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        // maxl_train::train validates it before anything is written.
         Ok(c)
     }
 }
 
 /// `runs/<method>-<YYYYmmdd-HHMMSS>` in UTC.
 fn default_out(method: Method) -> PathBuf {
+    // 2026-11-30T09:22:47Z: its 14 digits are the stamp.
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    // 2026-11-30T09:22:47Z → 20261130-092247
-    let stamp: String = now
-        .trim_end_matches('Z')
-        .replace('T', "-")
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == '-')
-        .collect();
-    let (date, time) = stamp.split_at(10);
-    PathBuf::from("runs").join(format!(
-        "{}-{}{}",
-        method.name(),
-        date.replace('-', ""),
-        time
-    ))
+    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+    let (date, time) = digits.split_at(8);
+    PathBuf::from("runs").join(format!("{}-{date}-{time}", method.name()))
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {

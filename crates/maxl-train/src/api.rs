@@ -87,7 +87,7 @@ pub fn train(
     out: &Path,
     opts: &RunOptions<'_>,
 ) -> Result<Outcome, TrainError> {
-    config.validate().map_err(TrainError::Invalid)?;
+    // The epoch loop validates the config before it writes anything.
     let start = Start::New {
         config: Box::new(config.clone()),
         out: out.to_path_buf(),
@@ -132,7 +132,7 @@ impl Outcome {
             epochs: self.state.epochs_done,
             primary_test_accuracy: self.last.as_ref().map(|m| m.test_acc),
         };
-        crate::export::export(dir, &t.f, t.g.as_ref().map(|g| &g.net), &info, opts)
+        crate::export::export(dir, &t.f, t.generator(), &info, opts)
     }
 }
 
