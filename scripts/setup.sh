@@ -2,7 +2,9 @@
 # Installs everything maxl needs, idempotently, into a cache directory outside the checkout:
 #   * a Python venv (keyed by the pinned versions) with the full PyTorch 2.11.0 — our libtorch for
 #     `tch` and the reference for test fixtures — plus onnxruntime 1.31.1, onnx, numpy, safetensors,
-#     and Pillow (the Python side of `maxl-label bench`);
+#     Pillow (the Python side of `maxl-label bench`), and torchvision 0.26.0 (the release paired
+#     with torch 2.11; reference backbones with random weights for the conformance fixtures and
+#     the .pth converter);
 #   * the Debian package dataset-fashion-mnist (the default real dataset);
 #   * an env file, sourced by the other scripts and read by the binaries, naming LIBTORCH and
 #     the ONNX Runtime library.
@@ -15,6 +17,7 @@ ONNX_VERSION=1.23.2
 NUMPY_VERSION=2.4.6
 SAFETENSORS_VERSION=0.8.0
 PILLOW_VERSION=13.0.0
+TORCHVISION_VERSION=0.26.0
 
 CACHE_DIR="${MAXL_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/maxl}"
 PY="${MAXL_PYTHON:-python3}"
@@ -55,6 +58,14 @@ if [ ! -f "$PIL_MARKER" ]; then
   log "installing Pillow $PILLOW_VERSION into $VENV"
   "$VENV/bin/python" -m pip install -q "pillow==$PILLOW_VERSION"
   touch "$PIL_MARKER"
+fi
+# torchvision, likewise added later. Each torchvision wheel pins its torch exactly; naming torch
+# in the same command makes pip fail rather than swap the venv's torch (our libtorch) for another.
+TV_MARKER="$VENV/.maxl-torchvision-$TORCHVISION_VERSION"
+if [ ! -f "$TV_MARKER" ]; then
+  log "installing torchvision $TORCHVISION_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+  touch "$TV_MARKER"
 fi
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -712,7 +712,8 @@ mod tests {
         let e = parse("model:\n  preset: resnet\n").unwrap_err().to_string();
         assert_eq!(
             e,
-            "run.yaml: model: unknown preset `resnet` (known: small, vgg16)"
+            "run.yaml: model: unknown preset `resnet` (known: small, vgg16, resnet18, resnet34, \
+             resnet50, resnet18-cifar)"
         );
         let e = parse("hierarchy:\n  psi: [2, 0]\n")
             .unwrap_err()

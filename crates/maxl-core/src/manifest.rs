@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::arch::{InputSpec, PerChannel, Resize};
 use crate::hierarchy::Hierarchy;
 
 /// The manifest's file name inside a model directory.
@@ -76,10 +77,32 @@ pub struct ManifestInput {
     pub pixel_range: [f32; 2],
     /// Where the mean/std normalisation happens: `in-graph`.
     pub normalisation: String,
-    /// The normalisation's mean (applied inside the graph).
-    pub mean: f32,
-    /// The normalisation's std (applied inside the graph).
-    pub std: f32,
+    /// The normalisation's mean (applied inside the graph): one value, or one per channel.
+    pub mean: PerChannel,
+    /// The normalisation's std (applied inside the graph): one value, or one per channel.
+    pub std: PerChannel,
+    /// How an image is brought to `height` × `width` before it becomes `image` (absent:
+    /// stretched).
+    #[serde(
+        default,
+        skip_serializing_if = "Resize::is_stretch",
+        with = "serde_yaml_ng::with::singleton_map"
+    )]
+    pub resize: Resize,
+}
+
+impl ManifestInput {
+    /// The input as the architecture describes it.
+    pub fn spec(&self) -> InputSpec {
+        InputSpec {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            resize: self.resize,
+        }
+    }
 }
 
 /// One ONNX file of the model directory.
@@ -191,15 +214,10 @@ impl Manifest {
                 h.num_aux()
             ));
         }
-        let i = &self.input;
-        if i.channels == 0
-            || i.height == 0
-            || i.width == 0
-            || i.std.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            return Err("input: channels, height, width and std must be positive".into());
-        }
-        Ok(())
+        self.input
+            .spec()
+            .validate()
+            .map_err(|e| format!("input: {e}"))
     }
 
     /// Reads `dir/maxl.yaml` and validates it, without reading the model files.
@@ -293,8 +311,9 @@ mod tests {
                 width: 28,
                 pixel_range: [0.0, 1.0],
                 normalisation: "in-graph".into(),
-                mean: 0.5,
-                std: 0.2,
+                mean: 0.5.into(),
+                std: 0.2.into(),
+                resize: Default::default(),
             },
             models: ManifestModels {
                 primary: ModelFile {

@@ -52,25 +52,45 @@ pub fn placements<R: Rng>(augment: Option<Augment>, n: usize, rng: &mut R) -> Ve
     }
 }
 
-/// `x = (pixel / 255 − mean) / std`.
+/// `x = (pixel / 255 − mean[c]) / std[c]` for a pixel of channel c (at most 3 channels).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
-    /// Subtracted from every pixel in [0, 1].
-    pub mean: f32,
-    /// Divides every pixel after the mean is subtracted.
-    pub std: f32,
+    /// Subtracted from every pixel in [0, 1], per channel.
+    pub mean: [f32; 3],
+    /// Divides every pixel after the mean is subtracted, per channel.
+    pub std: [f32; 3],
 }
 
 impl Normalize {
-    /// One 8-bit pixel as the network's normalised input.
-    pub fn apply(self, pixel: u8) -> f32 {
-        (maxl_preprocess::unit(pixel) - self.mean) / self.std
+    /// The same mean and std for every channel.
+    pub fn uniform(mean: f32, std: f32) -> Self {
+        Self {
+            mean: [mean; 3],
+            std: [std; 3],
+        }
     }
 
-    /// The normalised value of every pixel value 0…255: a lookup table that gives exactly
-    /// [`Normalize::apply`]'s numbers wherever it is applied.
-    pub fn table(self) -> [f32; 256] {
-        std::array::from_fn(|p| self.apply(p as u8))
+    /// One mean and std per channel (channel 0 first; 1 to 3 values each).
+    pub fn per_channel(mean: &[f32], std: &[f32]) -> Self {
+        let pick = |v: &[f32], c: usize| v.get(c).or(v.last()).copied().unwrap_or(0.0);
+        Self {
+            mean: std::array::from_fn(|c| pick(mean, c)),
+            std: std::array::from_fn(|c| pick(std, c)),
+        }
+    }
+
+    /// One 8-bit pixel of `channel` as the network's normalised input.
+    pub fn apply(self, pixel: u8, channel: usize) -> f32 {
+        (maxl_preprocess::unit(pixel) - self.mean[channel]) / self.std[channel]
+    }
+
+    /// The normalised value of every pixel value 0…255 of every channel, channel-major
+    /// (`channels` × 256): a lookup table that gives exactly [`Normalize::apply`]'s numbers
+    /// wherever it is applied.
+    pub fn table(self, channels: usize) -> Vec<f32> {
+        (0..channels)
+            .flat_map(|c| (0..256).map(move |p| self.apply(p as u8, c)))
+            .collect()
     }
 }
 
@@ -111,7 +131,7 @@ pub fn assemble_placed(
                     } else {
                         0
                     };
-                    out.push(norm.apply(pixel));
+                    out.push(norm.apply(pixel, ch));
                 }
             }
         }
@@ -139,10 +159,7 @@ mod tests {
 
     #[test]
     fn normalises_without_augmentation() {
-        let n = Normalize {
-            mean: 0.5,
-            std: 0.25,
-        };
+        let n = Normalize::uniform(0.5, 0.25);
         let out = assemble::<rand::rngs::StdRng>(&ds(), &[0], n, None);
         let want: Vec<f32> = [0.0f32, 0.2, 0.4, 0.6, 0.8, 1.0]
             .iter()
@@ -155,10 +172,7 @@ mod tests {
 
     #[test]
     fn a_flip_mirrors_each_row_and_both_outcomes_appear() {
-        let n = Normalize {
-            mean: 0.0,
-            std: 1.0 / 255.0,
-        };
+        let n = Normalize::uniform(0.0, 1.0 / 255.0);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let flip_only = Augment {
             crop_padding: 0,
@@ -226,10 +240,7 @@ mod tests {
             class_names: vec!["a".into()],
             fine_class_names: None,
         };
-        let n = Normalize {
-            mean: 0.0,
-            std: 1.0 / 255.0,
-        };
+        let n = Normalize::uniform(0.0, 1.0 / 255.0);
         let p = 2;
         let aug = Augment {
             crop_padding: p,

@@ -18,7 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use maxl_core::arch::{AUX_HEAD, Architecture, GENERATOR_HEAD, PRIMARY_HEAD, ParamSpec};
+use maxl_core::arch::{
+    AUX_HEAD, Architecture, Conv, GENERATOR_HEAD, Op, PRIMARY_HEAD, ParamSpec, PerChannel,
+};
 use maxl_core::hierarchy::Hierarchy;
 use prost::Message;
 use tract_onnx::pb;
@@ -208,71 +210,157 @@ impl Graph {
         self.init(name, &a.shape, &a.data)
     }
 
-    /// (x − mean) / std, then the backbone; returns the flattened features.
+    /// (x − mean) / std per channel, then the backbone; returns the features [N, F].
     fn backbone(&mut self, arch: &Architecture, w: &Weights, opts: ExportOptions) -> String {
-        let mean = self.init("input.mean", &[], &[arch.input.mean]);
-        let std = self.init("input.std", &[], &[arch.input.std]);
+        let i = &arch.input;
+        let stat = |p: &PerChannel| match p {
+            PerChannel::Uniform(v) => (vec![], vec![*v]),
+            PerChannel::Channels(_) => (vec![1, i.channels, 1, 1], p.expand(i.channels)),
+        };
+        let (mean_shape, mean) = stat(&i.mean);
+        let (std_shape, std) = stat(&i.std);
+        let mean = self.init("input.mean", &mean_shape, &mean);
+        let std = self.init("input.std", &std_shape, &std);
         let centred = self.node("Sub", &[IMAGE, &mean], "input.centred", vec![]);
-        let mut h = self.node("Div", &[&centred, &std], "input.normalised", vec![]);
-        for l in arch.conv_layers() {
-            let p = format!("backbone.{}", l.index);
-            let get = |n: &str| &w[&format!("{p}.{n}")];
-            let conv_attrs = || {
-                vec![
-                    ints("kernel_shape", &[3, 3]),
-                    ints("pads", &[1, 1, 1, 1]),
-                    ints("strides", &[1, 1]),
-                ]
-            };
-            if opts.fold_batch_norm {
-                // y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'
-                let (wt, b) = (get("conv.weight"), get("conv.bias"));
-                let (g, be, mu, var) = (
-                    get("bn.weight"),
-                    get("bn.bias"),
-                    get("bn.running_mean"),
-                    get("bn.running_var"),
-                );
-                let per_out = wt.data.len() / l.out_channels;
-                let mut wf = wt.data.clone();
-                let mut bf = vec![0.0; l.out_channels];
-                for c in 0..l.out_channels {
-                    let s = g.data[c] / (var.data[c] + BN_EPS).sqrt();
-                    wf[c * per_out..(c + 1) * per_out]
-                        .iter_mut()
-                        .for_each(|v| *v *= s);
-                    bf[c] = (b.data[c] - mu.data[c]) * s + be.data[c];
+        let h = self.node("Div", &[&centred, &std], "input.normalised", vec![]);
+        let h = self.ops(&arch.backbone_ops(), w, opts, h);
+        self.node("Identity", &[&h], "features", vec![])
+    }
+
+    /// The nodes of `ops` applied to `x`; returns the last node's output.
+    fn ops(&mut self, ops: &[Op], w: &Weights, opts: ExportOptions, x: String) -> String {
+        let mut h = x;
+        let mut i = 0;
+        while i < ops.len() {
+            h = match &ops[i] {
+                Op::Conv(c) => {
+                    let next_bn = match ops.get(i + 1) {
+                        Some(Op::BatchNorm { name, .. }) if opts.fold_batch_norm => Some(name),
+                        _ => None,
+                    };
+                    match next_bn {
+                        Some(bn) => {
+                            i += 1;
+                            self.folded_conv(c, bn, w, &h)
+                        }
+                        None => self.conv(c, w, &h),
+                    }
                 }
-                let wn = self.init(&format!("{p}.conv.weight"), &wt.shape, &wf);
-                let bn = self.init(&format!("{p}.conv.bias"), &b.shape, &bf);
-                h = self.node("Conv", &[&h, &wn, &bn], &format!("{p}.conv"), conv_attrs());
-            } else {
-                let wn = self.weight(w, &format!("{p}.conv.weight"));
-                let bn = self.weight(w, &format!("{p}.conv.bias"));
-                h = self.node("Conv", &[&h, &wn, &bn], &format!("{p}.conv"), conv_attrs());
-                let names: Vec<String> =
-                    ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+                Op::BatchNorm { name, .. } => {
+                    let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
                         .iter()
-                        .map(|n| self.weight(w, &format!("{p}.{n}")))
+                        .map(|n| self.weight(w, &format!("{name}.{n}")))
                         .collect();
-                h = self.node(
-                    "BatchNormalization",
-                    &[&h, &names[0], &names[1], &names[2], &names[3]],
-                    &format!("{p}.bn"),
-                    vec![float("epsilon", BN_EPS)],
-                );
-            }
-            h = self.node("Relu", &[&h], &format!("{p}.relu"), vec![]);
-            if l.pool_after {
-                h = self.node(
-                    "MaxPool",
-                    &[&h],
-                    &format!("{p}.pool"),
-                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-                );
-            }
+                    self.node(
+                        "BatchNormalization",
+                        &[&h, &names[0], &names[1], &names[2], &names[3]],
+                        name,
+                        vec![float("epsilon", BN_EPS)],
+                    )
+                }
+                Op::Relu => {
+                    let out = format!("{h}.relu");
+                    self.node("Relu", &[&h], &out, vec![])
+                }
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                    let out = format!("{h}.pool");
+                    self.node(
+                        "MaxPool",
+                        &[&h],
+                        &out,
+                        vec![
+                            ints("kernel_shape", &[k, k]),
+                            ints("strides", &[s, s]),
+                            ints("pads", &[p, p, p, p]),
+                        ],
+                    )
+                }
+                Op::Residual { body, shortcut } => {
+                    let main = self.ops(body, w, opts, h.clone());
+                    let side = if shortcut.is_empty() {
+                        h.clone()
+                    } else {
+                        self.ops(shortcut, w, opts, h.clone())
+                    };
+                    // The block's name: its first convolution's without `.conv1`.
+                    let block = match body.first() {
+                        Some(Op::Conv(c)) => c.name.trim_end_matches(".conv1").to_string(),
+                        _ => format!("residual_{}", self.nodes.len()),
+                    };
+                    self.node("Add", &[&main, &side], &format!("{block}.add"), vec![])
+                }
+                Op::GlobalAvgPool => {
+                    let pooled = self.node("GlobalAveragePool", &[&h], "backbone.avgpool", vec![]);
+                    self.node(
+                        "Flatten",
+                        &[&pooled],
+                        "backbone.flatten",
+                        vec![int("axis", 1)],
+                    )
+                }
+                Op::Flatten => {
+                    self.node("Flatten", &[&h], "backbone.flatten", vec![int("axis", 1)])
+                }
+            };
+            i += 1;
         }
-        self.node("Flatten", &[&h], "features", vec![int("axis", 1)])
+        h
+    }
+
+    fn conv_attrs(c: &Conv) -> Vec<pb::AttributeProto> {
+        let (k, s, p) = (c.kernel as i64, c.stride as i64, c.padding as i64);
+        vec![
+            ints("kernel_shape", &[k, k]),
+            ints("pads", &[p, p, p, p]),
+            ints("strides", &[s, s]),
+        ]
+    }
+
+    fn conv(&mut self, c: &Conv, w: &Weights, x: &str) -> String {
+        let wn = self.weight(w, &format!("{}.weight", c.name));
+        let mut inputs = vec![x.to_string(), wn];
+        if c.bias {
+            inputs.push(self.weight(w, &format!("{}.bias", c.name)));
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node("Conv", &refs, &c.name, Self::conv_attrs(c))
+    }
+
+    /// A convolution with the batch norm after it folded in:
+    /// y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'.
+    fn folded_conv(&mut self, c: &Conv, bn: &str, w: &Weights, x: &str) -> String {
+        let wt = &w[&format!("{}.weight", c.name)];
+        let get = |n: &str| &w[&format!("{bn}.{n}")];
+        let (g, be, mu, var) = (
+            get("weight"),
+            get("bias"),
+            get("running_mean"),
+            get("running_var"),
+        );
+        let out = c.out_channels;
+        let per_out = wt.data.len() / out;
+        let mut wf = wt.data.clone();
+        let mut bf = vec![0.0; out];
+        for ch in 0..out {
+            let s = g.data[ch] / (var.data[ch] + BN_EPS).sqrt();
+            wf[ch * per_out..(ch + 1) * per_out]
+                .iter_mut()
+                .for_each(|v| *v *= s);
+            let b = if c.bias {
+                w[&format!("{}.bias", c.name)].data[ch]
+            } else {
+                0.0
+            };
+            bf[ch] = (b - mu.data[ch]) * s + be.data[ch];
+        }
+        let wn = self.init(&format!("{}.weight", c.name), &wt.shape, &wf);
+        let bn_name = self.init(&format!("{}.bias", c.name), &[out], &bf);
+        self.node("Conv", &[x, &wn, &bn_name], &c.name, Self::conv_attrs(c))
     }
 
     /// Linear → ReLU → Linear (Gemm with transB, as PyTorch stores [out, in]).

@@ -193,8 +193,9 @@ fn build_manifest(
             width: i.width,
             pixel_range: [0.0, 1.0],
             normalisation: "in-graph".into(),
-            mean: i.mean,
-            std: i.std,
+            mean: i.mean.clone(),
+            std: i.std.clone(),
+            resize: i.resize,
         },
         models: ManifestModels {
             primary: primary_file,

@@ -5,7 +5,7 @@
 //! (`Architecture::multitask_params` / `generator_params`), so training, checkpoints and export
 //! cannot disagree about them.
 
-use maxl_core::arch::{Architecture, ParamKind, ParamSpec};
+use maxl_core::arch::{Architecture, Op, ParamKind, ParamSpec};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
@@ -28,6 +28,8 @@ pub enum BatchNorm {
 }
 
 /// Initialisation of weights: the reference uses Xavier-uniform for f and Xavier-normal for g.
+/// ResNet convolutions (without bias) always get torchvision's Kaiming-normal (fan-out, ReLU)
+/// instead, N(0, 2 / fan_out), so an untrained ResNet starts where torchvision's does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
     /// Xavier (Glorot) uniform, U(−b, b) with b = √(6 / (fan_in + fan_out)): f's weights.
@@ -55,9 +57,17 @@ impl ParamStore {
         let mut params = Vec::new();
         let mut buffers = Vec::new();
         tch::no_grad(|| {
-            for s in &specs {
+            for (i, s) in specs.iter().enumerate() {
                 let shape: Vec<i64> = s.shape.iter().map(|&d| d as i64).collect();
+                let biased = specs
+                    .get(i + 1)
+                    .is_some_and(|n| n.kind == ParamKind::ConvBias);
                 let t = match s.kind {
+                    ParamKind::ConvWeight if !biased => {
+                        let (_, fan_out) = fans(&s.shape);
+                        let std = (2.0 / fan_out as f64).sqrt();
+                        Tensor::empty(shape.as_slice(), (kind, device)).normal_(0.0, std)
+                    }
                     ParamKind::ConvWeight | ParamKind::LinearWeight => {
                         let (fan_in, fan_out) = fans(&s.shape);
                         let mut t = Tensor::empty(shape.as_slice(), (kind, device));
@@ -161,13 +171,31 @@ fn fans(shape: &[usize]) -> (usize, usize) {
     (shape[1] * receptive, shape[0] * receptive)
 }
 
-/// Forward through a backbone. `params` starts with the backbone's trainable tensors
-/// (per conv: weight, bias, γ, β); `buffers` holds per conv: running mean, running var.
-/// Returns the flattened features [N, F].
 /// cuDNN's batch norm on CUDA (its double backward and forward-mode formulas exist); the CPU
 /// ignores the flag.
 const CUDNN: bool = true;
 
+/// The next unused trainable tensors and running statistics of a forward.
+struct Cursor<'a> {
+    params: std::slice::Iter<'a, Tensor>,
+    buffers: std::slice::Iter<'a, Tensor>,
+}
+
+impl Cursor<'_> {
+    fn param(&mut self) -> &Tensor {
+        self.params
+            .next()
+            .expect("parameters match the architecture")
+    }
+
+    fn buffer(&mut self) -> &Tensor {
+        self.buffers.next().expect("buffers match the architecture")
+    }
+}
+
+/// Forward through a backbone: walks the architecture's ops, taking each op's trainable
+/// tensors from `params` (conv: weight[, bias]; batch norm: γ, β) and its running statistics
+/// from `buffers` in the architecture's order. Returns the features [N, F].
 fn backbone(
     arch: &Architecture,
     x: &Tensor,
@@ -175,49 +203,64 @@ fn backbone(
     buffers: &[Tensor],
     bn: BatchNorm,
 ) -> Tensor {
+    let mut cursor = Cursor {
+        params: params.iter(),
+        buffers: buffers.iter(),
+    };
+    run_ops(&arch.backbone_ops(), x, &mut cursor, bn)
+}
+
+fn run_ops(ops: &[Op], x: &Tensor, cur: &mut Cursor<'_>, bn: BatchNorm) -> Tensor {
     let mut h = x.shallow_clone();
-    for layer in arch.conv_layers() {
-        let p = &params[4 * layer.index..4 * layer.index + 4];
-        h = h.conv2d(&p[0], Some(&p[1]), [1, 1], [1, 1], [1, 1], 1);
-        let (mean, var) = (&buffers[2 * layer.index], &buffers[2 * layer.index + 1]);
-        h = match bn {
-            BatchNorm::BatchUpdate => h.batch_norm(
-                Some(&p[2]),
-                Some(&p[3]),
-                Some(mean),
-                Some(var),
-                true,
-                BN_MOMENTUM,
-                BN_EPS,
-                CUDNN,
-            ),
-            BatchNorm::Batch => h.batch_norm(
-                Some(&p[2]),
-                Some(&p[3]),
-                None::<&Tensor>,
-                None,
-                true,
-                BN_MOMENTUM,
-                BN_EPS,
-                CUDNN,
-            ),
-            BatchNorm::Running => h.batch_norm(
-                Some(&p[2]),
-                Some(&p[3]),
-                Some(mean),
-                Some(var),
-                false,
-                BN_MOMENTUM,
-                BN_EPS,
-                CUDNN,
-            ),
+    for op in ops {
+        h = match op {
+            Op::Conv(c) => {
+                let w = cur.param().shallow_clone();
+                let b = c.bias.then(|| cur.param().shallow_clone());
+                let (s, p) = (c.stride as i64, c.padding as i64);
+                h.conv2d(&w, b.as_ref(), [s, s], [p, p], [1, 1], 1)
+            }
+            Op::BatchNorm { .. } => {
+                let (g, b) = (cur.param().shallow_clone(), cur.param().shallow_clone());
+                let (mean, var) = (cur.buffer().shallow_clone(), cur.buffer().shallow_clone());
+                let (running, training) = match bn {
+                    BatchNorm::BatchUpdate => (true, true),
+                    BatchNorm::Batch => (false, true),
+                    BatchNorm::Running => (true, false),
+                };
+                h.batch_norm(
+                    Some(&g),
+                    Some(&b),
+                    running.then_some(&mean),
+                    running.then_some(&var),
+                    training,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                    CUDNN,
+                )
+            }
+            Op::Relu => h.relu(),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                h.max_pool2d([k, k], [s, s], [p, p], [1, 1], false)
+            }
+            Op::Residual { body, shortcut } => {
+                let main = run_ops(body, &h, cur, bn);
+                if shortcut.is_empty() {
+                    main + &h
+                } else {
+                    main + run_ops(shortcut, &h, cur, bn)
+                }
+            }
+            Op::GlobalAvgPool => h.mean_dim([2i64, 3].as_slice(), false, h.kind()),
+            Op::Flatten => h.flatten(1, -1),
         };
-        h = h.relu();
-        if layer.pool_after {
-            h = h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-        }
     }
-    h.flatten(1, -1)
+    h
 }
 
 /// Linear → ReLU → Linear on four tensors (w0, b0, w2, b2).
@@ -229,7 +272,10 @@ fn head(features: &Tensor, p: &[Tensor]) -> Tensor {
 }
 
 fn num_backbone_params(arch: &Architecture) -> usize {
-    4 * arch.conv_layers().len()
+    arch.backbone_params()
+        .iter()
+        .filter(|s| s.kind.is_trainable())
+        .count()
 }
 
 /// f(θ1): shared backbone, primary head (K classes) and, unless single-task, auxiliary head (A).
@@ -360,7 +406,7 @@ impl LabelGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maxl_core::arch::{ConvBlock, InputSpec};
+    use maxl_core::arch::{ConvBlock, InputSpec, Resize};
 
     pub(crate) fn tiny_arch() -> Architecture {
         Architecture {
@@ -368,13 +414,15 @@ mod tests {
                 channels: 1,
                 height: 4,
                 width: 4,
-                mean: 0.5,
-                std: 0.2,
+                mean: 0.5.into(),
+                std: 0.2.into(),
+                resize: Resize::Stretch,
             },
             blocks: vec![ConvBlock {
                 convs: 1,
                 channels: 2,
             }],
+            resnet: None,
             head_hidden: 3,
         }
     }

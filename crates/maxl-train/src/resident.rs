@@ -139,7 +139,7 @@ impl Resident {
         kind: Kind,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let table = Tensor::from_slice(&norm.table())
+        let table = Tensor::from_slice(&norm.table(data.train.channels))
             .f_to_kind(kind)?
             .f_to_device(device)?;
         Ok(Resident {
@@ -179,12 +179,14 @@ impl Resident {
         let channels = Tensor::arange(c, (Kind::Int64, device)).view([1, c, 1, 1]);
         let bytes = set.pixels.f_index(&[
             Some(images.view([b, 1, 1, 1])),
-            Some(channels),
+            Some(channels.shallow_clone()),
             Some(rows),
             Some(cols),
         ])?;
+        // The table is channels × 256: channel c's values start at 256·c.
+        let entries = bytes.to_kind(Kind::Int64) + channels * 256;
         Ok(DeviceBatch {
-            x: self.table.f_take(&bytes.to_kind(Kind::Int64))?,
+            x: self.table.f_take(&entries)?,
             y: set.labels.f_index_select(0, &images)?,
             slots: set
                 .slots

@@ -135,10 +135,10 @@ impl Trainer {
             horizontal_flip: d.horizontal_flip,
         });
         Ok(Self {
-            norm: Normalize {
-                mean: arch.input.mean,
-                std: arch.input.std,
-            },
+            norm: Normalize::per_channel(
+                &arch.input.mean.expand(arch.input.channels),
+                &arch.input.std.expand(arch.input.channels),
+            ),
             config,
             arch,
             data,

@@ -132,7 +132,9 @@ fn reference(
     labels: &Array1<i64>,
 ) -> Reference {
     let i = &f.arch.input;
-    let x = (to_tensor(images) - i.mean as f64) / i.std as f64;
+    let per_channel = |v: Vec<f32>| Tensor::from_slice(&v).view([1, i.channels as i64, 1, 1]);
+    let x = (to_tensor(images) - per_channel(i.mean.expand(i.channels)))
+        / per_channel(i.std.expand(i.channels));
     let y = Tensor::from_slice(labels.as_slice().unwrap());
     tch::no_grad(|| {
         let out = f.forward(&x, BatchNorm::Running);

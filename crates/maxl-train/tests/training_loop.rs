@@ -9,7 +9,7 @@
 mod fixture;
 
 use fixture::{Fixture, SCHEDULE_STEP, assert_close};
-use maxl_core::arch::{Architecture, ConvBlock, InputSpec};
+use maxl_core::arch::{Architecture, ConvBlock, InputSpec, Resize};
 use maxl_core::config::{
     CoarseGroup, DatasetKind, LrStep, MetaGradientMode, Method, ModelConfig, OptimizerConfig,
     Schedule, TrainConfig,
@@ -37,8 +37,9 @@ fn arch() -> Architecture {
             channels: 1,
             height: 8,
             width: 8,
-            mean: 0.5,
-            std: 0.2,
+            mean: 0.5.into(),
+            std: 0.2.into(),
+            resize: Resize::Stretch,
         },
         blocks: vec![
             ConvBlock {
@@ -50,6 +51,7 @@ fn arch() -> Architecture {
                 channels: 4,
             },
         ],
+        resnet: None,
         head_hidden: 6,
     }
 }
@@ -143,10 +145,7 @@ fn twin(t: &Trainer) -> Trainer {
 fn batch(t: &Trainer, b: usize) -> (Tensor, Tensor) {
     let ds = &t.data.train;
     let idx: Vec<usize> = (b * BATCH..(b + 1) * BATCH).collect();
-    let norm = Normalize {
-        mean: 0.5,
-        std: 0.2,
-    };
+    let norm = Normalize::uniform(0.5, 0.2);
     let pixels = assemble::<StdRng>(ds, &idx, norm, None);
     let x = Tensor::from_slice(&pixels).reshape([BATCH as i64, 1, 8, 8]);
     let labels: Vec<i64> = idx.iter().map(|&i| ds.labels[i] as i64).collect();
