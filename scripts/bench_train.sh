@@ -4,6 +4,9 @@
 # mode in Rust, then one in Python, each mode in its own process. Prints medians, ratios to the
 # single-task step of the same implementation, Rust/Python per mode and peak RSS.
 #   scripts/bench_train.sh [--threads N] [--iters N] [--modes a,b]   (flags go to both sides)
+#   scripts/bench_train.sh --preset resnet18 --input-size 64x64 --generator-preset resnet18-narrow
+# Both sides take --preset, --input-size, --generator-preset, --batch-size, --classes,
+# --psi-per-class, --device, --modes, --iters, --warmup, --threads.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 maxl_env
@@ -17,7 +20,7 @@ for _ in $(seq "${RUNS:-5}"); do
   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
     "$MAXL_PYTHON" scripts/bench_train.py --repeats 1 --json "$@" | sed 's/^{/{"impl": "python", /' >> "$out"
 done
-"$MAXL_PYTHON" - "$out" <<'PY'
+"$MAXL_PYTHON" - "$out" "$@" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ms, rss, order = {}, {}, []
@@ -36,5 +39,5 @@ for m in order:
     print(f"{m:28s} {f(r,2):>9s} {f(r/rs if r and rs else None,2):>9s} {f(p,2):>10s} "
           f"{f(p/ps if p and ps else None,2):>9s} {f(r/p if r and p else None,2):>12s} "
           f"{rss.get(('rust', m), 0):6.0f}/{rss.get(('python', m), 0):<6.0f}")
-print(f"medians of {len(ms[('rust', order[0])])} interleaved repeats")
+print(f"medians of {len(ms[('rust', order[0])])} interleaved repeats; flags: {' '.join(sys.argv[2:]) or '(defaults)'}")
 PY

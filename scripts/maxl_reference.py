@@ -17,10 +17,16 @@ the Python side of the training benchmark (scripts/bench_train.py: float32, the 
 * the meta-gradient dL2/dtheta2 by double backward through theta1+ = theta1 - alpha G, or without a
   second-order graph by one forward-mode JVP (L1 is linear in the generator's output t);
 * `Schedule`: both networks with torch.optim.SGD stepped batch by batch by the `interleaved` or
-  the `fused` schedule (the fixture of two iterations of each).
+  the `fused` schedule (the fixture of two iterations of each);
+* `ResNet`: a torchvision-layout ResNet backbone (basic or bottleneck blocks, ImageNet or CIFAR
+  stem, global average pooling) named and ordered as maxl-train's (`backbone.conv1.weight`,
+  `backbone.layer2.0.downsample.1.running_var`, ...); `Maxl.preset` builds maxl-train's presets
+  (`small`, `vgg16`, `resnet18`, `resnet34`, `resnet50`, `resnet18-cifar`) at any input size, with
+  the label generator optionally its own network (a preset, or `PRESET-narrow`).
 
     import maxl_reference as mr
     m = mr.Maxl.small()                  # or mr.Maxl(layers, (C, H, W), hidden, psi, dtype, device, gamma)
+    m = mr.Maxl.preset("resnet18", 10, 5, input_size=(64, 64), generator="resnet18-narrow")
     f, g = m.init_default(m.f_specs()), m.init_default(m.g_specs())
     grads, loss = m.meta_gradient(x, y, f, g, alpha=0.01, lam=0.2, mode="jvp")
 """
@@ -60,18 +66,22 @@ def grad(loss, params, create_graph=False):
 
 class Maxl:
     """One architecture and hierarchy: layers [(in, out, pool_after)], input (C, H, W), the heads'
-    hidden width, psi (auxiliary slots per primary class), dtype, device, focal gamma."""
+    hidden width, psi (auxiliary slots per primary class), dtype, device, focal gamma. With
+    `backbone` (a `ResNet`), that backbone instead of the VGG-style layers; with `gen` (another
+    Maxl, its own backbone and hidden width), the label generator's network instead of f's."""
 
-    def __init__(self, layers, chw, hidden, psi, dtype=torch.float64, device="cpu", gamma=2.0, stable=False):
+    def __init__(self, layers, chw, hidden, psi, dtype=torch.float64, device="cpu", gamma=2.0, stable=False,
+                 backbone=None, gen=None):
         self.layers = [tuple(l) for l in layers]
         self.chw, self.hidden, self.psi = tuple(chw), hidden, list(psi)
         self.dtype, self.device, self.gamma, self.stable = dtype, torch.device(device), gamma, stable
+        self.backbone, self.gen = backbone, gen
         self.K, self.A = len(self.psi), sum(self.psi)
         _, h, w = self.chw
         for *_, pool in self.layers:
             if pool:
                 h, w = h // 2, w // 2
-        self.feat = self.layers[-1][1] * h * w
+        self.feat = backbone.feat if backbone is not None else self.layers[-1][1] * h * w
         self.mask = torch.zeros(self.K, self.A, dtype=dtype, device=self.device)
         o = 0
         for k, n in enumerate(self.psi):
@@ -85,9 +95,55 @@ class Maxl:
         return cls([(1, 16, True), (16, 32, True)], (1, 28, 28), 128, [psi_per_class] * classes,
                    dtype, device, gamma, stable=True)
 
+    @classmethod
+    def network(cls, name, psi, chw=None, dtype=torch.float32, device="cpu", gamma=2.0):
+        """The network of maxl-train's preset `name` (at input `chw` when given, else the
+        preset's), computed as maxl-train does (stable=True), without a separate generator.
+        `PRESET-narrow` narrows a ResNet preset: every stage width and the heads' hidden width
+        divided by 4 (resnet18-narrow: widths [16, 32, 64, 128], heads 128 wide)."""
+        base = name[:-len(NARROW_SUFFIX)] if name.endswith(NARROW_SUFFIX) else name
+        if base in VGG_PRESETS:
+            if base != name:
+                raise ValueError(f"`{name}`: only a ResNet preset can be narrowed")
+            own_chw, blocks, hidden = VGG_PRESETS[base]
+            chw = tuple(chw or own_chw)
+            layers, cin = [], chw[0]
+            for convs, cout in blocks:
+                for i in range(convs):
+                    layers.append((cin, cout, i == convs - 1))
+                    cin = cout
+            return cls(layers, chw, hidden, psi, dtype, device, gamma, stable=True)
+        if base not in RESNET_PRESETS:
+            known = ", ".join([*VGG_PRESETS, *RESNET_PRESETS])
+            raise ValueError(f"unknown preset `{base}` (known: {known})")
+        block, blocks, stem, side = RESNET_PRESETS[base]
+        widths, hidden = [64, 128, 256, 512], 512
+        if base != name:
+            widths, hidden = [w // NARROW_DIVISOR for w in widths], hidden // NARROW_DIVISOR
+        chw = tuple(chw or (3, side, side))
+        net = ResNet(block, blocks, widths, stem, chw)
+        return cls([], chw, hidden, psi, dtype, device, gamma, stable=True, backbone=net)
+
+    @classmethod
+    def preset(cls, name, classes=10, psi_per_class=5, input_size=None, generator=None, dtype=torch.float32,
+               device="cpu", gamma=2.0):
+        """maxl-train's preset `name` for `classes` primary classes with psi_per_class slots each,
+        at input_size (H, W) when given, as maxl-train's bench builds it: f and the label
+        generator from the same network, or the generator from preset `generator` (see
+        `network`; `PRESET-narrow` too) at f's input."""
+        psi = [psi_per_class] * classes
+        m = cls.network(name, psi, None, dtype, device, gamma)
+        if input_size is not None:
+            m = cls.network(name, psi, (m.chw[0], *input_size), dtype, device, gamma)
+        if generator is not None:
+            m.gen = cls.network(generator, psi, m.chw, dtype, device, gamma)
+        return m
+
     # ---- parameter specs and initialisation ----------------------------------------------------
 
     def backbone_specs(self):
+        if self.backbone is not None:
+            return self.backbone.specs()
         out = []
         for i, (cin, cout, _) in enumerate(self.layers):
             p = f"backbone.{i}"
@@ -107,6 +163,8 @@ class Maxl:
 
     def g_specs(self):
         """The label generator."""
+        if self.gen is not None:
+            return self.gen.backbone_specs() + self.gen.head_specs("head", self.A)
         return self.backbone_specs() + self.head_specs("head", self.A)
 
     def init_random(self, specs):
@@ -130,12 +188,17 @@ class Maxl:
 
     def init_default(self, specs):
         """A training init as maxl-train's: Xavier-uniform weights, zero biases, BN gamma 1,
-        beta 0, running mean 0, running variance 1."""
+        beta 0, running mean 0, running variance 1; convolutions without a bias (ResNet's)
+        Kaiming-normal (fan-out, ReLU) as torchvision's."""
         kw = dict(dtype=self.dtype, device=self.device)
+        names = {n for n, _ in specs}
         t = {}
         for n, shape in specs:
-            if n.endswith(("running_var", "bn.weight")):
+            if n.endswith("running_var") or (n.endswith(".weight") and len(shape) == 1):
                 t[n] = torch.ones(shape, **kw)
+            elif len(shape) == 4 and n[:-len("weight")] + "bias" not in names:
+                t[n] = torch.nn.init.kaiming_normal_(torch.empty(shape, **kw), mode="fan_out",
+                                                     nonlinearity="relu")
             elif len(shape) > 1:
                 t[n] = torch.nn.init.xavier_uniform_(torch.empty(shape, **kw))
             else:
@@ -146,6 +209,8 @@ class Maxl:
 
     def features(self, x, P, bufs, bn):
         """Backbone features [N, feat]; bufs may be None for bn="batch"."""
+        if self.backbone is not None:
+            return self.backbone.features(x, P, bufs, bn)
         h = x
         for i, (_, _, pool) in enumerate(self.layers):
             p = f"backbone.{i}"
@@ -173,7 +238,8 @@ class Maxl:
 
     def generator(self, x, y, P, bufs, bn):
         """t = g(x, y) [N, A]: the mask softmax over the slots of each sample's class."""
-        logits = self.head(self.features(x, P, bufs, bn), P, "head")
+        net = self if self.gen is None else self.gen
+        logits = net.head(net.features(x, P, bufs, bn), P, "head")
         m = self.mask[y]
         if self.stable:
             return F.softmax(logits.masked_fill(m == 0, MASK_FILL), 1) * m
@@ -318,3 +384,107 @@ class Schedule:
         self._step(self.opt_f, self.P1, G)
         self._step(self.opt_g, self.P2, grads2)
         self.losses = {"l1": l1.item(), "l2": l2.item()}
+
+
+# ---- ResNet backbones ---------------------------------------------------------------------------
+
+NARROW_SUFFIX, NARROW_DIVISOR = "-narrow", 4
+# name -> (input (C, H, W), blocks [(convs, channels)], heads' hidden width): a 2x2 max-pool
+# after every block, features flattened.
+VGG_PRESETS = {
+    "small": ((1, 28, 28), [(1, 16), (1, 32)], 128),
+    "vgg16": ((3, 32, 32), [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], 512),
+}
+# name -> (block, blocks per stage, stem, default input side); widths 64, 128, 256, 512.
+RESNET_PRESETS = {
+    "resnet18": ("basic", [2, 2, 2, 2], "imagenet", 224),
+    "resnet34": ("basic", [3, 4, 6, 3], "imagenet", 224),
+    "resnet50": ("bottleneck", [3, 4, 6, 3], "imagenet", 224),
+    "resnet18-cifar": ("basic", [2, 2, 2, 2], "cifar", 32),
+}
+
+
+def batch_norm(h, P, bufs, name, bn):
+    """Batch norm `name` ({name}.weight, .bias; .running_mean, .running_var in bufs) in mode bn
+    ("update", "batch" or "running", as `Maxl.features`)."""
+    w, b = P[f"{name}.weight"], P[f"{name}.bias"]
+    if bn == "batch":
+        return F.batch_norm(h, None, None, w, b, True, BN_MOMENTUM, BN_EPS)
+    rm, rv = bufs[f"{name}.running_mean"], bufs[f"{name}.running_var"]
+    return F.batch_norm(h, rm, rv, w, b, bn == "update", BN_MOMENTUM, BN_EPS)
+
+
+class ResNet:
+    """A torchvision-layout ResNet backbone, functional, as maxl-train lowers it: stem
+    conv1/bn1/ReLU (7x7 stride 2 and a 3x3 stride-2 max-pool for "imagenet", 3x3 stride 1 without
+    pool for "cifar"), stages layer1.. of "basic" (conv1/bn1, conv2/bn2) or "bottleneck" (conv1/bn1,
+    conv2/bn2 strided, conv3/bn3; expansion 4) blocks with downsample.0/.1 where the shape
+    changes, ReLU after each sum, global average pooling. Convolutions have no bias; padding
+    kernel // 2. Tensors are named `backbone.<torchvision name>`, in maxl-train's order (each
+    block's main path, then its downsample)."""
+
+    def __init__(self, block, layers, widths, stem, chw, stem_width=None):
+        assert block in ("basic", "bottleneck") and stem in ("imagenet", "cifar"), (block, stem)
+        self.block, self.layers, self.widths, self.stem = block, list(layers), list(widths), stem
+        self.chw, self.stem_width = tuple(chw), stem_width or widths[0]
+        self.expansion = 4 if block == "bottleneck" else 1
+        self.feat = self.widths[-1] * self.expansion
+        # [(prefix, [(conv, cin, cout, kernel, stride, bn)] main path, [same] shortcut)]
+        self.plan, cin = [], self.stem_width
+        for s, (n, width) in enumerate(zip(self.layers, self.widths)):
+            for b in range(n):
+                stride, p, cout = 2 if b == 0 and s > 0 else 1, f"backbone.layer{s + 1}.{b}", width * self.expansion
+                if block == "basic":
+                    body = [("conv1", cin, width, 3, stride, "bn1"), ("conv2", width, width, 3, 1, "bn2")]
+                else:
+                    body = [("conv1", cin, width, 1, 1, "bn1"), ("conv2", width, width, 3, stride, "bn2"),
+                            ("conv3", width, cout, 1, 1, "bn3")]
+                short = [("downsample.0", cin, cout, 1, stride, "downsample.1")] if stride != 1 or cin != cout else []
+                self.plan.append((p, body, short))
+                cin = cout
+
+    def _stem_conv(self):
+        k, s = (7, 2) if self.stem == "imagenet" else (3, 1)
+        return ("conv1", self.chw[0], self.stem_width, k, s, "bn1")
+
+    @staticmethod
+    def _conv_specs(prefix, convs):
+        out = []
+        for conv, cin, cout, k, _, bn in convs:
+            out.append((f"{prefix}.{conv}.weight", (cout, cin, k, k)))
+            out += [(f"{prefix}.{bn}.{t}", (cout,)) for t in ("weight", "bias", "running_mean", "running_var")]
+        return out
+
+    def specs(self):
+        """[(name, shape)] of every parameter and buffer, in maxl-train's order."""
+        out = self._conv_specs("backbone", [self._stem_conv()])
+        for p, body, short in self.plan:
+            out += self._conv_specs(p, body) + self._conv_specs(p, short)
+        return out
+
+    @staticmethod
+    def _path(h, prefix, convs, P, bufs, bn):
+        """conv -> batch norm (-> ReLU between convs, not after the last)."""
+        for i, (conv, _, _, k, s, b) in enumerate(convs):
+            h = F.conv2d(h, P[f"{prefix}.{conv}.weight"], None, stride=s, padding=k // 2)
+            h = batch_norm(h, P, bufs, f"{prefix}.{b}", bn)
+            if i < len(convs) - 1:
+                h = F.relu(h)
+        return h
+
+    def features(self, x, P, bufs, bn):
+        """Features [N, feat] (global average pool); bufs may be None for bn="batch"."""
+        h = F.relu(self._path(x, "backbone", [self._stem_conv()], P, bufs, bn))
+        if self.stem == "imagenet":
+            h = F.max_pool2d(h, 3, 2, 1)
+        for p, body, short in self.plan:
+            main = self._path(h, p, body, P, bufs, bn)
+            h = F.relu(main + (self._path(h, p, short, P, bufs, bn) if short else h))
+        return h.mean((2, 3))
+
+
+def from_torchvision(state_dict):
+    """A torchvision ResNet's state dict as maxl-train names its backbone (`backbone.` + name;
+    the classifier fc.* and num_batches_tracked dropped)."""
+    return {f"backbone.{n}": v for n, v in state_dict.items()
+            if not n.startswith("fc.") and not n.endswith("num_batches_tracked")}

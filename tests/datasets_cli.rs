@@ -158,6 +158,63 @@ fn trains_on_an_image_folder_and_refuses_bad_images_and_unknown_classes() {
     assert!(!never.exists());
 }
 
+/// metrics.csv without its wall-clock and CPU-time columns.
+fn metrics_without_seconds(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    text.lines()
+        .map(|l| {
+            let cols: Vec<&str> = l
+                .split(',')
+                .zip(&header)
+                .filter(|(_, h)| !h.ends_with("seconds"))
+                .map(|(c, _)| c)
+                .collect();
+            cols.join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn a_streamed_image_folder_trains_as_the_folder_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tr, te) = (tmp.path().join("train"), tmp.path().join("test"));
+    write_folder(&tr, &["a", "b", "c"], 6, 40);
+    write_folder(&te, &["a", "b", "c"], 2, 24);
+    let arch = tmp.path().join("arch.yaml");
+    std::fs::write(&arch, TINY_RGB_ARCH).unwrap();
+    let go = |out: &Path, stream: &[&str]| {
+        run(train_for("2")
+            .args(["--dataset", "image-folder", "--config"])
+            .arg(&arch)
+            .arg("--data")
+            .arg(&tr)
+            .arg("--test-data")
+            .arg(&te)
+            .args(stream)
+            .arg("--out")
+            .arg(out))
+    };
+    let (memory, streamed) = (tmp.path().join("memory"), tmp.path().join("streamed"));
+    go(&memory, &["--stream", "never"]).assert_ok();
+    // The images take 72 KiB decoded, within a 1 MiB budget: `always` streams them anyway.
+    go(&streamed, &["--stream", "always", "--memory-budget", "1"]).assert_ok();
+    assert_eq!(
+        metrics_without_seconds(&memory),
+        metrics_without_seconds(&streamed)
+    );
+    let config = std::fs::read_to_string(streamed.join("config.yaml")).unwrap();
+    assert!(
+        config.contains("stream: always") && config.contains("memory_budget_mb: 1"),
+        "{config}"
+    );
+    std::fs::write(te.join("c").join("broken.png"), b"\x89PNG\r\n\x1a\ncut").unwrap();
+    go(&tmp.path().join("bad"), &["--stream", "always"])
+        .assert_one_line_error(&["broken.png", "cannot decode image"]);
+    let r = go(&tmp.path().join("bad2"), &["--stream", "sometimes"]);
+    assert_eq!(r.code, Some(2), "a usage error: {}", r.stderr);
+}
+
 #[test]
 fn trains_on_a_csv_list_with_a_held_out_test_split() {
     let tmp = tempfile::tempdir().unwrap();

@@ -176,3 +176,38 @@ fn the_train_export_label_example_runs_the_whole_toolchain() {
         assert!(k.parse::<usize>().unwrap() < 5, "{row:?}");
     }
 }
+
+/// The loader bench on a few small JPEGs: it decodes every image of each epoch and reports one
+/// JSON line with its rates; a missing folder is a one-line error.
+#[test]
+fn the_loader_bench_example_reports_batches_per_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..5u8 {
+        let dir = tmp.path().join(["a", "b"][i as usize % 2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::from_fn(24, 20, |x, y| {
+            image::Rgb([i * 40, x as u8 * 9, y as u8 * 11])
+        })
+        .save(dir.join(format!("{i}.jpg")))
+        .unwrap();
+    }
+    let r = common::run(
+        Command::new(common::example("bench_loader"))
+            .arg(tmp.path())
+            .args(["--workers", "2", "--batch", "2", "--size", "16"])
+            .args(["--resize", "18", "--epochs", "3"]),
+    );
+    r.assert_ok();
+    let line = r.stdout.trim();
+    // Two timed epochs of 3 batches (2 + 2 + 1 images).
+    assert!(
+        line.contains("\"impl\": \"maxl\"")
+            && line.contains("\"batches\": 6,")
+            && line.contains("\"images\": 10,")
+            && line.contains("\"batches_per_s\": "),
+        "{line}"
+    );
+    let r = common::run(Command::new(common::example("bench_loader")).arg(tmp.path().join("none")));
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("none"), "{}", r.stderr);
+}

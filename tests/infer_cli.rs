@@ -1,6 +1,6 @@
 //! `maxl-infer predict` as a user runs it: the whole Fashion-MNIST test set through both
 //! backends, batching, CSV and JSON lines, paths from stdin, awkward paths, bad images and
-//! models whose manifest disagrees with their graphs.
+//! models whose manifest disagrees with their graphs or with the files' metadata.
 
 mod common;
 
@@ -269,6 +269,84 @@ fn an_edited_manifest_is_a_one_line_error_naming_the_field() {
                 .arg(&dir)
                 .arg(&img))
             .assert_one_line_error(&["maxl.yaml", field]);
+        }
+    }
+}
+
+/// Exports the committed model's weights again with `maxl-train export` into `out`, from a run
+/// directory made of models/weights: files with metadata, unlike the committed ones.
+fn export_committed_weights(tmp: &Path, out: &Path) {
+    let weights = models().join("weights");
+    let run_dir = tmp.join("run");
+    let checkpoint = run_dir.join("checkpoints").join("last");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    std::fs::copy(weights.join("config.yaml"), run_dir.join("config.yaml")).unwrap();
+    let manifest = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    let classes: String = manifest
+        .classes
+        .iter()
+        .map(|c| format!("- {}\n", c.display))
+        .collect();
+    std::fs::write(run_dir.join("classes.yaml"), classes).unwrap();
+    for f in ["multitask.safetensors", "label_generator.safetensors"] {
+        std::fs::copy(weights.join(f), checkpoint.join(f)).unwrap();
+    }
+    std::fs::write(
+        checkpoint.join("state.yaml"),
+        "format: 1\nepochs_done: 3\nsteps_done: 0\nbest_val_acc: 0.5\nbest_epoch: 3\n",
+    )
+    .unwrap();
+    run(Command::new(bin("maxl-train"))
+        .args(["export", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--out")
+        .arg(out))
+    .assert_ok();
+}
+
+#[test]
+fn a_manifest_that_contradicts_the_files_metadata_is_a_one_line_error_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("x.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([30]))
+        .save(&img)
+        .unwrap();
+    let exported = tmp.path().join("exported");
+    export_committed_weights(tmp.path(), &exported);
+    let predict = |dir: &Path, backend: &str| {
+        run(Command::new(bin("maxl-infer"))
+            .args(["predict", "--backend", backend, "--model"])
+            .arg(dir)
+            .arg(&img))
+    };
+    predict(&exported, "tract").assert_ok();
+    let yaml = std::fs::read_to_string(exported.join("maxl.yaml")).unwrap();
+    let (dress, coat) = (
+        "- name: Dress\n  display: Dress\n",
+        "- name: Coat\n  display: Coat\n",
+    );
+    let cases = [
+        (
+            "swapped",
+            yaml.replace(&format!("{dress}{coat}"), &format!("{coat}{dress}")),
+            r#"primary.onnx: metadata says class 3 is "Dress", maxl.yaml says "Coat""#,
+        ),
+        (
+            "mean",
+            yaml.replace("mean: 0.5\n", "mean: 0.45\n"),
+            "primary.onnx: metadata says input mean is [0.5], maxl.yaml says [0.45]",
+        ),
+    ];
+    for (what, edited, message) in cases {
+        assert_ne!(edited, yaml, "{what}: the edit applies");
+        let dir = tmp.path().join(what);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["primary.onnx", "label_generator.onnx"] {
+            std::fs::copy(exported.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("maxl.yaml"), edited).unwrap();
+        for backend in ["ort-cpu", "tract"] {
+            predict(&dir, backend).assert_one_line_error(&[message]);
         }
     }
 }

@@ -24,7 +24,7 @@ pub trait Choice: Copy + Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::Choice;
-    use crate::config::{DatasetKind, MetaGradientMode, Method, Schedule};
+    use crate::config::{DatasetKind, MetaGradientMode, Method, Schedule, StreamMode};
 
     /// The names a command line accepts are the names YAML configs use.
     fn same_as_serde<T: Choice + serde::Serialize + serde::de::DeserializeOwned + PartialEq>() {
@@ -43,6 +43,7 @@ mod tests {
         same_as_serde::<Schedule>();
         same_as_serde::<MetaGradientMode>();
         same_as_serde::<DatasetKind>();
+        same_as_serde::<StreamMode>();
         let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(
             names,

@@ -152,14 +152,26 @@ impl MetaGradientMode {
     }
 }
 
-/// `model:`: which network to train.
+/// `model:`: which networks to train, and where their backbones start from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// A named architecture (`small`, `vgg16`); ignored when `architecture` is given.
+    /// A named architecture (see [`crate::arch::PRESETS`]); ignored when `architecture` is
+    /// given.
     pub preset: String,
     /// A full architecture description, overriding the preset.
     pub architecture: Option<Architecture>,
+    /// The input's height and width, replacing the preset's (a shorter-side resize keeps its
+    /// ratio to the crop). Not with `architecture`, which gives its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<[usize; 2]>,
+    /// A torchvision-layout state dict (safetensors) whose backbone tensors initialise f's
+    /// backbone; the classifier `fc.*` is ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    /// The label generator g's network, when it differs from f's (the paper: the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorModel>,
 }
 
 impl Default for ModelConfig {
@@ -167,19 +179,97 @@ impl Default for ModelConfig {
         Self {
             preset: "small".into(),
             architecture: None,
+            input_size: None,
+            init_from: None,
+            generator: None,
         }
     }
 }
 
+/// `model.generator:`: g's own architecture and initialisation. It sees the same images as
+/// f, so its input (size, normalisation, resize) is always f's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorModel {
+    /// A named architecture for g (its input replaced by f's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// A full architecture description for g (its input must equal f's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+    /// A state dict for g's backbone. Without it g starts from `model.init_from` when g's
+    /// backbone is f's, and from its own initialisation otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+}
+
 impl ModelConfig {
-    /// The architecture to build: the description when given, else the preset; validated.
+    /// f's architecture: the description when given, else the preset (at `input_size` when
+    /// given); validated.
     pub fn resolve(&self) -> Result<Architecture, ArchError> {
-        let arch = match &self.architecture {
-            Some(a) => a.clone(),
-            None => Architecture::preset(&self.preset)?,
+        let arch = match (&self.architecture, self.input_size) {
+            (Some(a), _) => a.clone(),
+            (None, Some([h, w])) => Architecture::preset(&self.preset)?.with_input_size(h, w),
+            (None, None) => Architecture::preset(&self.preset)?,
         };
         arch.validate()?;
         Ok(arch)
+    }
+
+    /// g's architecture: f's unless `generator` names another; validated, with f's input.
+    pub fn resolve_generator(&self) -> Result<Architecture, String> {
+        let f = self.resolve().map_err(|e| e.to_string())?;
+        let Some(g) = &self.generator else {
+            return Ok(f);
+        };
+        let arch = match (&g.architecture, &g.preset) {
+            (Some(a), _) => {
+                if a.input != f.input {
+                    return Err(
+                        "generator.architecture: its input must equal the multi-task \
+                         network's (g sees the same images)"
+                            .into(),
+                    );
+                }
+                a.clone()
+            }
+            (None, Some(p)) => Architecture {
+                input: f.input.clone(),
+                ..Architecture::preset(p).map_err(|e| format!("generator: {e}"))?
+            },
+            (None, None) => f,
+        };
+        arch.validate().map_err(|e| format!("generator: {e}"))?;
+        Ok(arch)
+    }
+
+    /// The state dict g's backbone starts from: its own, or f's when g's backbone is f's.
+    pub fn generator_init_from(&self) -> Option<&Path> {
+        let own = self.generator.as_ref().and_then(|g| g.init_from.as_deref());
+        let same = self
+            .generator
+            .as_ref()
+            .is_none_or(|g| g.architecture.is_none() && g.preset.is_none());
+        own.or(self.init_from.as_deref().filter(|_| same))
+    }
+
+    /// The architecture's name for reports: the preset, or `custom`.
+    pub fn describe(&self) -> String {
+        if self.architecture.is_some() {
+            "custom".into()
+        } else {
+            self.preset.clone()
+        }
+    }
+
+    /// g's architecture's name for reports, when g has its own.
+    pub fn describe_generator(&self) -> Option<String> {
+        let g = self.generator.as_ref()?;
+        match (&g.architecture, &g.preset) {
+            (Some(_), _) => Some("custom".into()),
+            (None, Some(p)) => Some(p.clone()),
+            (None, None) => None,
+        }
     }
 }
 
@@ -242,6 +332,41 @@ pub struct CoarseGroup {
     pub classes: Vec<usize>,
 }
 
+/// `dataset.stream`: whether image files are decoded up front or a batch at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamMode {
+    /// Stream when the decoded images would take more than `dataset.memory_budget_mb`.
+    #[default]
+    Auto,
+    /// Always decode each batch's images from their files.
+    Always,
+    /// Always decode every image into memory up front.
+    Never,
+}
+
+impl crate::choice::Choice for StreamMode {
+    const ALL: &'static [Self] = &[StreamMode::Auto, StreamMode::Always, StreamMode::Never];
+
+    fn name(self) -> &'static str {
+        match self {
+            StreamMode::Auto => "auto",
+            StreamMode::Always => "always",
+            StreamMode::Never => "never",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            StreamMode::Auto => {
+                "Stream when the decoded images would take more than the memory budget"
+            }
+            StreamMode::Always => "Decode each batch's images from their files",
+            StreamMode::Never => "Decode every image into memory up front",
+        }
+    }
+}
+
 /// `dataset:`: what to train on, how it is split, and the augmentation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -263,6 +388,18 @@ pub struct DatasetConfig {
     pub crop_padding: usize,
     /// Mirror each training image with probability ½.
     pub horizontal_flip: bool,
+    /// Image folder / CSV only: crop each training image by a random box (torchvision's
+    /// `RandomResizedCrop`: area 8–100 %, width ÷ height 3/4–4/3) resized to the input, instead
+    /// of the padded crop (`crop_padding` must then be 0). Images are kept at the resize size
+    /// (S × S for a shorter-side resize S, the input size for a stretch) and evaluation uses
+    /// their central crop.
+    pub random_resized_crop: bool,
+    /// Image folder / CSV only: keep the decoded images in memory, or decode each batch's from
+    /// its files (`auto`: stream when they would take more than `memory_budget_mb`).
+    pub stream: StreamMode,
+    /// Image folder / CSV only: the most MiB the decoded training and test images may take in
+    /// memory before `stream: auto` streams them.
+    pub memory_budget_mb: u64,
     /// Train on coarse groups of the dataset's classes, with the original classes as the fine
     /// labels (this is what the `human` method needs on a flat dataset such as Fashion-MNIST).
     pub coarse_groups: Option<Vec<CoarseGroup>>,
@@ -291,6 +428,9 @@ impl Default for DatasetConfig {
             shuffle: true,
             crop_padding: 2,
             horizontal_flip: true,
+            random_resized_crop: false,
+            stream: StreamMode::Auto,
+            memory_budget_mb: 4096,
             coarse_groups: None,
             train_limit: None,
             test_limit: None,
@@ -347,6 +487,19 @@ pub struct OptimizerConfig {
     /// The L2 penalty added to the gradient (0: none).
     #[serde(default)]
     pub weight_decay: f64,
+    /// The backbone's learning rate as a multiple of `lr` (the heads get `lr`): the usual
+    /// fine-tuning schedule, e.g. 0.1. Also scales the backbone's part of the meta-step's
+    /// inner step θ1⁺ = θ1 − αG, so the meta-gradient stays exact.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub backbone_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 /// Multiply every learning rate (and so the inner lr α) by `gamma` every `every_epochs` epochs.
@@ -391,6 +544,14 @@ pub struct TrainConfig {
     pub entropy_weight: f64,
     /// γ of the focal loss.
     pub focal_gamma: f64,
+    /// Epochs at the start in which both backbones are frozen and only the heads train (the
+    /// fine-tuning warm-up); 0: none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub freeze_backbone_epochs: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl Default for TrainConfig {
@@ -409,11 +570,13 @@ impl Default for TrainConfig {
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 0.0,
+                backbone_lr_scale: 1.0,
             },
             generator_optimizer: OptimizerConfig {
                 lr: 1e-3,
                 momentum: 0.0,
                 weight_decay: 5e-4,
+                backbone_lr_scale: 1.0,
             },
             lr_step: LrStep {
                 every_epochs: 2,
@@ -422,6 +585,7 @@ impl Default for TrainConfig {
             meta_gradient: MetaGradientMode::DoubleBackward,
             entropy_weight: 0.2,
             focal_gamma: 2.0,
+            freeze_backbone_epochs: 0,
         }
     }
 }
@@ -469,6 +633,25 @@ impl TrainConfig {
     /// Checks the model, the hierarchy, and the epoch and batch counts.
     fn validate_model(&self) -> Result<(), String> {
         self.model.resolve().map_err(|e| format!("model: {e}"))?;
+        self.model
+            .resolve_generator()
+            .map_err(|e| format!("model: {e}"))?;
+        if self.model.architecture.is_some() && self.model.input_size.is_some() {
+            return Err(
+                "model: input_size is for presets; an architecture gives its own input".into(),
+            );
+        }
+        for (name, o) in [
+            ("multitask_optimizer", self.multitask_optimizer),
+            ("generator_optimizer", self.generator_optimizer),
+        ] {
+            if !(o.backbone_lr_scale >= 0.0 && o.backbone_lr_scale.is_finite()) {
+                return Err(format!(
+                    "{name}.backbone_lr_scale must be ≥ 0 (got {})",
+                    o.backbone_lr_scale
+                ));
+            }
+        }
         if let Some(psi) = &self.hierarchy.psi {
             Hierarchy::new(psi.clone()).map_err(|e| format!("hierarchy: {e}"))?;
         } else if self.hierarchy.psi_per_class == 0 {
@@ -579,6 +762,25 @@ fn validate_dataset(d: &DatasetConfig) -> Result<(), String> {
     }
     if let Some(groups) = &d.coarse_groups {
         validate_groups(groups)?;
+    }
+    let from_files = matches!(d.kind, DatasetKind::ImageFolder | DatasetKind::Csv);
+    if d.random_resized_crop && !from_files {
+        return Err(format!(
+            "dataset.random_resized_crop applies to image-folder and csv, not `{}`",
+            d.kind.name()
+        ));
+    }
+    if d.random_resized_crop && d.crop_padding > 0 {
+        return Err(format!(
+            "dataset.random_resized_crop replaces the padded crop: set dataset.crop_padding to 0 (it is {})",
+            d.crop_padding
+        ));
+    }
+    if d.stream == StreamMode::Always && !from_files {
+        return Err(format!(
+            "dataset.stream: always applies to image-folder and csv, not `{}` (its files are read whole)",
+            d.kind.name()
+        ));
     }
     if d.class_names.is_some() && d.kind != DatasetKind::Idx {
         return Err(format!(
@@ -733,6 +935,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("more than one group"), "{e}");
+    }
+
+    #[test]
+    fn streaming_and_random_resized_crops_are_image_file_options() {
+        let c = parse(
+            "dataset: {kind: image-folder, path: img, stream: always, memory_budget_mb: 10, \
+             random_resized_crop: true, crop_padding: 0}\n",
+        )
+        .unwrap();
+        assert_eq!(c.dataset.stream, StreamMode::Always);
+        assert_eq!(c.dataset.memory_budget_mb, 10);
+        assert!(c.dataset.random_resized_crop);
+        let e = parse("dataset: {kind: csv, path: l.csv, random_resized_crop: true}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set dataset.crop_padding to 0 (it is 2)"), "{e}");
+        let e = parse("dataset: {random_resized_crop: true, crop_padding: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("image-folder and csv, not `fashion-mnist`"),
+            "{e}"
+        );
+        let e = parse("dataset: {kind: cifar10, path: c, stream: always}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dataset.stream: always applies to image-folder"),
+            "{e}"
+        );
+        let e = parse("dataset: {stream: sometimes}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `sometimes`"), "{e}");
     }
 
     #[test]

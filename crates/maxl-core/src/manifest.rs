@@ -139,6 +139,9 @@ pub struct TrainingSummary {
     pub schedule: String,
     /// The architecture preset or description.
     pub architecture: String,
+    /// The label generator's architecture, when it is not the multi-task network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_architecture: Option<String>,
     /// The dataset trained on.
     pub dataset: String,
     /// Epochs trained.
@@ -328,6 +331,7 @@ mod tests {
                 method: "maxl".into(),
                 schedule: "interleaved".into(),
                 architecture: "small".into(),
+                generator_architecture: None,
                 dataset: "fashion-mnist".into(),
                 epochs: 3,
                 seed: 0,

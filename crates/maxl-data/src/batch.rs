@@ -1,53 +1,87 @@
 //! Turning dataset images into normalised float batches, with the reference augmentation:
 //! a random crop of the original size from the image zero-padded by `crop_padding` pixels, and a
 //! horizontal flip with probability ½. Padding is black in pixel space (before normalisation),
-//! as torchvision's `RandomCrop(padding=…)` applied before `Normalize`.
+//! as torchvision's `RandomCrop(padding=…)` applied before `Normalize`. Instead of the padded
+//! crop, a random resized crop ([`crate::resized_crop`]) can cut each image's box and resize it
+//! to the network's input; images kept larger than the input are otherwise centre-cropped to it.
 
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::Dataset;
+use crate::resized_crop::{CropBox, ResizedCrop, resize_box};
 
-/// The reference augmentation: a random crop from a zero-padded image and a random horizontal flip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The training augmentation: a random crop from a zero-padded image or a random resized crop,
+/// and a random horizontal flip.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Augment {
     /// Pixels of black padding on each side before the crop; 0 for no crop.
     pub crop_padding: usize,
     /// Mirror each image with probability ½.
     pub horizontal_flip: bool,
+    /// A random resized crop of each image instead of the padded crop (`crop_padding` is then
+    /// not used).
+    pub resized_crop: Option<ResizedCrop>,
 }
 
 /// Where one image's crop window sits, in pixels from the unpadded image, and whether the
-/// image is mirrored (before the shift: output column x reads column `W−1−x + dx`).
+/// image is mirrored (before the shift: output column x of an output W′ wide reads column
+/// `W′−1−x + dx`). With `crop`, the window is that box resized to the output instead, then
+/// mirrored when `flip` says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Placement {
-    /// Rows the window is shifted by (−padding..=padding).
+    /// Rows the window is shifted by (−padding..=padding, or the centre crop's top row).
     pub dy: isize,
-    /// Columns the window is shifted by (−padding..=padding).
+    /// Columns the window is shifted by (−padding..=padding, or the centre crop's left column).
     pub dx: isize,
     /// Whether the image is mirrored left to right.
     pub flip: bool,
+    /// A random resized crop's box, resized to the output.
+    pub crop: Option<CropBox>,
+}
+
+impl Placement {
+    /// The central `out` window of an image of `size` (rows, columns), unmirrored: torchvision's
+    /// `CenterCrop`, whose offsets are Python's `round((size − out) / 2)`.
+    pub fn center(size: (usize, usize), out: (usize, usize)) -> Placement {
+        let offset = |n: usize, o: usize| ((n.saturating_sub(o)) as f64 / 2.0).round_ties_even();
+        Placement {
+            dy: offset(size.0, out.0) as isize,
+            dx: offset(size.1, out.1) as isize,
+            ..Placement::default()
+        }
+    }
 }
 
 impl Augment {
-    /// One image's random placement: the row shift, the column shift, then the flip, in that
-    /// order from `rng` (every way of building a batch draws them so, which keeps the random
-    /// stream, and so the batches, the same).
-    pub fn draw<R: Rng>(&self, rng: &mut R) -> Placement {
+    /// One image's random placement in an image of `size` (rows, columns): the random resized
+    /// crop's draws ([`ResizedCrop::draw`]) or the row shift then the column shift, then the
+    /// flip, in that order from `rng` (every way of building a batch draws them so, which keeps
+    /// the random stream, and so the batches, the same).
+    pub fn draw<R: Rng>(&self, size: (usize, usize), rng: &mut R) -> Placement {
         let p = self.crop_padding as i64;
-        let (mut dy, mut dx) = (0, 0);
-        if p > 0 {
+        let (mut dy, mut dx, mut crop) = (0, 0, None);
+        if let Some(rrc) = self.resized_crop {
+            crop = Some(rrc.draw(size, rng));
+        } else if p > 0 {
             dy = rng.random_range(-p..=p) as isize;
             dx = rng.random_range(-p..=p) as isize;
         }
         let flip = self.horizontal_flip && rng.random_bool(0.5);
-        Placement { dy, dx, flip }
+        Placement { dy, dx, flip, crop }
     }
 }
 
-/// The placements of `n` images: drawn in turn when `augment` is given, unmoved otherwise.
-pub fn placements<R: Rng>(augment: Option<Augment>, n: usize, rng: &mut R) -> Vec<Placement> {
+/// The placements of `n` images of `size` (rows, columns): drawn in turn when `augment` is
+/// given, unmoved otherwise.
+pub fn placements<R: Rng>(
+    augment: Option<Augment>,
+    n: usize,
+    size: (usize, usize),
+    rng: &mut R,
+) -> Vec<Placement> {
     match augment {
-        Some(a) => (0..n).map(|_| a.draw(rng)).collect(),
+        Some(a) => (0..n).map(|_| a.draw(size, rng)).collect(),
         None => vec![Placement::default(); n],
     }
 }
@@ -101,42 +135,87 @@ pub fn assemble<R: Rng>(
     norm: Normalize,
     augment: Option<(Augment, &mut R)>,
 ) -> Vec<f32> {
+    let size = (ds.height, ds.width);
     let placements = match augment {
-        Some((aug, rng)) => placements(Some(aug), indices.len(), rng),
+        Some((aug, rng)) => placements(Some(aug), indices.len(), size, rng),
         None => vec![Placement::default(); indices.len()],
     };
     assemble_placed(ds, indices, norm, &placements)
 }
 
-/// The images at `indices`, each placed as `placements` says, as a flat N × C × H × W buffer.
+/// The images at `indices`, each placed as `placements` says, as a flat N × C × H × W buffer
+/// of the dataset's image size.
 pub fn assemble_placed(
     ds: &Dataset,
     indices: &[usize],
     norm: Normalize,
     placements: &[Placement],
 ) -> Vec<f32> {
+    assemble_sized(ds, indices, norm, placements, (ds.height, ds.width))
+}
+
+/// The images at `indices`, each placed as `placements` says, as a flat N × C × H′ × W′ buffer,
+/// `out` = (H′, W′): a window of that size (outside the image black), or a crop box resized
+/// to it. Large images are placed in parallel on the current rayon pool; every image's values
+/// are the same whichever thread makes them.
+pub fn assemble_sized(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: Normalize,
+    placements: &[Placement],
+    out: (usize, usize),
+) -> Vec<f32> {
+    let n = ds.channels * out.0 * out.1;
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut buf = vec![0f32; indices.len() * n];
+    // About 256 Ki values per task: batches of small images (CIFAR's, Fashion-MNIST's) stay on
+    // the batch thread, photo-sized ones spread over the pool.
+    let min_len = (1 << 18) / n + 1;
+    buf.par_chunks_mut(n)
+        .zip(indices.par_iter().zip(placements.par_iter()))
+        .with_min_len(min_len)
+        .for_each(|(dst, (&i, p))| place(ds, i, norm, p, out, dst));
+    buf
+}
+
+/// Image `i` of `ds` placed as `p` says, normalised into `dst` (C × H′ × W′).
+fn place(
+    ds: &Dataset,
+    i: usize,
+    norm: Normalize,
+    p: &Placement,
+    (oh, ow): (usize, usize),
+    dst: &mut [f32],
+) {
     let (c, h, w) = (ds.channels, ds.height, ds.width);
-    let mut out = Vec::with_capacity(indices.len() * c * h * w);
-    for (&i, &Placement { dy, dx, flip }) in indices.iter().zip(placements) {
-        let img = ds.image(i);
-        for ch in 0..c {
-            let plane = &img[ch * h * w..(ch + 1) * h * w];
-            for y in 0..h as isize {
-                let sy = y + dy;
-                for x in 0..w as isize {
-                    let xx = if flip { w as isize - 1 - x } else { x };
-                    let sx = xx + dx;
-                    let pixel = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
-                        plane[sy as usize * w + sx as usize]
-                    } else {
-                        0
-                    };
-                    out.push(norm.apply(pixel, ch));
+    let img = ds.image(i);
+    let column = |x: usize| if p.flip { ow - 1 - x } else { x };
+    for (ch, dst) in dst.chunks_exact_mut(oh * ow).enumerate().take(c) {
+        let plane = &img[ch * h * w..(ch + 1) * h * w];
+        if let Some(b) = p.crop {
+            let resized = resize_box(plane, (h, w), b, (oh, ow));
+            for (row, d) in resized.chunks_exact(ow).zip(dst.chunks_exact_mut(ow)) {
+                for (x, v) in d.iter_mut().enumerate() {
+                    *v = norm.apply(row[column(x)], ch);
                 }
+            }
+            continue;
+        }
+        for (y, d) in dst.chunks_exact_mut(ow).enumerate() {
+            let sy = y as isize + p.dy;
+            for (x, v) in d.iter_mut().enumerate() {
+                let sx = column(x) as isize + p.dx;
+                let pixel = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                    plane[sy as usize * w + sx as usize]
+                } else {
+                    0
+                };
+                *v = norm.apply(pixel, ch);
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -154,6 +233,7 @@ mod tests {
             fine_labels: None,
             class_names: vec!["a".into()],
             fine_class_names: None,
+            files: None,
         }
     }
 
@@ -177,6 +257,7 @@ mod tests {
         let flip_only = Augment {
             crop_padding: 0,
             horizontal_flip: true,
+            resized_crop: None,
         };
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..20 {
@@ -226,6 +307,71 @@ mod tests {
     }
 
     #[test]
+    fn resized_crops_resize_the_drawn_box_and_centre_crops_follow_torchvision() {
+        let (c, h, w) = (2, 6, 8);
+        let ds = Dataset {
+            channels: c,
+            height: h,
+            width: w,
+            pixels: (0..c * h * w).map(|v| (v * 2) as u8).collect(),
+            labels: vec![0],
+            fine_labels: None,
+            class_names: vec!["a".into()],
+            fine_class_names: None,
+            files: None,
+        };
+        let n = Normalize::uniform(0.0, 1.0 / 255.0);
+        let rrc = ResizedCrop::default();
+        let aug = Augment {
+            crop_padding: 0,
+            horizontal_flip: true,
+            resized_crop: Some(rrc),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut flips = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            // The draws: the box, then the flip.
+            let mut replay = rng.clone();
+            let p = placements(Some(aug), 1, (h, w), &mut rng);
+            let b = rrc.draw((h, w), &mut replay);
+            let flip = replay.random_bool(0.5);
+            let want = Placement {
+                crop: Some(b),
+                flip,
+                ..Placement::default()
+            };
+            assert_eq!(p, [want]);
+            let out = assemble_sized(&ds, &[0], n, &p, (4, 5));
+            let px: Vec<u8> = out.iter().map(|v| v.round() as u8).collect();
+            for ch in 0..c {
+                let r = resize_box(&ds.image(0)[ch * h * w..][..h * w], (h, w), b, (4, 5));
+                for y in 0..4 {
+                    for x in 0..5 {
+                        let sx = if flip { 4 - x } else { x };
+                        assert_eq!(px[(ch * 4 + y) * 5 + x], r[y * 5 + sx], "{b:?} {flip}");
+                    }
+                }
+            }
+            flips.insert(flip);
+        }
+        assert_eq!(flips.len(), 2);
+        // torchvision's CenterCrop offsets: round((size − out) / 2), halves to even.
+        let center = Placement::center((6, 8), (4, 4));
+        assert_eq!((center.dy, center.dx, center.flip), (1, 2, false));
+        assert_eq!(Placement::center((7, 4), (4, 4)).dy, 2, "1.5 → 2");
+        assert_eq!(Placement::center((9, 4), (4, 4)).dy, 2, "2.5 → 2");
+        let out = assemble_sized(&ds, &[0], n, &[center], (4, 4));
+        for ch in 0..c {
+            for y in 0..4 {
+                for x in 0..4 {
+                    let want = ds.image(0)[(ch * h + y + 1) * w + x + 2];
+                    assert_eq!(out[(ch * 4 + y) * 4 + x].round() as u8, want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn each_image_is_its_own_random_crop_and_flip_of_the_padded_image() {
         // 2 channels of 3 × 4 (not square), three images, every pixel a different non-zero
         // value: the padding (0) and every shift, flip and channel mix-up show.
@@ -239,12 +385,14 @@ mod tests {
             fine_labels: None,
             class_names: vec!["a".into()],
             fine_class_names: None,
+            files: None,
         };
         let n = Normalize::uniform(0.0, 1.0 / 255.0);
         let p = 2;
         let aug = Augment {
             crop_padding: p,
             horizontal_flip: true,
+            resized_crop: None,
         };
         let order = [2, 0, 1];
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);

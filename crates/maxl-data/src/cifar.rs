@@ -235,6 +235,7 @@ fn dataset(
         fine_labels: fine,
         class_names: names.to_vec(),
         fine_class_names: fine_names.map(<[String]>::to_vec),
+        files: None,
     }
 }
 

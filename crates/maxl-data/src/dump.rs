@@ -7,7 +7,13 @@ use crate::{DataError, Dataset};
 
 /// Writes up to `per_class` images of each class as `out/<folder-safe class>/<index>.png`
 /// (index = position in the dataset). Returns how many were written.
+/// A streamed dataset is refused: its images are already files.
 pub fn write_image_folder(ds: &Dataset, out: &Path, per_class: usize) -> Result<usize, DataError> {
+    if ds.is_streamed() {
+        return Err(DataError::Invalid(
+            "the dataset is streamed from image files; read it into memory (Dataset::into_resident) to write it again".into(),
+        ));
+    }
     let names = ds.safe_class_names();
     let mut written = vec![0usize; names.len()];
     for i in 0..ds.len() {
@@ -67,6 +73,7 @@ mod tests {
             fine_labels: None,
             class_names: vec!["T-shirt/top".into(), "Bag".into()],
             fine_class_names: None,
+            files: None,
         };
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(write_image_folder(&ds, dir.path(), 1).unwrap(), 2);
@@ -79,6 +86,7 @@ mod tests {
             channels: 3,
             height: 2,
             width: 2,
+            resize: crate::folder::Resize::Stretch,
         };
         let back = image_folder(dir.path(), None, shape, 0.0, 0).unwrap().train;
         assert_eq!(back.class_names, ["Bag", "T-shirt_top"]);

@@ -2,7 +2,9 @@
 //! and a CSV list (`path,label[,fine_label]`), each read into a train and a test [`Dataset`].
 //!
 //! Images (PNG, JPEG) go through [`maxl_preprocess`], the same path inference uses. A file that
-//! cannot be decoded is an error naming it.
+//! cannot be decoded is an error naming it. The `*_streamed` readers list the files without
+//! decoding them (a dataset larger than memory, see [`crate::files`]); the others decode every
+//! image up front.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,10 +13,11 @@ use maxl_preprocess::{DecodeLimits, ImageError, preprocess_file};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use crate::files::ImageFiles;
 use crate::scan::{read_list, scan_images};
 use crate::{DataError, Dataset, TrainTest};
 
-pub use maxl_preprocess::ImageShape;
+pub use maxl_preprocess::{ImageShape, Resize};
 
 /// Decodes `path` into channel-first u8 pixels of `shape` through the one preprocessing path
 /// ([`maxl_preprocess`]) with the default decode limits.
@@ -120,15 +123,14 @@ fn scan_csv(csv: &Path) -> Result<Vec<Item>, DataError> {
     Ok(items)
 }
 
-/// Decodes items into a dataset with the given class lists; an item whose class is not listed
-/// is an error naming where it came from.
+/// A streamed dataset of the items with the given class lists (nothing decoded yet); an item
+/// whose class is not listed is an error naming where it came from.
 fn build(
     items: &[Item],
     classes: &[String],
     fines: Option<&[String]>,
     shape: ImageShape,
 ) -> Result<Dataset, DataError> {
-    let mut pixels = Vec::with_capacity(items.len() * shape.channels * shape.height * shape.width);
     let mut labels = Vec::with_capacity(items.len());
     let mut fine_labels = fines.map(|_| Vec::with_capacity(items.len()));
     for it in items {
@@ -149,22 +151,26 @@ fn build(
             })?;
             out.push(j);
         }
-        pixels.extend(load_image(&it.path, shape)?);
     }
     Ok(Dataset {
         channels: shape.channels,
         height: shape.height,
         width: shape.width,
-        pixels,
+        pixels: Vec::new(),
         labels,
         fine_labels,
         class_names: classes.to_vec(),
         fine_class_names: fines.map(<[String]>::to_vec),
+        files: Some(ImageFiles {
+            paths: items.iter().map(|it| it.path.clone()).collect(),
+            shape,
+            pad: 0,
+        }),
     })
 }
 
-/// Train and test sets from scanned items: the test items come from `test` when given, else a
-/// seeded `test_fraction` of the training items is held out.
+/// Streamed train and test sets from scanned items: the test items come from `test` when given,
+/// else a seeded `test_fraction` of the training items is held out.
 fn train_test(
     train_items: Vec<Item>,
     test_items: Option<Vec<Item>>,
@@ -208,8 +214,20 @@ fn train_test(
     })
 }
 
-/// An image folder; `test_root` is a second folder with the same layout.
+/// An image folder, decoded into memory; `test_root` is a second folder with the same layout.
 pub fn image_folder(
+    root: &Path,
+    test_root: Option<&Path>,
+    shape: ImageShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainTest, DataError> {
+    image_folder_streamed(root, test_root, shape, test_fraction, seed)?.into_resident()
+}
+
+/// An image folder as streamed datasets: the files are listed and labelled, not decoded
+/// (see [`image_folder`] for the arguments).
+pub fn image_folder_streamed(
     root: &Path,
     test_root: Option<&Path>,
     shape: ImageShape,
@@ -221,8 +239,20 @@ pub fn image_folder(
     train_test(train, test, shape, test_fraction, seed)
 }
 
-/// A CSV list; `test_csv` is a second list.
+/// A CSV list, decoded into memory; `test_csv` is a second list.
 pub fn csv_list(
+    csv: &Path,
+    test_csv: Option<&Path>,
+    shape: ImageShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<TrainTest, DataError> {
+    csv_list_streamed(csv, test_csv, shape, test_fraction, seed)?.into_resident()
+}
+
+/// A CSV list as streamed datasets: the files are listed and labelled, not decoded (see
+/// [`csv_list`] for the arguments).
+pub fn csv_list_streamed(
     csv: &Path,
     test_csv: Option<&Path>,
     shape: ImageShape,
@@ -242,6 +272,7 @@ mod tests {
         channels: 1,
         height: 4,
         width: 4,
+        resize: Resize::Stretch,
     };
 
     fn png(path: &Path, v: u8, size: u32) {
@@ -264,6 +295,7 @@ mod tests {
                 channels: 3,
                 height: 3,
                 width: 5,
+                resize: Resize::Stretch,
             },
         )
         .unwrap();

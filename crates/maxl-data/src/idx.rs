@@ -141,6 +141,7 @@ pub fn read_split(dir: &Path, prefix: &str, class_names: &[&str]) -> Result<Data
         fine_labels: None,
         class_names: class_names.iter().map(|s| s.to_string()).collect(),
         fine_class_names: None,
+        files: None,
     })
 }
 

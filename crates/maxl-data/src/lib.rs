@@ -1,6 +1,7 @@
 //! Datasets for maxl: readers that turn files on disk into [`Dataset`]s of 8-bit images with
 //! primary (and, where the data has them, fine) labels, a seeded validation split, coarse
-//! grouping, and batch assembly with the reference augmentation.
+//! grouping, and batch assembly with the reference augmentation or random resized crops. Image
+//! folders and CSV lists can also stay in their files, decoded a batch at a time ([`files`]).
 //!
 //! Readers validate everything they read; every error names the file and the problem.
 
@@ -9,14 +10,18 @@
 pub mod batch;
 pub mod cifar;
 pub mod dump;
+pub mod files;
 pub mod folder;
 pub mod idx;
+pub mod resized_crop;
 pub mod scan;
 
 use std::path::PathBuf;
 
 use maxl_core::config::CoarseGroup;
 use maxl_core::hierarchy::folder_safe_name;
+
+use crate::files::ImageFiles;
 
 /// Why a dataset could not be read. One line, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +47,8 @@ pub enum DataError {
     Invalid(String),
 }
 
-/// Images as 8-bit pixels, N × C × H × W, with labels.
+/// Images as 8-bit pixels, N × C × H × W, with labels: held in memory (`pixels`), or streamed
+/// from their files (`files`), decoded a batch at a time by [`Dataset::load`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// Channels per image: 1 (grey) or 3 (RGB).
@@ -51,7 +57,8 @@ pub struct Dataset {
     pub height: usize,
     /// Columns per image, pixels.
     pub width: usize,
-    /// Every image's pixels in turn, channel-first (N × C × H × W values).
+    /// Every image's pixels in turn, channel-first (N × C × H × W values); empty for a streamed
+    /// dataset.
     pub pixels: Vec<u8>,
     /// Primary class of each image.
     pub labels: Vec<usize>,
@@ -61,6 +68,9 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     /// Display names of the fine classes, with `fine_labels`.
     pub fine_class_names: Option<Vec<String>>,
+    /// Where a streamed dataset's images are read from, one file per image; None when the
+    /// pixels are in memory.
+    pub files: Option<ImageFiles>,
 }
 
 impl Dataset {
@@ -84,7 +94,18 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 
-    /// Image `i`'s pixels, channel-first.
+    /// Whether the images stay in their files ([`Dataset::files`]) instead of `pixels`.
+    pub fn is_streamed(&self) -> bool {
+        self.files.is_some()
+    }
+
+    /// Bytes the decoded images take (N × C × H × W), whether or not they are in memory.
+    pub fn decoded_bytes(&self) -> usize {
+        self.len() * self.image_len()
+    }
+
+    /// Image `i`'s pixels, channel-first. A streamed dataset has none in memory: take them
+    /// from [`Dataset::load`] (this panics on one).
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
@@ -139,15 +160,24 @@ impl Dataset {
         Ok(())
     }
 
-    /// A new dataset with the images at `indices`, in that order.
+    /// A new dataset with the images at `indices`, in that order (streamed when this one is:
+    /// only the file list is subset).
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         let n = self.image_len();
-        let mut pixels = Vec::with_capacity(indices.len() * n);
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
+        let mut pixels = Vec::new();
+        if !self.is_streamed() {
+            pixels.reserve(indices.len() * n);
+            for &i in indices {
+                pixels.extend_from_slice(self.image(i));
+            }
         }
         Dataset {
             pixels,
+            files: self.files.as_ref().map(|f| ImageFiles {
+                paths: indices.iter().map(|&i| f.paths[i].clone()).collect(),
+                shape: f.shape,
+                pad: f.pad,
+            }),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             fine_labels: self
                 .fine_labels
@@ -167,7 +197,39 @@ impl Dataset {
             fine_labels: None,
             class_names: self.class_names.clone(),
             fine_class_names: self.fine_class_names.clone(),
+            files: None,
         }
+    }
+
+    /// The images at `indices`, in that order, as a dataset in memory: a streamed dataset's
+    /// files are decoded (in parallel, on the current rayon pool) exactly as a dataset read whole
+    /// would have them; an error names the first file in `indices` that cannot be read.
+    pub fn load(&self, indices: &[usize]) -> Result<Dataset, DataError> {
+        let Some(files) = &self.files else {
+            return Ok(self.subset(indices));
+        };
+        let n = self.image_len();
+        let mut pixels = vec![0u8; indices.len() * n];
+        files.decode_many(indices, n, &mut pixels)?;
+        Ok(Dataset {
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            fine_labels: self
+                .fine_labels
+                .as_ref()
+                .map(|f| indices.iter().map(|&i| f[i]).collect()),
+            ..self.clone_meta()
+        })
+    }
+
+    /// The dataset with every image in memory (a streamed one decoded whole, see
+    /// [`Dataset::load`]).
+    pub fn into_resident(self) -> Result<Dataset, DataError> {
+        if !self.is_streamed() {
+            return Ok(self);
+        }
+        let all: Vec<usize> = (0..self.len()).collect();
+        self.load(&all)
     }
 
     /// A seeded, class-balanced subset of `n` images: the images are spread as evenly as
@@ -238,6 +300,12 @@ impl Dataset {
             return Ok(());
         }
         let (h, w) = (self.height + 2 * pad, self.width + 2 * pad);
+        if let Some(files) = &mut self.files {
+            // Applied to each image as it is decoded (ImageFiles::decode_into).
+            files.pad += pad;
+            (self.channels, self.height, self.width) = (channels, h, w);
+            return Ok(());
+        }
         let mut out = vec![0u8; self.len() * channels * h * w];
         for i in 0..self.len() {
             let src = self.image(i);
@@ -283,6 +351,22 @@ pub struct TrainTest {
     pub test: Dataset,
 }
 
+impl TrainTest {
+    /// Both parts with every image in memory (see [`Dataset::into_resident`]); the training
+    /// images are decoded first, so a bad file among them is the one named.
+    pub fn into_resident(self) -> Result<TrainTest, DataError> {
+        Ok(TrainTest {
+            train: self.train.into_resident()?,
+            test: self.test.into_resident()?,
+        })
+    }
+
+    /// Bytes both parts take decoded.
+    pub fn decoded_bytes(&self) -> usize {
+        self.train.decoded_bytes() + self.test.decoded_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +381,7 @@ mod tests {
             fine_labels: None,
             class_names: vec!["a/b".into(), "c".into(), "d".into()],
             fine_class_names: None,
+            files: None,
         }
     }
 
@@ -362,6 +447,7 @@ mod tests {
             fine_labels: None,
             class_names: vec!["a".into(), "b".into()],
             fine_class_names: None,
+            files: None,
         };
         d.pad_and_replicate(1, 3).unwrap();
         assert_eq!((d.channels, d.height, d.width, d.len()), (3, 4, 4, 2));

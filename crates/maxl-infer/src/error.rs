@@ -63,6 +63,17 @@ pub enum InferError {
         /// What each side says.
         message: String,
     },
+    /// A model file's own metadata (`maxl.*` in its `metadata_props`) says something else than
+    /// the manifest (the model's fault).
+    #[error("{}: {message}", path.display())]
+    Metadata {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The manifest field that differs (`classes`, `psi`, `aux_slots`, `input`).
+        field: &'static str,
+        /// What each side says.
+        message: String,
+    },
     /// A model file a backend cannot load (the model's fault).
     #[error("{}: {message}", path.display())]
     Model {
@@ -103,9 +114,10 @@ impl InferError {
             | InferError::Input(_)
             | InferError::UnknownClass { .. }
             | InferError::NoGenerator(_) => Fault::Caller,
-            InferError::Manifest(_) | InferError::Mismatch { .. } | InferError::Model { .. } => {
-                Fault::Model
-            }
+            InferError::Manifest(_)
+            | InferError::Mismatch { .. }
+            | InferError::Metadata { .. }
+            | InferError::Model { .. } => Fault::Model,
             InferError::Runtime(_) | InferError::Provider { .. } | InferError::Run { .. } => {
                 Fault::Runtime
             }

@@ -209,6 +209,10 @@ impl MaxlModelBuilder {
             channels: i.channels,
             height: i.height,
             width: i.width,
+            resize: match i.resize {
+                maxl_core::arch::Resize::Stretch => preprocess::Resize::Stretch,
+                maxl_core::arch::Resize::ShorterSide(s) => preprocess::Resize::ShorterSide(s),
+            },
         };
         Ok(MaxlModel {
             manifest,

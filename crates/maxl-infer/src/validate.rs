@@ -1,11 +1,16 @@
 //! Load-time checks that a manifest and its graphs agree: the class count, Σψ and ψ itself,
 //! the image input's C×H×W, and the input and output names both backends look up. A mismatch
 //! is a load error naming the manifest field, never a wrong answer or a panic later.
+//!
+//! A file that carries maxl metadata ([`maxl_onnx::metadata`]) must also say what the manifest
+//! says: class names and their order, ψ, slot names and the whole input description (sizes,
+//! mean, std, resize policy) — what the graph's shapes cannot show. Files exported before the
+//! metadata existed have none and are checked on their shapes only.
 
 use std::path::Path;
 
 use maxl_core::manifest::{MANIFEST_FILE, Manifest, ModelFile};
-use maxl_onnx::{GraphDecl, TensorDecl};
+use maxl_onnx::{GraphDecl, ModelMetadata, TensorDecl};
 
 use crate::error::InferError;
 
@@ -16,8 +21,8 @@ pub(crate) enum Role {
     Generator,
 }
 
-/// Checks one graph against the manifest, phase by phase: names, image input, output widths and
-/// (for the generator) the ψ mask. The first disagreement is the error.
+/// Checks one graph against the manifest, phase by phase: names, image input, output widths,
+/// (for the generator) the ψ mask, and the file's metadata. The first disagreement is the error.
 pub(crate) fn check(
     dir: &Path,
     manifest: &Manifest,
@@ -39,12 +44,113 @@ pub(crate) fn check(
     g.check_names()?;
     g.check_image()?;
     match role {
-        Role::Primary => g.check_primary_widths(),
+        Role::Primary => g.check_primary_widths()?,
         Role::Generator => {
             g.check_generator_widths()?;
-            g.check_psi_mask()
+            g.check_psi_mask()?;
         }
     }
+    g.check_metadata()
+}
+
+/// The first field on which a file's metadata and the manifest disagree: the manifest field and
+/// a message saying what each side says.
+fn metadata_difference(file: &ModelMetadata, m: &Manifest) -> Option<(&'static str, String)> {
+    let says = |what: &str, ours: String, theirs: String| {
+        format!("metadata says {what} is {ours}, {MANIFEST_FILE} says {theirs}")
+    };
+    let counts = |what: &str, ours: usize, theirs: usize| {
+        format!("metadata lists {ours} {what}, {MANIFEST_FILE} lists {theirs}")
+    };
+    if file.classes.len() != m.classes.len() {
+        return Some((
+            "classes",
+            counts("classes", file.classes.len(), m.classes.len()),
+        ));
+    }
+    for (k, (a, b)) in file.classes.iter().zip(&m.classes).enumerate() {
+        if a.display != b.display {
+            let what = format!("class {k}");
+            return Some(("classes", says(&what, q(&a.display), q(&b.display))));
+        }
+        if a.name != b.name {
+            let what = format!("class {k}'s folder-safe name");
+            return Some(("classes", says(&what, q(&a.name), q(&b.name))));
+        }
+    }
+    if file.psi != m.psi {
+        let show = |p: &[usize]| format!("{p:?}");
+        return Some(("psi", says("ψ", show(&file.psi), show(&m.psi))));
+    }
+    if file.aux_slots.len() != m.aux_slots.len() {
+        let what = "auxiliary slots";
+        return Some((
+            "aux_slots",
+            counts(what, file.aux_slots.len(), m.aux_slots.len()),
+        ));
+    }
+    if let Some((k, (a, b))) = file
+        .aux_slots
+        .iter()
+        .zip(&m.aux_slots)
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+    {
+        return Some((
+            "aux_slots",
+            says(&format!("auxiliary slot {k}"), q(a), q(b)),
+        ));
+    }
+    input_difference(file, m).map(|message| ("input", message))
+}
+
+/// The first difference between the input descriptions, mean and std compared per channel and
+/// exactly (both sides come from the same f32 values).
+fn input_difference(file: &ModelMetadata, m: &Manifest) -> Option<String> {
+    let (a, b) = (&file.input, &m.input);
+    let says = |what: &str, ours: String, theirs: String| {
+        Some(format!(
+            "metadata says input {what} is {ours}, {MANIFEST_FILE} says {theirs}"
+        ))
+    };
+    for (what, ours, theirs) in [
+        ("channels", a.channels, b.channels),
+        ("height", a.height, b.height),
+        ("width", a.width, b.width),
+    ] {
+        if ours != theirs {
+            return says(what, ours.to_string(), theirs.to_string());
+        }
+    }
+    if a.layout != b.layout {
+        return says("layout", q(&a.layout), q(&b.layout));
+    }
+    if a.pixel_range != b.pixel_range {
+        let show = |r: &[f32; 2]| format!("{r:?}");
+        return says("pixel_range", show(&a.pixel_range), show(&b.pixel_range));
+    }
+    if a.normalisation != b.normalisation {
+        return says("normalisation", q(&a.normalisation), q(&b.normalisation));
+    }
+    let per_channel = |i: &maxl_core::manifest::ManifestInput| {
+        (i.mean.expand(i.channels), i.std.expand(i.channels))
+    };
+    let ((a_mean, a_std), (b_mean, b_std)) = (per_channel(a), per_channel(b));
+    if a_mean != b_mean {
+        return says("mean", format!("{a_mean:?}"), format!("{b_mean:?}"));
+    }
+    if a_std != b_std {
+        return says("std", format!("{a_std:?}"), format!("{b_std:?}"));
+    }
+    if a.resize != b.resize {
+        return says("resize", a.resize.describe(), b.resize.describe());
+    }
+    None
+}
+
+/// A name in quotes, escaped, as the messages show names.
+fn q(s: &str) -> String {
+    format!("{s:?}")
 }
 
 /// One graph's declaration with the manifest entry that describes it.
@@ -221,6 +327,24 @@ impl GraphCheck<'_> {
         }
     }
 
+    /// The file's maxl metadata, when it has any, against the manifest.
+    fn check_metadata(&self) -> Result<(), InferError> {
+        let path = self.dir.join(&self.file.path);
+        let metadata = match self.decl.maxl_metadata() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(message) => return Err(InferError::Model { path, message }),
+        };
+        match metadata_difference(&metadata, self.manifest) {
+            None => Ok(()),
+            Some((field, message)) => Err(InferError::Metadata {
+                path,
+                field,
+                message,
+            }),
+        }
+    }
+
     /// The image input: NCHW in [0, 1], f32, the manifest's C×H×W; `primary_label` an int64
     /// vector.
     fn check_image(&self) -> Result<(), InferError> {
@@ -272,5 +396,95 @@ impl GraphCheck<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maxl_core::arch::{PerChannel, Resize};
+
+    use super::*;
+
+    /// The committed model's manifest (its files predate the metadata, so it is the reference).
+    fn committed() -> Manifest {
+        Manifest::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")).unwrap()
+    }
+
+    #[test]
+    fn metadata_equal_to_the_manifest_passes_a_uniform_mean_equals_its_expansion() {
+        let m = committed();
+        let mut file = ModelMetadata::of_manifest(&m);
+        assert_eq!(metadata_difference(&file, &m), None);
+        // What a file reads back: per-channel lists for the manifest's single values.
+        file.input.mean = PerChannel::Channels(vec![0.5]);
+        file.input.std = PerChannel::Channels(vec![0.2]);
+        file.producer = "maxl-train 9.9.9".into();
+        assert_eq!(metadata_difference(&file, &m), None);
+    }
+
+    #[test]
+    fn the_first_differing_field_is_named_with_both_values() {
+        let m = committed();
+        type Edit = fn(&mut ModelMetadata);
+        let cases: [(Edit, &str, &str); 10] = [
+            (
+                |f| f.classes.swap(3, 4),
+                "classes",
+                r#"metadata says class 3 is "Coat", maxl.yaml says "Dress""#,
+            ),
+            (
+                |f| f.classes[0].name = "T-shirt".into(),
+                "classes",
+                r#"metadata says class 0's folder-safe name is "T-shirt", maxl.yaml says "T-shirt_top""#,
+            ),
+            (
+                |f| drop(f.classes.pop()),
+                "classes",
+                "metadata lists 9 classes, maxl.yaml lists 10",
+            ),
+            (
+                |f| f.psi[1] = 4,
+                "psi",
+                "metadata says ψ is [5, 4, 5, 5, 5, 5, 5, 5, 5, 5], maxl.yaml says [5, 5, 5, 5, 5, 5, 5, 5, 5, 5]",
+            ),
+            (
+                |f| f.aux_slots.swap(6, 7),
+                "aux_slots",
+                r#"metadata says auxiliary slot 6 is "Trouser.2", maxl.yaml says "Trouser.1""#,
+            ),
+            (
+                |f| f.input.height = 32,
+                "input",
+                "metadata says input height is 32, maxl.yaml says 28",
+            ),
+            (
+                |f| f.input.mean = PerChannel::Channels(vec![0.485]),
+                "input",
+                "metadata says input mean is [0.485], maxl.yaml says [0.5]",
+            ),
+            (
+                |f| f.input.std = 0.25.into(),
+                "input",
+                "metadata says input std is [0.25], maxl.yaml says [0.2]",
+            ),
+            (
+                |f| f.input.resize = Resize::ShorterSide(32),
+                "input",
+                "metadata says input resize is shorter-side-32, maxl.yaml says stretch",
+            ),
+            (
+                |f| f.input.normalisation = "outside".into(),
+                "input",
+                r#"metadata says input normalisation is "outside", maxl.yaml says "in-graph""#,
+            ),
+        ];
+        for (edit, field, message) in cases {
+            let mut file = ModelMetadata::of_manifest(&m);
+            edit(&mut file);
+            assert_eq!(
+                metadata_difference(&file, &m),
+                Some((field, message.to_string()))
+            );
+        }
     }
 }

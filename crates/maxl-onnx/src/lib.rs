@@ -13,8 +13,16 @@
 //!
 //! Batch norm is in inference form (running statistics), optionally folded into the convolution.
 //! Opset 17, IR version 8, batch dimension symbolic (`N`).
+//!
+//! Both files carry the model's description in `ModelProto.metadata_props` ([`ModelMetadata`]):
+//! `maxl.format`, `maxl.producer`, `maxl.classes`, `maxl.psi`, `maxl.aux_slots` and `maxl.input`,
+//! each a JSON value (the table is in the [`metadata`] module), so that the files describe
+//! themselves without `maxl.yaml` and a loader can check the manifest against them. [`describe`]
+//! reads them back.
 
 #![warn(missing_docs)]
+
+pub mod metadata;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +32,8 @@ use maxl_core::arch::{
 use maxl_core::hierarchy::Hierarchy;
 use prost::Message;
 use tract_onnx::pb;
+
+pub use metadata::ModelMetadata;
 
 /// The ONNX opset the graphs are written for.
 pub const OPSET: i64 = 17;
@@ -390,6 +400,7 @@ impl Graph {
         inputs: Vec<pb::ValueInfoProto>,
         outputs: Vec<pb::ValueInfoProto>,
         doc: &str,
+        metadata: &ModelMetadata,
     ) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: IR_VERSION,
@@ -400,6 +411,7 @@ impl Graph {
             producer_name: "maxl".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: doc.into(),
+            metadata_props: metadata.to_proto(),
             graph: Some(pb::GraphProto {
                 node: self.nodes,
                 name: name.into(),
@@ -430,13 +442,15 @@ fn float_output(name: &str, width: usize) -> pb::ValueInfoProto {
     )
 }
 
-/// The multi-task network's graph (`primary.onnx`). `num_aux == 0` for a single-task model.
+/// The multi-task network's graph (`primary.onnx`), `metadata` in its `metadata_props`.
+/// `num_aux == 0` for a single-task model.
 pub fn primary_model(
     arch: &Architecture,
     num_primary: usize,
     num_aux: usize,
     w: &Weights,
     opts: ExportOptions,
+    metadata: &ModelMetadata,
 ) -> Result<pb::ModelProto, ExportError> {
     check(w, &arch.multitask_params(num_primary, num_aux))?;
     let mut g = Graph {
@@ -460,15 +474,17 @@ pub fn primary_model(
         vec![image_input(arch)],
         outputs,
         "MAXL multi-task network: primary (and auxiliary) class probabilities",
+        metadata,
     ))
 }
 
-/// The label generator's graph (`label_generator.onnx`).
+/// The label generator's graph (`label_generator.onnx`), `metadata` in its `metadata_props`.
 pub fn label_generator_model(
     arch: &Architecture,
     hierarchy: &Hierarchy,
     w: &Weights,
     opts: ExportOptions,
+    metadata: &ModelMetadata,
 ) -> Result<pb::ModelProto, ExportError> {
     let a = hierarchy.num_aux();
     check(w, &arch.generator_params(a))?;
@@ -520,6 +536,7 @@ pub fn label_generator_model(
         inputs,
         outputs,
         "MAXL label generator: auxiliary label distribution inside the primary class's ψ slots",
+        metadata,
     ))
 }
 
@@ -561,11 +578,27 @@ pub struct GraphDecl {
     pub outputs: Vec<TensorDecl>,
     /// The label generator's K × A ψ mask (`psi_mask_table`), when the graph has one.
     pub psi_mask: Option<Array>,
+    /// The file's `metadata_props`, key → value (maxl's keys and any others); empty for files
+    /// exported before maxl wrote metadata.
+    pub metadata: BTreeMap<String, String>,
 }
 
-/// Parses an ONNX file's bytes and lists its declared inputs, outputs and ψ mask.
+impl GraphDecl {
+    /// The file's maxl metadata: `Ok(None)` when it has none, an error naming the key when a
+    /// `maxl.` key is missing or unreadable.
+    pub fn maxl_metadata(&self) -> Result<Option<ModelMetadata>, String> {
+        ModelMetadata::from_props(&self.metadata)
+    }
+}
+
+/// Parses an ONNX file's bytes and lists its declared inputs, outputs, ψ mask and metadata.
 pub fn describe(bytes: &[u8]) -> Result<GraphDecl, String> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let metadata = model
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
     let graph = model
         .graph
         .ok_or_else(|| "not an ONNX model: no graph".to_string())?;
@@ -624,5 +657,6 @@ pub fn describe(bytes: &[u8]) -> Result<GraphDecl, String> {
             .collect(),
         outputs: graph.output.iter().map(decl).collect(),
         psi_mask,
+        metadata,
     })
 }

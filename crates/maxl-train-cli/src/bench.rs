@@ -2,6 +2,8 @@
 //! meta-gradient mode, every mode in its own process (`bench --worker MODE` of this same
 //! executable) through the shared harness, repeated interleaved; medians, spread, ratios to the
 //! single-task step and peak memory. `--check-jvp` compares the two meta-gradient modes instead.
+//! `--input-size` runs the preset at another input size; `--generator-preset` gives the label
+//! generator its own network (a preset, or a narrowed ResNet preset such as `resnet18-narrow`).
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -17,6 +19,14 @@ pub struct BenchArgs {
     /// Architecture preset to time.
     #[arg(long, default_value = "small")]
     preset: String,
+    /// The preset at this input size instead of its own, as HxW (`64x64`) or one side (`64`).
+    #[arg(long, value_name = "HxW", value_parser = parse_input_size)]
+    input_size: Option<(usize, usize)>,
+    /// The label generator's own network, at the same input as f: a preset, or `PRESET-narrow`
+    /// for a ResNet preset with every width and the head's hidden width divided by 4
+    /// (`resnet18-narrow`: widths [16, 32, 64, 128], head 128). Default: f's network.
+    #[arg(long, value_name = "NAME")]
+    generator_preset: Option<String>,
     /// Mini-batch size.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -89,15 +99,39 @@ struct ModeResult {
     peak_gpu_bytes: Option<u64>,
 }
 
+/// `64x64`, `64×64` or `64` (square) as (height, width), both positive.
+fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
+    let side = |v: &str| match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not HxW with positive sizes (e.g. 64x64)")),
+    };
+    match s.split_once(['x', 'X', '×']) {
+        Some((h, w)) => Ok((side(h)?, side(w)?)),
+        None => side(s).map(|n| (n, n)),
+    }
+}
+
 impl BenchArgs {
     fn config(&self) -> anyhow::Result<BenchConfig> {
-        let arch = maxl_core::Architecture::preset(&self.preset)
+        let mut arch = maxl_core::Architecture::preset(&self.preset)
             .map_err(|e| anyhow::anyhow!("--preset: {e}"))?;
+        if let Some((h, w)) = self.input_size {
+            arch = arch.with_input_size(h, w);
+        }
+        arch.validate()
+            .map_err(|e| anyhow::anyhow!("--preset {}: {e}", self.preset))?;
+        let generator_arch = match &self.generator_preset {
+            Some(name) => maxl_train::bench::generator_architecture(name, &arch.input)
+                .and_then(|g| g.validate().map(|()| g))
+                .map_err(|e| anyhow::anyhow!("--generator-preset {name}: {e}"))?,
+            None => arch.clone(),
+        };
         if let Some(n) = self.threads {
             tch::set_num_threads(n);
         }
         Ok(BenchConfig {
             arch,
+            generator_arch,
             batch_size: self.batch_size,
             classes: self.classes,
             psi_per_class: self.psi_per_class,
@@ -105,6 +139,26 @@ impl BenchArgs {
             warmup: self.warmup,
             device: self.device.resolve()?,
         })
+    }
+
+    /// The two networks' trainable parameter counts, and g's name where it is not f's.
+    fn sizes(&self, c: &BenchConfig) -> String {
+        let aux = self.classes * self.psi_per_class;
+        let count = |specs: Vec<maxl_core::arch::ParamSpec>| -> f64 {
+            let n: usize = specs
+                .iter()
+                .filter(|s| s.kind.is_trainable())
+                .map(|s| s.shape.iter().product::<usize>())
+                .sum();
+            n as f64 / 1e6
+        };
+        let f = count(c.arch.multitask_params(self.classes, aux));
+        let g = count(c.generator_arch.generator_params(aux));
+        let name = self
+            .generator_preset
+            .as_deref()
+            .unwrap_or("the same network");
+        format!("f {f:.2} M parameters, generator {name} {g:.2} M")
     }
 
     fn modes(&self) -> anyhow::Result<Vec<BenchMode>> {
@@ -128,6 +182,12 @@ impl BenchArgs {
             std::env::current_exe().context("cannot find this executable to run the modes")?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["bench", "--worker", &mode.name(), "--preset", &self.preset]);
+        if let Some((h, w)) = self.input_size {
+            cmd.args(["--input-size", &format!("{h}x{w}")]);
+        }
+        if let Some(g) = &self.generator_preset {
+            cmd.args(["--generator-preset", g]);
+        }
         for (flag, v) in [
             ("--batch-size", self.batch_size),
             ("--classes", self.classes),
@@ -193,11 +253,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let i = &config.arch.input;
     println!(
-        "preset {} ({}×{}×{}), batch {}, {} classes × ψ {}, device {:?}, {} timed steps per process, medians of {} interleaved repeats",
+        "preset {} ({}×{}×{}), {}, batch {}, {} classes × ψ {}, device {:?}, {} timed steps per process, medians of {} interleaved repeats",
         a.preset,
         i.channels,
         i.height,
         i.width,
+        a.sizes(&config),
         a.batch_size,
         a.classes,
         a.psi_per_class,
@@ -281,11 +342,31 @@ fn check_jvp(a: &BenchArgs) -> anyhow::Result<()> {
     let d = maxl_train::bench::jvp_difference(&c)?;
     const BOUND: f64 = 1e-4;
     println!(
-        "jvp vs double-backward, preset {}, batch {}, f32, {:?}: max |difference| / max |meta-gradient| = {d:.2e} (bound {BOUND:.0e})",
-        a.preset, a.batch_size, c.device
+        "jvp vs double-backward, preset {} ({}×{}), {}, batch {}, f32, {:?}: max |difference| / max |meta-gradient| = {d:.2e} (bound {BOUND:.0e})",
+        a.preset,
+        c.arch.input.height,
+        c.arch.input.width,
+        a.sizes(&c),
+        a.batch_size,
+        c.device
     );
     if d.is_nan() || d > BOUND {
         bail!("the jvp meta-gradient differs from the double-backward one by {d:.2e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_input_size;
+
+    #[test]
+    fn input_sizes_parse() {
+        assert_eq!(parse_input_size("64x48"), Ok((64, 48)));
+        assert_eq!(parse_input_size("32×32"), Ok((32, 32)));
+        assert_eq!(parse_input_size("64"), Ok((64, 64)));
+        for bad in ["0x4", "64x", "x64", "-1", "big", ""] {
+            assert!(parse_input_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use maxl_cli::choice;
-use maxl_core::config::{DatasetKind, MetaGradientMode, Method, Schedule, TrainConfig};
+use maxl_core::config::{DatasetKind, MetaGradientMode, Method, Schedule, StreamMode, TrainConfig};
 use maxl_train::{Outcome, RunOptions};
 
 use crate::args::TargetArgs;
@@ -30,9 +30,34 @@ pub struct TrainArgs {
     /// numbers, less time and memory).
     #[arg(long, value_parser = choice::<MetaGradientMode>())]
     meta_gradient: Option<MetaGradientMode>,
-    /// Architecture preset (small, vgg16); ignored when the config gives a full architecture.
+    /// Architecture preset: small, vgg16, resnet18, resnet34, resnet50 (ImageNet layout,
+    /// 224×224, ImageNet normalisation, resize shorter side 256 then center-crop) or
+    /// resnet18-cifar (3×3 stem, no max-pool, 32×32); ignored when the config gives a full
+    /// architecture.
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
+    /// The preset's input size as HxW (e.g. 96x96); a shorter-side resize keeps its ratio to
+    /// the crop.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<[usize; 2]>,
+    /// The label generator's own preset (default: the multi-task network's architecture, as in
+    /// the paper); e.g. resnet18 for a resnet50 network cuts the meta-step's cost.
+    #[arg(long, value_name = "NAME")]
+    generator_preset: Option<String>,
+    /// Initialise the backbone from a torchvision-layout state dict (safetensors; convert a
+    /// .pth with scripts/convert_torchvision.py). The classifier fc.* is ignored. Also
+    /// initialises the generator's backbone when it has the same architecture.
+    #[arg(long, value_name = "FILE")]
+    init_from: Option<PathBuf>,
+    /// Initialise the generator's backbone from this state dict instead.
+    #[arg(long, value_name = "FILE")]
+    generator_init_from: Option<PathBuf>,
+    /// The backbones' learning rate as a multiple of the heads' (fine-tuning, e.g. 0.1).
+    #[arg(long, value_name = "X")]
+    backbone_lr_scale: Option<f64>,
+    /// Train only the heads for the first N epochs (both backbones frozen).
+    #[arg(long, value_name = "N")]
+    freeze_backbone_epochs: Option<usize>,
     /// Number of epochs (with --resume: the new total).
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
@@ -62,10 +87,21 @@ pub struct TrainArgs {
     /// Visit training images in file order every epoch (deterministic mode).
     #[arg(long)]
     no_shuffle: bool,
-    /// No random crop or flip (deterministic mode).
+    /// No random crop (padded or resized) or flip (deterministic mode).
     #[arg(long)]
     no_augment: bool,
-    /// Stop after N stage-1 optimiser steps in total (the last epoch may be partial).
+    /// Image folder / CSV: auto (decode the images into memory when they fit the memory
+    /// budget, else decode each batch's from its files), always (stream) or never (in memory).
+    /// The batches, and so the results, are the same either way.
+    #[arg(long, value_parser = choice::<StreamMode>())]
+    stream: Option<StreamMode>,
+    /// Image folder / CSV: the most MiB of decoded images kept in memory before `--stream auto`
+    /// streams them (default 4096).
+    #[arg(long, value_name = "MB")]
+    memory_budget: Option<u64>,
+    /// Stop after N stage-1 optimiser steps in total (the last epoch may be partial). With
+    /// 0 and --export: export the initialised networks untrained (e.g. to check a converted
+    /// checkpoint against its source framework).
     #[arg(long, value_name = "N")]
     max_steps: Option<usize>,
     /// Run directory to create (default: runs/<method>-<UTC time>). An existing run is never overwritten.
@@ -74,7 +110,7 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
     /// --epochs, --max-steps, --device, --data-placement, --threads, --export,
     /// --fold-batch-norm and --quiet may be given with it).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
@@ -102,6 +138,26 @@ impl TrainArgs {
         if let Some(p) = &self.preset {
             c.model.preset = p.clone();
         }
+        c.model.input_size = self.input_size.or(c.model.input_size);
+        if let Some(p) = &self.init_from {
+            c.model.init_from = Some(p.clone());
+        }
+        if self.generator_preset.is_some() || self.generator_init_from.is_some() {
+            let g = c.model.generator.get_or_insert_with(Default::default);
+            if let Some(p) = &self.generator_preset {
+                g.preset = Some(p.clone());
+            }
+            if let Some(p) = &self.generator_init_from {
+                g.init_from = Some(p.clone());
+            }
+        }
+        if let Some(s) = self.backbone_lr_scale {
+            c.multitask_optimizer.backbone_lr_scale = s;
+            c.generator_optimizer.backbone_lr_scale = s;
+        }
+        c.freeze_backbone_epochs = self
+            .freeze_backbone_epochs
+            .unwrap_or(c.freeze_backbone_epochs);
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.batch_size = self.batch_size.unwrap_or(c.batch_size);
         c.seed = self.seed.unwrap_or(c.seed);
@@ -120,10 +176,27 @@ impl TrainArgs {
         if self.no_augment {
             c.dataset.crop_padding = 0;
             c.dataset.horizontal_flip = false;
+            c.dataset.random_resized_crop = false;
         }
+        c.dataset.stream = self.stream.unwrap_or(c.dataset.stream);
+        c.dataset.memory_budget_mb = self.memory_budget.unwrap_or(c.dataset.memory_budget_mb);
         // maxl_train::train validates it before anything is written.
         Ok(c)
     }
+}
+
+/// `HxW` (or `HXW`, `H×W`) as [H, W].
+fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("`{s}` is not a size like 224x224");
+    let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let (h, w) = (
+        h.trim().parse().map_err(|_| bad())?,
+        w.trim().parse().map_err(|_| bad())?,
+    );
+    if h == 0 || w == 0 {
+        return Err(bad());
+    }
+    Ok([h, w])
 }
 
 /// `runs/<method>-<YYYYmmdd-HHMMSS>` in UTC.
@@ -151,14 +224,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             maxl_train::train(&config, &out, &opts)?
         }
     };
-    let Some(last) = &outcome.last else {
-        println!(
-            "{}: nothing to do, the run already has {} epochs",
-            outcome.trainer.config.method.name(),
-            outcome.state.epochs_done
-        );
-        return Ok(());
-    };
+    // Exported whatever was trained: with --max-steps 0 the initialised networks, untrained.
     if let Some(dir) = &a.export {
         let opts = maxl_onnx::ExportOptions {
             fold_batch_norm: a.fold_batch_norm,
@@ -170,6 +236,21 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         println!("exported to {} (maxl.yaml, {files})", dir.display());
     }
+    let Some(last) = &outcome.last else {
+        if outcome.state.epochs_done == 0 {
+            println!(
+                "{}: no steps taken (--max-steps 0): the networks are as initialised",
+                outcome.trainer.config.method.name()
+            );
+        } else {
+            println!(
+                "{}: nothing to do, the run already has {} epochs",
+                outcome.trainer.config.method.name(),
+                outcome.state.epochs_done
+            );
+        }
+        return Ok(());
+    };
     summary(&outcome, last);
     Ok(())
 }

@@ -4,11 +4,14 @@
 //! `maxl-train bench` runs every mode in its own process (so each one's peak memory, VmHWM,
 //! and on CUDA the most bytes of tensors allocated at once, is its own) and repeats the whole
 //! set, interleaved, taking medians; ratios are to the single-task step of the same run.
+//!
+//! The label generator g is f's architecture unless the bench is given another
+//! ([`generator_architecture`]): any preset, or a ResNet preset narrowed (`resnet18-narrow`).
 
 use std::ffi::c_int;
 use std::time::Instant;
 
-use maxl_core::arch::Architecture;
+use maxl_core::arch::{ArchError, Architecture, InputSpec};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
@@ -25,8 +28,11 @@ use crate::shim::{self, maxl_cuda_peak_allocated};
 
 /// What one timing measures on.
 pub struct BenchConfig {
-    /// The architecture of both networks.
+    /// The multi-task network f's architecture.
     pub arch: Architecture,
+    /// The label generator g's architecture (f's unless a separate generator is timed); its
+    /// input must be f's.
+    pub generator_arch: Architecture,
     /// Mini-batch size.
     pub batch_size: usize,
     /// Primary classes of the synthetic task.
@@ -86,6 +92,39 @@ impl BenchMode {
     }
 }
 
+/// The suffix that narrows a ResNet preset into a generator ([`generator_architecture`]).
+pub const NARROW_SUFFIX: &str = "-narrow";
+/// How much narrower `PRESET-narrow` is than `PRESET`: every stage's width (and so the stem's)
+/// and the head's hidden width are divided by it.
+pub const NARROW_DIVISOR: usize = 4;
+
+/// The generator architecture called `name`, with `input` (f's) as its input: a preset
+/// ([`maxl_core::arch::PRESETS`]), or `PRESET-narrow` for a ResNet preset — the same layout
+/// (blocks, stem) with every stage width and the head's hidden width divided by
+/// [`NARROW_DIVISOR`]: `resnet18-narrow` has widths `[16, 32, 64, 128]` and a 128-wide head
+/// (about 1/16 of resnet18's parameters and multiply-adds). Not validated.
+pub fn generator_architecture(name: &str, input: &InputSpec) -> Result<Architecture, ArchError> {
+    let mut arch = match name.strip_suffix(NARROW_SUFFIX) {
+        Some(base) => {
+            let mut arch = Architecture::preset(base)?;
+            let Some(r) = arch.resnet.as_mut() else {
+                return Err(ArchError::BadResNet(format!(
+                    "`{name}`: only a ResNet preset can be narrowed (`{base}` is not one)"
+                )));
+            };
+            for w in &mut r.widths {
+                *w = (*w / NARROW_DIVISOR).max(1);
+            }
+            r.stem_width = r.stem_width.map(|w| (w / NARROW_DIVISOR).max(1));
+            arch.head_hidden = (arch.head_hidden / NARROW_DIVISOR).max(1);
+            arch
+        }
+        None => Architecture::preset(name)?,
+    };
+    arch.input = input.clone();
+    Ok(arch)
+}
+
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
@@ -131,7 +170,7 @@ pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
     tch::manual_seed(0);
     let (x, y, h) = synthetic(c);
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), Kind::Float, c.device);
-    let g = LabelGenerator::new(&c.arch, &h, Kind::Float, c.device);
+    let g = LabelGenerator::new(&c.generator_arch, &h, Kind::Float, c.device);
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.2,
@@ -160,6 +199,7 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
         lr: 0.01,
         momentum: 0.0,
         weight_decay: 0.0,
+        backbone_lr_scale: 1.0,
     };
     let losses = LossConfig {
         gamma: 2.0,
@@ -177,11 +217,12 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
     }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
     let mut g = Generator::new(
-        LabelGenerator::new(&c.arch, &h, kind, dev),
+        LabelGenerator::new(&c.generator_arch, &h, kind, dev),
         OptimizerConfig {
             lr: lr.g,
             momentum: 0.0,
             weight_decay: 5e-4,
+            backbone_lr_scale: 1.0,
         },
     );
     let mut opt_f = Sgd::new(sgd, f.store.params.len());
@@ -240,6 +281,26 @@ mod tests {
             assert_eq!(BenchMode::parse(&m.name()), Some(m));
         }
         assert_eq!(BenchMode::all().len(), 7);
+    }
+
+    #[test]
+    fn narrow_generators() {
+        let f = Architecture::preset("resnet18")
+            .unwrap()
+            .with_input_size(64, 64);
+        let g = generator_architecture("resnet18-narrow", &f.input).unwrap();
+        g.validate().unwrap();
+        assert_eq!(g.input, f.input);
+        let r = g.resnet.as_ref().unwrap();
+        assert_eq!(r.widths, vec![16, 32, 64, 128]);
+        assert_eq!(r.layers, f.resnet.as_ref().unwrap().layers);
+        assert_eq!((g.head_hidden, g.feature_dim()), (128, 128));
+        assert_eq!(g.backbone_params()[0].shape, vec![16, 3, 7, 7]);
+        let same = generator_architecture("resnet18", &f.input).unwrap();
+        assert_eq!(same, f);
+        for bad in ["small-narrow", "resnet-narrow", "nope"] {
+            assert!(generator_architecture(bad, &f.input).is_err(), "{bad}");
+        }
     }
 
     #[test]

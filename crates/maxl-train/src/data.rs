@@ -1,12 +1,13 @@
-//! Preparing a dataset for one training run: reading it, grouping classes, resolving ψ for the
-//! method, the seeded validation split, and the fixed auxiliary labels of the `random` and
-//! `human` baselines.
+//! Preparing a dataset for one training run: reading it (image files decoded into memory, or
+//! streamed from their files when they would not fit the memory budget), grouping classes,
+//! resolving ψ for the method, the seeded validation split, and the fixed auxiliary labels of the
+//! `random` and `human` baselines.
 
-use maxl_core::arch::Architecture;
-use maxl_core::config::{DatasetKind, Method, TrainConfig};
+use maxl_core::arch::{self, Architecture};
+use maxl_core::config::{DatasetConfig, DatasetKind, Method, StreamMode, TrainConfig};
 use maxl_core::hierarchy::Hierarchy;
-use maxl_data::Dataset;
-use maxl_data::folder::ImageShape;
+use maxl_data::folder::{ImageShape, Resize};
+use maxl_data::{Dataset, TrainTest};
 use rand::{Rng, SeedableRng};
 
 use crate::TrainError;
@@ -66,6 +67,59 @@ pub fn prepare(config: &TrainConfig, arch: &Architecture) -> Result<PreparedData
     })
 }
 
+/// The size (rows, columns) the images are kept at: the network's input, or with
+/// `dataset.random_resized_crop` the resize size the random boxes are cut from (S × S for a
+/// shorter-side resize S, the input size for a stretch).
+pub fn stored_size(config: &TrainConfig, arch: &Architecture) -> (usize, usize) {
+    match (config.dataset.random_resized_crop, arch.input.resize) {
+        (true, arch::Resize::ShorterSide(s)) => (s, s),
+        _ => (arch.input.height, arch.input.width),
+    }
+}
+
+/// What image files are decoded to: the input's channels at [`stored_size`], by the input's
+/// resize (the central S × S square of a shorter-side resize S when the images are kept at S × S).
+fn image_shape(config: &TrainConfig, arch: &Architecture) -> ImageShape {
+    let (height, width) = stored_size(config, arch);
+    ImageShape {
+        channels: arch.input.channels,
+        height,
+        width,
+        resize: match arch.input.resize {
+            arch::Resize::Stretch => Resize::Stretch,
+            arch::Resize::ShorterSide(s) => Resize::ShorterSide(s),
+        },
+    }
+}
+
+/// Image files decoded into memory, or left streamed when `dataset.stream` says so (`auto`:
+/// when decoded they would take more than `dataset.memory_budget_mb`).
+fn keep_or_stream(tt: TrainTest, d: &DatasetConfig) -> Result<TrainTest, TrainError> {
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let bytes = tt.decoded_bytes();
+    let images = tt.train.len() + tt.test.len();
+    let over = bytes as u128 > (d.memory_budget_mb as u128) << 20;
+    let stream = match d.stream {
+        StreamMode::Always => true,
+        StreamMode::Never => false,
+        StreamMode::Auto => over,
+    };
+    if stream {
+        tracing::info!(
+            "streaming {images} images from their files (decoded: {:.1} MiB; dataset.stream {}, memory budget {} MiB)",
+            mib(bytes),
+            maxl_core::Choice::name(d.stream),
+            d.memory_budget_mb
+        );
+        return Ok(tt);
+    }
+    tracing::info!(
+        "decoding {images} images into memory ({:.1} MiB)",
+        mib(bytes)
+    );
+    Ok(tt.into_resident()?)
+}
+
 /// Reads the configured dataset's training and test sets, with classes grouped when
 /// `dataset.coarse_groups` is set.
 fn read_dataset(
@@ -73,11 +127,7 @@ fn read_dataset(
     arch: &Architecture,
 ) -> Result<(Dataset, Dataset), TrainError> {
     let d = &config.dataset;
-    let shape = ImageShape {
-        channels: arch.input.channels,
-        height: arch.input.height,
-        width: arch.input.width,
-    };
+    let shape = image_shape(config, arch);
     // validate() guarantees a path for every kind but Fashion-MNIST.
     let path = || d.path.as_deref().expect("validated: dataset.path is set");
     let test = d.test_path.as_deref();
@@ -86,12 +136,26 @@ fn read_dataset(
         DatasetKind::Idx => maxl_data::idx::idx_dir(path(), d.class_names.as_deref())?,
         DatasetKind::Cifar10 => maxl_data::cifar::cifar10(path())?,
         DatasetKind::Cifar100 => maxl_data::cifar::cifar100(path())?,
-        DatasetKind::ImageFolder => {
-            maxl_data::folder::image_folder(path(), test, shape, d.test_fraction, config.seed)?
-        }
-        DatasetKind::Csv => {
-            maxl_data::folder::csv_list(path(), test, shape, d.test_fraction, config.seed)?
-        }
+        DatasetKind::ImageFolder => keep_or_stream(
+            maxl_data::folder::image_folder_streamed(
+                path(),
+                test,
+                shape,
+                d.test_fraction,
+                config.seed,
+            )?,
+            d,
+        )?,
+        DatasetKind::Csv => keep_or_stream(
+            maxl_data::folder::csv_list_streamed(
+                path(),
+                test,
+                shape,
+                d.test_fraction,
+                config.seed,
+            )?,
+            d,
+        )?,
     };
     let (mut train, mut test) = (tt.train, tt.test);
     if let Some(groups) = &d.coarse_groups {
@@ -124,15 +188,16 @@ fn fit_to_input(
     }
     train.pad_and_replicate(d.pad, channels)?;
     test.pad_and_replicate(d.pad, channels)?;
-    if (train.channels, train.height, train.width) != (input.channels, input.height, input.width) {
+    let (height, width) = stored_size(config, arch);
+    if (train.channels, train.height, train.width) != (input.channels, height, width) {
         return Err(TrainError::Invalid(format!(
             "dataset images are {}×{}×{} but the model expects {}×{}×{} (model.preset `{}`)",
             train.channels,
             train.height,
             train.width,
             input.channels,
-            input.height,
-            input.width,
+            height,
+            width,
             config.model.preset
         )));
     }

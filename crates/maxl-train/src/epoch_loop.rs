@@ -89,6 +89,9 @@ pub fn run(
     let data = crate::data::prepare(&config, &arch)?;
     log_run(&config, &data, device);
     let mut trainer = Trainer::new(config, data, device)?;
+    if matches!(start, Start::New { .. }) {
+        trainer.init_backbones()?;
+    }
     // Before a new run directory is made: a refused upload leaves nothing behind.
     if let Some(bytes) = trainer.place_data(placement)? {
         info!(
@@ -106,7 +109,7 @@ pub fn run(
         // Stopped after its last checkpoint but before the summary: finish it.
         info!("{}: writing the missing weights and summary", out.display());
         run_dir.save_weights(&trainer)?;
-        run_dir.write_summary(&trainer, &trainer.evaluation(), &state)?;
+        run_dir.write_summary(&trainer, &trainer.evaluation()?, &state)?;
     }
     Ok(Outcome {
         trainer,

@@ -1,6 +1,9 @@
 //! Exporting trained networks: `primary.onnx`, `label_generator.onnx` (methods with a generator)
 //! and the manifest `maxl.yaml`, from live networks or from a run's checkpoint.
 //!
+//! The manifest's classes, ψ, slot names and input description are built once, as the
+//! [`ModelMetadata`] both ONNX files carry, so the files and the manifest say the same.
+//!
 //! Every file is written under a temporary name and renamed; the manifest goes last, so a crash
 //! leaves either the previous complete export or files whose hashes the loader refuses.
 
@@ -13,7 +16,7 @@ use maxl_core::hierarchy::{Hierarchy, folder_safe_name};
 use maxl_core::manifest::{
     self, ClassName, Manifest, ManifestInput, ManifestModels, ModelFile, TrainingSummary,
 };
-use maxl_onnx::{Array, ExportOptions, Weights};
+use maxl_onnx::{Array, ExportOptions, ModelMetadata, Weights};
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
@@ -80,9 +83,10 @@ pub fn export(
     opts: ExportOptions,
 ) -> Result<Manifest, TrainError> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::output(out, e))?;
-    let primary_file = export_primary(out, f, info, opts)?;
-    let generator_file = export_generator(out, g, info, opts)?;
-    let m = build_manifest(info, primary_file, generator_file);
+    let metadata = model_metadata(info);
+    let primary_file = export_primary(out, f, info, &metadata, opts)?;
+    let generator_file = export_generator(out, g, info, &metadata, opts)?;
+    let m = build_manifest(info, metadata, primary_file, generator_file);
     write_atomic(&out.join(manifest::MANIFEST_FILE), m.to_yaml().as_bytes())?;
     Ok(m)
 }
@@ -97,6 +101,7 @@ fn export_primary(
     out: &Path,
     f: &MultiTaskNet,
     info: &ExportInfo<'_>,
+    metadata: &ModelMetadata,
     opts: ExportOptions,
 ) -> Result<ModelFile, TrainError> {
     let primary = maxl_onnx::primary_model(
@@ -105,6 +110,7 @@ fn export_primary(
         f.num_aux,
         &weights(&f.store),
         opts,
+        metadata,
     )
     .map_err(export_error)?;
     write_atomic(&out.join(PRIMARY_FILE), &maxl_onnx::to_bytes(&primary))?;
@@ -125,15 +131,17 @@ fn export_generator(
     out: &Path,
     g: Option<&LabelGenerator>,
     info: &ExportInfo<'_>,
+    metadata: &ModelMetadata,
     opts: ExportOptions,
 ) -> Result<Option<ModelFile>, TrainError> {
     match g {
         Some(g) => {
             let model = maxl_onnx::label_generator_model(
-                info.arch,
+                &g.arch,
                 info.hierarchy,
                 &weights(&g.store),
                 opts,
+                metadata,
             )
             .map_err(export_error)?;
             write_atomic(
@@ -162,12 +170,9 @@ fn export_generator(
     }
 }
 
-/// The manifest of an export with these model files.
-fn build_manifest(
-    info: &ExportInfo<'_>,
-    primary_file: ModelFile,
-    generator_file: Option<ModelFile>,
-) -> Manifest {
+/// What the export says about the model — classes, ψ, slot names, input — once, for both ONNX
+/// files' metadata and the manifest.
+fn model_metadata(info: &ExportInfo<'_>) -> ModelMetadata {
     let classes: Vec<ClassName> = info
         .class_names
         .iter()
@@ -177,12 +182,9 @@ fn build_manifest(
         })
         .collect();
     let safe: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
-    let c = info.config;
     let i = &info.arch.input;
-    Manifest {
-        format: manifest::FORMAT,
+    ModelMetadata {
         producer: format!("maxl-train {}", env!("CARGO_PKG_VERSION")),
-        opset: maxl_onnx::OPSET,
         psi: info.hierarchy.psi().to_vec(),
         aux_slots: info.hierarchy.slot_names(&safe),
         classes,
@@ -197,6 +199,25 @@ fn build_manifest(
             std: i.std.clone(),
             resize: i.resize,
         },
+    }
+}
+
+/// The manifest of an export with this metadata and these model files.
+fn build_manifest(
+    info: &ExportInfo<'_>,
+    metadata: ModelMetadata,
+    primary_file: ModelFile,
+    generator_file: Option<ModelFile>,
+) -> Manifest {
+    let c = info.config;
+    Manifest {
+        format: manifest::FORMAT,
+        producer: metadata.producer,
+        opset: maxl_onnx::OPSET,
+        psi: metadata.psi,
+        aux_slots: metadata.aux_slots,
+        classes: metadata.classes,
+        input: metadata.input,
         models: ManifestModels {
             primary: primary_file,
             label_generator: generator_file,
@@ -204,11 +225,8 @@ fn build_manifest(
         training: TrainingSummary {
             method: c.method.name().into(),
             schedule: c.schedule.name().into(),
-            architecture: if c.model.architecture.is_some() {
-                "custom".into()
-            } else {
-                c.model.preset.clone()
-            },
+            architecture: c.model.describe(),
+            generator_architecture: c.model.describe_generator(),
             dataset: c.dataset.kind.name().into(),
             epochs: info.epochs,
             seed: c.seed,
@@ -269,14 +287,18 @@ pub fn export_checkpoint(
         store: f_store,
     };
     let g = if config.method.uses_generator() {
+        let g_arch = config
+            .model
+            .resolve_generator()
+            .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
         let store = ParamStore::from_named(
-            arch.generator_params(hierarchy.num_aux()),
+            g_arch.generator_params(hierarchy.num_aux()),
             &read(GENERATOR_FILE)?,
             Kind::Float,
             Device::Cpu,
         )
         .map_err(|m| TrainError::output(&checkpoint.join(GENERATOR_FILE), m))?;
-        Some(LabelGenerator::with_store(&arch, &hierarchy, store))
+        Some(LabelGenerator::with_store(&g_arch, &hierarchy, store))
     } else {
         None
     };

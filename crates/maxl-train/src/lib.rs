@@ -40,6 +40,7 @@ pub mod data;
 pub mod epoch_loop;
 pub mod export;
 pub mod forward_ad;
+pub mod init_from;
 pub mod loss;
 pub mod meta;
 pub mod net;

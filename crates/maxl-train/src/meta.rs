@@ -67,7 +67,8 @@ impl Generator {
 
     /// One optimiser step of θ2 along `grads`.
     fn step(&mut self, grads: &[Tensor], lr: f64) {
-        self.opt.step(&self.net.store.params, grads, lr);
+        self.opt
+            .step(&self.net.store.params, grads, lr, &self.net.store.lr_scales);
     }
 }
 
@@ -224,13 +225,15 @@ fn primary_focal(f: &MultiTaskNet, logits: &Tensor, y: &Tensor, gamma: f64) -> T
     focal_loss(logits, &one_hot(y, f.num_primary, logits.kind()), gamma)
 }
 
-/// The fast weights θ1⁺ = θ1 − αG at f's live θ1.
+/// The fast weights θ1⁺ = θ1 − αG at f's live θ1, each parameter's α scaled by its
+/// learning-rate scale (the stage-1 update's own step).
 fn fast_weights(f: &MultiTaskNet, grad1: &[Tensor], alpha: f64) -> Vec<Tensor> {
     f.store
         .params
         .iter()
         .zip(grad1)
-        .map(|(p, g)| p - g * alpha)
+        .zip(&f.store.lr_scales)
+        .map(|((p, g), s)| p - g * (alpha * s))
         .collect()
 }
 
@@ -276,6 +279,12 @@ fn by_jvp(
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
     let v = gradient(&primary_at_fast, &fast, false);
+    // θ1⁺ = θ1 − α·s⊙G: the contraction is with s⊙v.
+    let v: Vec<Tensor> = v
+        .into_iter()
+        .zip(&f.store.lr_scales)
+        .map(|(v, &s)| if s == 1.0 { v } else { v * s })
+        .collect();
     let dot = slot_loss_jvp(f, x, &v, losses.gamma)?;
     let n = x.size()[0] as f64;
     let regulariser = anti_collapse(t);
@@ -377,7 +386,7 @@ pub fn stage1(
         Tensor::run_backward(&[&l.total], &f.store.params, false, false),
         &f.store.params,
     );
-    opt.step(&f.store.params, &grads, lr);
+    opt.step(&f.store.params, &grads, lr, &f.store.lr_scales);
     StageOne::measure(&l, &out.primary, y)
 }
 
@@ -473,7 +482,7 @@ pub fn fused_step(
             (l1, grad1.iter().map(Tensor::detach).collect(), mg)
         }
     };
-    opt_f.step(theta1, &grad1, lr.f);
+    opt_f.step(theta1, &grad1, lr.f, &f.store.lr_scales);
     g.step(&mg.grads, lr.g);
     Ok((StageOne::measure(&l1, &out.primary, y), mg))
 }

@@ -46,8 +46,11 @@ pub struct ParamStore {
     pub specs: Vec<ParamSpec>,
     /// Trainable tensors, in the order of `specs` filtered by `is_trainable`.
     pub params: Vec<Tensor>,
-    /// Running mean and variance per conv layer, in the order of `specs` filtered by `!is_trainable`.
+    /// Running mean and variance per batch norm, in the order of `specs` filtered by
+    /// `!is_trainable`.
     pub buffers: Vec<Tensor>,
+    /// Each trainable tensor's learning-rate scale (1 unless the backbone's is set; 0 freezes).
+    pub lr_scales: Vec<f64>,
 }
 
 impl ParamStore {
@@ -94,10 +97,12 @@ impl ParamStore {
                 }
             }
         });
+        let lr_scales = vec![1.0; params.len()];
         Self {
             specs,
             params,
             buffers,
+            lr_scales,
         }
     }
 
@@ -132,11 +137,21 @@ impl ParamStore {
                 buffers.push(t);
             }
         }
+        let lr_scales = vec![1.0; params.len()];
         Ok(Self {
             specs,
             params,
             buffers,
+            lr_scales,
         })
+    }
+
+    /// Sets the backbone's learning-rate scale (the heads keep 1; 0 freezes the backbone).
+    pub fn set_backbone_lr_scale(&mut self, scale: f64) {
+        let backbone = self.specs.iter().filter(|s| s.kind.is_trainable());
+        for (s, spec) in self.lr_scales.iter_mut().zip(backbone) {
+            *s = if spec.is_backbone() { scale } else { 1.0 };
+        }
     }
 
     /// All tensors with their names, parameters and buffers, in the architecture's order.
@@ -332,6 +347,18 @@ impl MultiTaskNet {
         let primary = head(&feats, &params[nb..nb + 4]);
         let aux = (with_aux && self.num_aux > 0).then(|| head(&feats, &params[nb + 4..nb + 8]));
         MultiTaskOutput { primary, aux }
+    }
+
+    /// The backbone's features [N, F] at the live weights (what the heads see).
+    pub fn features(&self, x: &Tensor, bn: BatchNorm) -> Tensor {
+        let nb = num_backbone_params(&self.arch);
+        backbone(
+            &self.arch,
+            x,
+            &self.store.params[..nb],
+            &self.store.buffers,
+            bn,
+        )
     }
 
     /// Forward at the live weights.

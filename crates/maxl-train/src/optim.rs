@@ -25,19 +25,25 @@ impl Sgd {
         }
     }
 
-    /// One update `p ← p − lr · d` with `d = grad + wd·p`, through momentum when enabled.
-    pub fn step(&mut self, params: &[Tensor], grads: &[Tensor], lr: f64) {
+    /// One update `p ← p − lr·s · d` with `d = grad + wd·p`, through momentum when enabled,
+    /// where `s` is each parameter's learning-rate scale (`scales`, as PyTorch's parameter
+    /// groups). A parameter with scale 0 is frozen: neither it nor its momentum buffer changes.
+    pub fn step(&mut self, params: &[Tensor], grads: &[Tensor], lr: f64, scales: &[f64]) {
         let OptimizerConfig {
             momentum,
             weight_decay,
             ..
         } = self.config;
         tch::no_grad(|| {
-            for ((p, g), buf) in params
+            for (((p, g), buf), &scale) in params
                 .iter()
                 .zip(grads)
                 .zip(self.momentum_buffers.iter_mut())
+                .zip(scales)
             {
+                if scale == 0.0 {
+                    continue;
+                }
                 let mut d = if weight_decay != 0.0 {
                     g + p * weight_decay
                 } else {
@@ -55,7 +61,7 @@ impl Sgd {
                     d = buf.as_ref().map_or(d, Tensor::shallow_clone);
                 }
                 let mut p = p.shallow_clone();
-                let _ = p.f_sub_(&(d * lr)).expect("parameter update");
+                let _ = p.f_sub_(&(d * (lr * scale))).expect("parameter update");
             }
         });
     }
@@ -87,18 +93,19 @@ mod tests {
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 0.5,
+            backbone_lr_scale: 1.0,
         };
         let mut sgd = Sgd::new(cfg, 1);
         let g = Tensor::from_slice(&[0.2f64, 0.4]);
         // step 1: d = g + 0.5 p = [0.7, -0.6]; buf = d; p = p − 0.1 d.
-        sgd.step(&[p.shallow_clone()], &[g.shallow_clone()], 0.1);
+        sgd.step(&[p.shallow_clone()], &[g.shallow_clone()], 0.1, &[1.0]);
         let v1 = Vec::<f64>::try_from(&p.detach()).unwrap();
         assert!(
             (v1[0] - 0.93).abs() < 1e-12 && (v1[1] + 1.94).abs() < 1e-12,
             "{v1:?}"
         );
         // step 2: d = g + 0.5 p; buf = 0.9 buf + d; p −= 0.1 buf.
-        sgd.step(&[p.shallow_clone()], &[g.shallow_clone()], 0.1);
+        sgd.step(&[p.shallow_clone()], &[g.shallow_clone()], 0.1, &[1.0]);
         let d = [0.2 + 0.5 * 0.93, 0.4 + 0.5 * -1.94];
         let buf = [0.9 * 0.7 + d[0], 0.9 * -0.6 + d[1]];
         let v2 = Vec::<f64>::try_from(&p.detach()).unwrap();

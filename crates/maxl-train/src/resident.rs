@@ -6,10 +6,11 @@
 //! the batch's image indices, rows and columns travel to the device (8·B·(1+H+W) bytes instead
 //! of 4·B·C·H·W bytes of floats). The placements are drawn on the host from the same random
 //! stream, in the same order, as when batches are assembled there, and the table holds exactly
-//! the host's normalised values: the batches are the same numbers either way.
+//! the host's normalised values: the batches are the same numbers either way. Datasets streamed
+//! from their files and random resized crops are made on the host only.
 
 use maxl_data::Dataset;
-use maxl_data::batch::{Normalize, Placement};
+use maxl_data::batch::{Augment, Normalize, Placement};
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
@@ -80,7 +81,25 @@ impl DataPlacement {
 pub fn resident_bytes(data: &PreparedData, pad: usize) -> usize {
     let t = &data.train;
     let train = t.len() * t.channels * (t.height + 2 * pad) * (t.width + 2 * pad);
-    train + data.validation.pixels.len() + data.test.pixels.len()
+    train + data.validation.decoded_bytes() + data.test.decoded_bytes()
+}
+
+/// Why batches of `data` augmented by `augment` can only be made on the host, if they can:
+/// images streamed from their files are in no memory to upload, and a random resized crop is
+/// a resampling, not a gather.
+pub fn host_only(data: &PreparedData, augment: Option<Augment>) -> Option<&'static str> {
+    if [&data.train, &data.validation, &data.test]
+        .iter()
+        .any(|d| d.is_streamed())
+    {
+        return Some(
+            "the images are streamed from their files (over dataset.memory_budget_mb, or dataset.stream: always), so batches are made on the host",
+        );
+    }
+    if augment.is_some_and(|a| a.resized_crop.is_some()) {
+        return Some("random resized crops (dataset.random_resized_crop) are made on the host");
+    }
+    None
 }
 
 /// One dataset on the device.

@@ -9,7 +9,8 @@ use std::time::Instant;
 use maxl_core::arch::Architecture;
 use maxl_core::config::{Method, Schedule, TrainConfig};
 use maxl_data::Dataset;
-use maxl_data::batch::{Augment, Normalize, assemble, assemble_placed, placements};
+use maxl_data::batch::{Augment, Normalize, Placement, assemble_sized, placements};
+use maxl_data::resized_crop::ResizedCrop;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -24,7 +25,7 @@ use crate::meta::{
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
-use crate::resident::{DataPlacement, Resident, resident_bytes};
+use crate::resident::{DataPlacement, Resident, host_only, resident_bytes};
 
 /// Batch size used for evaluation passes.
 const EVAL_BATCH: usize = 1000;
@@ -100,6 +101,60 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// Initialises the backbones from `model.init_from` (f) and the generator's state dict
+    /// (g; see [`maxl_core::config::ModelConfig::generator_init_from`]), logging what was
+    /// loaded, ignored and kept by name. A new run's first step, never a resumed run's.
+    pub fn init_backbones(&mut self) -> Result<(), crate::TrainError> {
+        let log = |net: &str, path: &std::path::Path, r: &crate::init_from::InitReport| {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            tracing::info!(
+                "{}: {net}'s backbone: loaded {} tensors ({}); ignored {} ({}); kept their \
+                 initialisation: {} ({})",
+                path.display(),
+                r.loaded.len(),
+                list(&r.loaded),
+                r.ignored.len(),
+                list(&r.ignored),
+                r.kept.len(),
+                list(&r.kept)
+            );
+        };
+        if let Some(path) = self.config.model.init_from.clone() {
+            let r = crate::init_from::load_backbone(&mut self.f.store, &path)?;
+            log("f", &path, &r);
+        }
+        let g_path = self
+            .config
+            .model
+            .generator_init_from()
+            .map(|p| p.to_path_buf());
+        if let (Some(g), Some(path)) = (&mut self.g, g_path) {
+            let r = crate::init_from::load_backbone(&mut g.net.store, &path)?;
+            log("g", &path, &r);
+        }
+        Ok(())
+    }
+
+    /// The backbones' learning-rate scales in (0-based) `epoch`: 0 (frozen) during the
+    /// warm-up epochs, each optimiser's `backbone_lr_scale` after.
+    fn set_lr_scales(&mut self, epoch: usize) {
+        let frozen = epoch < self.config.freeze_backbone_epochs;
+        let scale = |s: f64| if frozen { 0.0 } else { s };
+        self.f
+            .store
+            .set_backbone_lr_scale(scale(self.config.multitask_optimizer.backbone_lr_scale));
+        let g_scale = scale(self.config.generator_optimizer.backbone_lr_scale);
+        if let Some(g) = &mut self.g {
+            g.net.store.set_backbone_lr_scale(g_scale);
+        }
+    }
+
     /// A fresh trainer: resolves the architecture, seeds tch's RNG with `config.seed`, and builds f
     /// (with an auxiliary head unless `single`), g for methods with a generator, and their SGD
     /// optimisers. Batches are made on the host until [`place_data`](Trainer::place_data).
@@ -123,17 +178,23 @@ impl Trainer {
         } else {
             data.hierarchy.num_aux()
         };
+        let g_arch = config
+            .model
+            .resolve_generator()
+            .map_err(|e| crate::TrainError::Invalid(format!("model: {e}")))?;
         let f = MultiTaskNet::new(&arch, data.hierarchy.num_primary(), num_aux, kind, device);
         let g = config.method.uses_generator().then(|| {
-            let net = LabelGenerator::new(&arch, &data.hierarchy, kind, device);
+            let net = LabelGenerator::new(&g_arch, &data.hierarchy, kind, device);
             Generator::new(net, config.generator_optimizer)
         });
         let opt_f = Sgd::new(config.multitask_optimizer, f.store.params.len());
         let d = &config.dataset;
-        let augment = (d.crop_padding > 0 || d.horizontal_flip).then_some(Augment {
-            crop_padding: d.crop_padding,
-            horizontal_flip: d.horizontal_flip,
-        });
+        let augment =
+            (d.crop_padding > 0 || d.horizontal_flip || d.random_resized_crop).then_some(Augment {
+                crop_padding: d.crop_padding,
+                horizontal_flip: d.horizontal_flip,
+                resized_crop: d.random_resized_crop.then(ResizedCrop::default),
+            });
         Ok(Self {
             norm: Normalize::per_channel(
                 &arch.input.mean.expand(arch.input.channels),
@@ -167,6 +228,14 @@ impl Trainer {
     pub fn place_data(&mut self, placement: DataPlacement) -> Result<Option<usize>, TrainError> {
         let pad = self.augment.map_or(0, |a| a.crop_padding);
         self.resident = None;
+        if let Some(why) = host_only(&self.data, self.augment) {
+            if placement == DataPlacement::Device {
+                return Err(TrainError::Invalid(format!(
+                    "--data-placement device: {why}; use --data-placement host (or auto)"
+                )));
+            }
+            return Ok(None);
+        }
         if !placement.keeps(&self.data, pad, self.device) {
             return Ok(None);
         }
@@ -205,6 +274,7 @@ impl Trainer {
         let start = Instant::now();
         let cpu_start = process_cpu_seconds();
         let epoch = self.epochs_done;
+        self.set_lr_scales(epoch);
         let c = &self.config;
         let lr = LearningRates {
             f: scheduled_lr(c.multitask_optimizer.lr, c.lr_step, epoch),
@@ -224,10 +294,8 @@ impl Trainer {
             fixed_aux: self.data.fixed_aux.as_deref(),
             // Tensors are not Sync: the batch thread gets its own handles to the same storage.
             resident: self.resident.as_ref().map(Resident::shallow_clone),
-            norm: self.norm,
+            maker: self.batch_maker(),
             augment: self.augment,
-            kind: self.kind,
-            device: self.device,
         };
         let mut acc = Accum::new(self.device);
         let mut nets = Nets {
@@ -247,7 +315,17 @@ impl Trainer {
             nets.train_batches(rx, lr, &mut acc, total, progress)
         })?;
         self.steps_done += steps_done;
-        Ok(self.finish_epoch(epoch, lr.f, (start, cpu_start), &acc))
+        self.finish_epoch(epoch, lr.f, (start, cpu_start), &acc)
+    }
+
+    /// How host batches are made for the network's input.
+    fn batch_maker(&self) -> BatchMaker {
+        BatchMaker {
+            norm: self.norm,
+            out: (self.arch.input.height, self.arch.input.width),
+            kind: self.kind,
+            device: self.device,
+        }
     }
 
     /// Ends an epoch after its training: times it, evaluates, counts it and reads back its sums.
@@ -257,13 +335,13 @@ impl Trainer {
         lr: f64,
         (start, cpu_start): (Instant, f64),
         acc: &Accum,
-    ) -> EpochMetrics {
+    ) -> Result<EpochMetrics, TrainError> {
         let seconds = start.elapsed().as_secs_f64();
         let cpu_seconds = process_cpu_seconds() - cpu_start;
-        let (val_acc, test_acc, generator) = self.evaluate();
+        let (val_acc, test_acc, generator) = self.evaluate()?;
         self.epochs_done += 1;
         let sums = acc.read();
-        EpochMetrics {
+        Ok(EpochMetrics {
             epoch: epoch + 1,
             lr,
             primary_loss: sums.primary,
@@ -276,22 +354,21 @@ impl Trainer {
             seconds,
             cpu_seconds,
             generator,
-        }
+        })
     }
 
     /// Validation and test accuracy and the generator's slot usage (on the validation set, or
-    /// on the unaugmented training set without one).
-    fn evaluate(&self) -> (f64, f64, Option<GeneratorStats>) {
-        let generator = if self.data.validation.is_empty() {
-            self.generator_stats(Split::Train)
-        } else {
-            self.generator_stats(Split::Validation)
-        };
-        (
-            self.accuracy(Split::Validation),
-            self.accuracy(Split::Test),
-            generator,
-        )
+    /// on the unaugmented training set without one). Fails only where a streamed image cannot
+    /// be read.
+    fn evaluate(&self) -> Result<(f64, f64, Option<GeneratorStats>), TrainError> {
+        // One pass per split: a streamed split's files are decoded once per evaluation.
+        let on_validation = !self.data.validation.is_empty();
+        let (val_acc, mut generator) = self.eval_pass(Split::Validation, true, on_validation)?;
+        if !on_validation {
+            generator = self.eval_pass(Split::Train, false, true)?.1;
+        }
+        let (test_acc, _) = self.eval_pass(Split::Test, true, false)?;
+        Ok((val_acc, test_acc, generator))
     }
 
     fn dataset(&self, split: Split) -> &Dataset {
@@ -304,10 +381,10 @@ impl Trainer {
 
     /// The evaluation part of the last epoch's metrics, recomputed from the current weights
     /// (training losses and times NaN): for a run whose last epoch finished but whose summary
-    /// was not written.
-    pub fn evaluation(&self) -> EpochMetrics {
-        let (val_acc, test_acc, generator) = self.evaluate();
-        EpochMetrics {
+    /// was not written. Fails only where a streamed image cannot be read.
+    pub fn evaluation(&self) -> Result<EpochMetrics, TrainError> {
+        let (val_acc, test_acc, generator) = self.evaluate()?;
+        Ok(EpochMetrics {
             epoch: self.epochs_done,
             lr: f64::NAN,
             primary_loss: f64::NAN,
@@ -320,7 +397,7 @@ impl Trainer {
             seconds: f64::NAN,
             cpu_seconds: f64::NAN,
             generator,
-        }
+        })
     }
 
     /// Whether a `max_steps` budget has been used up.
@@ -328,57 +405,79 @@ impl Trainer {
         max_steps.is_some_and(|m| self.steps_done >= m)
     }
 
-    /// `split` in evaluation batches, unaugmented: (first index, images, labels).
-    fn eval_batches(&self, split: Split) -> impl Iterator<Item = (usize, Tensor, Tensor)> + '_ {
+    /// Calls `each` on `split` in evaluation batches, unaugmented (images kept larger than the
+    /// input centre-cropped to it), in order: (first index, images, labels). Host batches are
+    /// made on a second thread one batch ahead, where a streamed set's files are decoded.
+    fn eval_batches(
+        &self,
+        split: Split,
+        mut each: impl FnMut(usize, Tensor, Tensor),
+    ) -> Result<(), TrainError> {
         let ds = self.dataset(split);
-        (0..ds.len()).step_by(EVAL_BATCH).map(move |start| {
-            let n = EVAL_BATCH.min(ds.len() - start);
-            let (x, y) = match &self.resident {
-                Some(r) => r.range(r.set(split), start, n),
-                None => {
-                    let idx: Vec<usize> = (start..start + n).collect();
-                    let pixels = assemble::<StdRng>(ds, &idx, self.norm, None);
-                    to_tensors(ds, &idx, &pixels, self.kind, self.device)
+        let starts = (0..ds.len()).step_by(EVAL_BATCH);
+        let count = move |start: usize| EVAL_BATCH.min(ds.len() - start);
+        if let Some(r) = &self.resident {
+            for start in starts {
+                let (x, y) = r.range(r.set(split), start, count(start));
+                each(start, x, y);
+            }
+            return Ok(());
+        }
+        let maker = self.batch_maker();
+        let center = Placement::center((ds.height, ds.width), maker.out);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                for start in starts {
+                    let idx: Vec<usize> = (start..start + count(start)).collect();
+                    let b = maker.make(ds, &idx, &vec![center; idx.len()]);
+                    let failed = b.is_err();
+                    if tx.send(b.map(|(x, y)| (start, x, y))).is_err() || failed {
+                        return;
+                    }
                 }
-            };
-            (start, x, y)
+            });
+            for b in rx {
+                let (start, x, y) = b?;
+                each(start, x, y);
+            }
+            Ok(())
         })
     }
 
-    /// Primary top-1 accuracy with running batch-norm statistics.
-    fn accuracy(&self, split: Split) -> f64 {
+    /// One evaluation pass over `split` with running batch-norm statistics: primary top-1
+    /// accuracy (NaN when not asked for or without images) and, with `slots`, the generator's
+    /// slot usage (None without a generator or images).
+    fn eval_pass(
+        &self,
+        split: Split,
+        accuracy: bool,
+        slots: bool,
+    ) -> Result<(f64, Option<GeneratorStats>), TrainError> {
         let ds = self.dataset(split);
-        if ds.is_empty() {
-            return f64::NAN;
-        }
-        let mut right = 0;
-        tch::no_grad(|| {
-            for (_, x, y) in self.eval_batches(split) {
-                right += correct(
-                    &self
-                        .f
-                        .forward_with(&x, &self.f.store.params, BatchNorm::Running, false)
-                        .primary,
-                    &y,
-                );
-            }
-        });
-        right as f64 / ds.len() as f64
-    }
-
-    /// Slot usage of the generator on `ds` (None without a generator or data).
-    fn generator_stats(&self, split: Split) -> Option<GeneratorStats> {
-        let g = self.generator()?;
-        let ds = self.dataset(split);
-        if ds.is_empty() {
-            return None;
+        let g = self.generator().filter(|_| slots);
+        if ds.is_empty() || (!accuracy && g.is_none()) {
+            return Ok((f64::NAN, None));
         }
         let h = &self.data.hierarchy;
+        let mut right = 0;
         let mut counts = vec![0usize; h.num_aux()];
         let mut sample_entropy = 0.0;
         let mut counted = 0usize;
         tch::no_grad(|| {
-            for (start, x, y) in self.eval_batches(split) {
+            self.eval_batches(split, |start, x, y| {
+                if accuracy {
+                    right += correct(
+                        &self
+                            .f
+                            .forward_with(&x, &self.f.store.params, BatchNorm::Running, false)
+                            .primary,
+                        &y,
+                    );
+                }
+                let Some(g) = g else {
+                    return;
+                };
                 let p = g.forward(&x, &y, BatchNorm::Running).to_kind(Kind::Double);
                 let argmax = Vec::<i64>::try_from(&p.argmax(-1, false)).expect("argmax");
                 let ent = Vec::<f64>::try_from(&-(&p * (&p + 1e-30).log()).sum_dim_intlist(
@@ -395,20 +494,25 @@ impl Trainer {
                         counted += 1;
                     }
                 }
-            }
-        });
-        let usage_entropy = (0..h.num_primary())
-            .map(|k| normalised_entropy(&counts[h.slots(k)]))
-            .collect();
-        Some(GeneratorStats {
+            })
+        })?;
+        let acc = if accuracy {
+            right as f64 / ds.len() as f64
+        } else {
+            f64::NAN
+        };
+        let stats = g.map(|_| GeneratorStats {
+            usage_entropy: (0..h.num_primary())
+                .map(|k| normalised_entropy(&counts[h.slots(k)]))
+                .collect(),
             usage_counts: counts,
-            usage_entropy,
             sample_entropy: if counted == 0 {
                 0.0
             } else {
                 sample_entropy / counted as f64
             },
-        })
+        });
+        Ok((acc, stats))
     }
 }
 
@@ -546,32 +650,31 @@ struct BatchSource<'a> {
     fixed_aux: Option<&'a [usize]>,
     /// The data on the device, when batches are made there.
     resident: Option<Resident>,
-    norm: Normalize,
+    maker: BatchMaker,
     augment: Option<Augment>,
-    kind: Kind,
-    device: Device,
 }
 
 impl BatchSource<'_> {
     /// The batch of `indices`, augmented as configured (drawing from `rng`), on the device.
+    /// A streamed training set's images are decoded here, on the batch thread.
     fn batch(
         &self,
         phase: Phase,
         indices: &[usize],
         rng: &mut StdRng,
     ) -> Result<Batch, TrainError> {
-        let placements = placements(self.augment, indices.len(), rng);
+        let size = (self.ds.height, self.ds.width);
+        let placements = placements(self.augment, indices.len(), size, rng);
         let (x, y, slots) = match &self.resident {
             Some(r) => {
                 let b = r.batch(&r.train, indices, &placements)?;
                 (b.x, b.y, b.slots)
             }
             None => {
-                let pixels = assemble_placed(self.ds, indices, self.norm, &placements);
-                let (x, y) = to_tensors(self.ds, indices, &pixels, self.kind, self.device);
+                let (x, y) = self.maker.make(self.ds, indices, &placements)?;
                 let slots = self.fixed_aux.map(|fixed| {
                     let s: Vec<i64> = indices.iter().map(|&i| fixed[i] as i64).collect();
-                    Tensor::from_slice(&s).to_device(self.device)
+                    Tensor::from_slice(&s).to_device(self.maker.device)
                 });
                 (x, y, slots)
             }
@@ -718,25 +821,49 @@ impl Accum {
     }
 }
 
-/// Images [N, C, H, W] and primary labels [N] of `indices`, on the device.
-fn to_tensors(
-    ds: &Dataset,
-    indices: &[usize],
-    pixels: &[f32],
+/// How batches are made on the host: normalised, at the network's input size, in the training
+/// kind, on the training device.
+#[derive(Clone, Copy)]
+struct BatchMaker {
+    norm: Normalize,
+    /// The network's input (rows, columns).
+    out: (usize, usize),
     kind: Kind,
     device: Device,
-) -> (Tensor, Tensor) {
-    let x = Tensor::from_slice(pixels)
-        .reshape([
-            indices.len() as i64,
-            ds.channels as i64,
-            ds.height as i64,
-            ds.width as i64,
-        ])
-        .to_kind(kind)
-        .to_device(device);
-    let labels: Vec<i64> = indices.iter().map(|&i| ds.labels[i] as i64).collect();
-    (x, Tensor::from_slice(&labels).to_device(device))
+}
+
+impl BatchMaker {
+    /// Images [N, C, H, W] and primary labels \[N\] of `indices` of `ds`, each placed as
+    /// `placements` says, on the device. A streamed dataset's images are decoded first (in
+    /// parallel); an unreadable file fails the batch, naming it.
+    fn make(
+        &self,
+        ds: &Dataset,
+        indices: &[usize],
+        placements: &[Placement],
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let loaded;
+        let local: Vec<usize>;
+        let (src, indices) = if ds.is_streamed() {
+            loaded = ds.load(indices)?;
+            local = (0..indices.len()).collect();
+            (&loaded, local.as_slice())
+        } else {
+            (ds, indices)
+        };
+        let pixels = assemble_sized(src, indices, self.norm, placements, self.out);
+        let x = Tensor::from_slice(&pixels)
+            .reshape([
+                indices.len() as i64,
+                src.channels as i64,
+                self.out.0 as i64,
+                self.out.1 as i64,
+            ])
+            .to_kind(self.kind)
+            .to_device(self.device);
+        let labels: Vec<i64> = indices.iter().map(|&i| src.labels[i] as i64).collect();
+        Ok((x, Tensor::from_slice(&labels).to_device(self.device)))
+    }
 }
 
 /// The RNG of one epoch: a SplitMix64 mix of (seed, epoch), so that epochs are independent

@@ -1,15 +1,18 @@
 //! The exported graphs against the networks they came from: tch forward vs ONNX Runtime vs
 //! tract, on random weights with randomised batch-norm statistics and on the trained model
-//! committed in models/; the label generator's exact zeros; onnx.checker in the venv's Python.
+//! committed in models/; the label generator's exact zeros; onnx.checker in the venv's Python;
+//! the files' metadata against the manifest, and a manifest edited against it refused at load.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use maxl_core::arch::Architecture;
 use maxl_core::config::TrainConfig;
 use maxl_core::hierarchy::Hierarchy;
+use maxl_core::manifest::Manifest;
 use maxl_infer::{Backend, MaxlModel};
-use maxl_onnx::ExportOptions;
+use maxl_onnx::{ExportOptions, ModelMetadata};
 use maxl_train::export::{ExportInfo, export};
 use maxl_train::loss::mask_softmax;
 use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
@@ -495,5 +498,127 @@ fn a_manifest_that_does_not_match_its_files_is_refused() {
             e.contains("label_generator.onnx: SHA-256") && e.contains("does not match"),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn exported_files_carry_the_manifest_in_their_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maxl, single) = (dir.path().join("maxl"), dir.path().join("single"));
+    export_random(&maxl, ExportOptions::default());
+    export_random_with(&single, ExportOptions::default(), "small", false, 1.0);
+    for d in [&maxl, &single] {
+        let m = Manifest::load(d).unwrap();
+        let want = ModelMetadata::of_manifest(&m);
+        let files = std::iter::once(&m.models.primary).chain(m.models.label_generator.as_ref());
+        let mut n = 0;
+        for f in files {
+            let decl = maxl_onnx::describe(&std::fs::read(d.join(&f.path)).unwrap()).unwrap();
+            assert_eq!(decl.metadata, want.to_props(), "{}", f.path);
+            let got = decl.maxl_metadata().unwrap().unwrap();
+            assert_eq!(
+                (&got.producer, &got.classes, &got.psi, &got.aux_slots),
+                (&m.producer, &m.classes, &m.psi, &m.aux_slots),
+                "{}",
+                f.path
+            );
+            let i = &m.input;
+            assert_eq!(
+                got.input.mean.expand(got.input.channels),
+                i.mean.expand(i.channels)
+            );
+            assert_eq!(
+                got.input.std.expand(got.input.channels),
+                i.std.expand(i.channels)
+            );
+            assert_eq!(
+                (got.input.channels, got.input.height, got.input.resize),
+                (i.channels, i.height, i.resize)
+            );
+            n += 1;
+        }
+        assert_eq!(n, if d == &maxl { 2 } else { 1 });
+    }
+    // The committed model predates the metadata: it has none and still loads.
+    let committed = maxl_onnx::describe(&std::fs::read(models_dir().join("primary.onnx")).unwrap());
+    assert!(committed.unwrap().metadata.is_empty());
+    MaxlModel::builder(models_dir())
+        .with_backend(Backend::Tract)
+        .build()
+        .unwrap();
+}
+
+#[test]
+fn a_manifest_that_contradicts_the_files_metadata_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("exported");
+    export_random(&exported, ExportOptions::default());
+    let yaml = std::fs::read_to_string(exported.join("maxl.yaml")).unwrap();
+    let (bag, boot) = (
+        "- name: Bag\n  display: Bag\n",
+        "- name: Ankle_boot\n  display: Ankle boot\n",
+    );
+    let cases = [
+        (
+            "swapped classes",
+            yaml.replace(&format!("{bag}{boot}"), &format!("{boot}{bag}")),
+            r#"primary.onnx: metadata says class 1 is "Bag", maxl.yaml says "Ankle boot""#,
+        ),
+        (
+            "changed mean",
+            yaml.replace("mean: 0.5\n", "mean: 0.45\n"),
+            "primary.onnx: metadata says input mean is [0.5], maxl.yaml says [0.45]",
+        ),
+    ];
+    for (what, edited, message) in cases {
+        assert_ne!(edited, yaml, "{what}: the edit applies");
+        let d = dir.path().join(what.replace(' ', "_"));
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["primary.onnx", "label_generator.onnx"] {
+            std::fs::copy(exported.join(f), d.join(f)).unwrap();
+        }
+        std::fs::write(d.join("maxl.yaml"), edited).unwrap();
+        for backend in [Backend::OrtCpu, Backend::Tract] {
+            let e = MaxlModel::builder(&d)
+                .with_backend(backend)
+                .build()
+                .err()
+                .unwrap_or_else(|| panic!("{what}: {backend} loaded a contradicted model"));
+            assert_eq!(e.fault(), maxl_infer::Fault::Model, "{what}: {e}");
+            let s = e.to_string();
+            assert!(
+                s.ends_with(message) && s.starts_with(d.to_str().unwrap()) && !s.contains('\n'),
+                "{what} on {backend}: {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn onnxruntime_python_shows_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    export_random(dir.path(), ExportOptions::default());
+    let want = ModelMetadata::of_manifest(&Manifest::load(dir.path()).unwrap()).to_props();
+    let python =
+        std::env::var_os("MAXL_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let script = "import sys, onnxruntime as ort\nm = ort.InferenceSession(sys.argv[1]).get_modelmeta().custom_metadata_map\nfor k in sorted(m):\n    print(k + '\\t' + m[k])\n";
+    for f in ["primary.onnx", "label_generator.onnx"] {
+        let out = Command::new(&python)
+            .args(["-c", script])
+            .arg(dir.path().join(f))
+            .output()
+            .expect("run the venv's Python (scripts/setup.sh)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{f}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: BTreeMap<String, String> = stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want, "{f}");
     }
 }

@@ -67,6 +67,7 @@ fn synthetic(n: usize, classes: usize, seed: u64) -> Dataset {
         fine_labels: None,
         class_names: (0..classes).map(|k| format!("c{k}")).collect(),
         fine_class_names: None,
+        files: None,
     }
 }
 
@@ -79,6 +80,7 @@ fn config(method: Method, schedule: Schedule, mode: MetaGradientMode) -> TrainCo
         model: ModelConfig {
             preset: "small".into(),
             architecture: Some(arch()),
+            ..ModelConfig::default()
         },
         epochs: 3,
         batch_size: BATCH,
@@ -86,11 +88,13 @@ fn config(method: Method, schedule: Schedule, mode: MetaGradientMode) -> TrainCo
             lr: 0.1,
             momentum: 0.0,
             weight_decay: 0.0,
+            backbone_lr_scale: 1.0,
         },
         generator_optimizer: OptimizerConfig {
             lr: 0.05,
             momentum: 0.0,
             weight_decay: 5e-4,
+            backbone_lr_scale: 1.0,
         },
         lr_step: LrStep {
             every_epochs: 1,
@@ -248,7 +252,8 @@ fn alpha_follows_the_scheduled_learning_rate() {
                 stage1(&u.f, &mut opt_f, target, batch, lr.f, losses(&c));
                 let mg =
                     meta_gradient(&u.f, &g.net, batch, alpha, losses(&c), c.meta_gradient).unwrap();
-                g.opt.step(&g.net.store.params, &mg.grads, lr.g);
+                g.opt
+                    .step(&g.net.store.params, &mg.grads, lr.g, &g.net.store.lr_scales);
             }
         }
         state(&u)
@@ -314,6 +319,7 @@ fn iterations_match_pytorch(name: &str, step: Iteration) {
         lr: fx.scalar(&format!("{name}.opt_{net}.lr")),
         momentum: fx.scalar(&format!("{name}.opt_{net}.momentum")),
         weight_decay: fx.scalar(&format!("{name}.opt_{net}.weight_decay")),
+        backbone_lr_scale: 1.0,
     };
     let (opt_f, opt_g) = (opt("f"), opt("g"));
     let lr = LearningRates {
