@@ -227,7 +227,13 @@ fn fine_tune_a_resnet_on_photos_resume_export_and_label() {
     run(train()
         .arg("--config")
         .arg(&cfg)
-        .args(["--quiet", "--max-steps", "0", "--generator-preset", "resnet18-cifar"])
+        .args([
+            "--quiet",
+            "--max-steps",
+            "0",
+            "--generator-preset",
+            "resnet18-cifar",
+        ])
         .arg("--out")
         .arg(dir.join("zero"))
         .arg("--export")

@@ -92,6 +92,21 @@ pub struct ManifestInput {
 }
 
 impl ManifestInput {
+    /// What a network with this input expects: NCHW pixels in [0, 1], normalised in the graph.
+    pub fn of_spec(i: &InputSpec) -> Self {
+        ManifestInput {
+            layout: "NCHW".into(),
+            channels: i.channels,
+            height: i.height,
+            width: i.width,
+            pixel_range: [0.0, 1.0],
+            normalisation: "in-graph".into(),
+            mean: i.mean.clone(),
+            std: i.std.clone(),
+            resize: i.resize,
+        }
+    }
+
     /// The input as the architecture describes it.
     pub fn spec(&self) -> InputSpec {
         InputSpec {

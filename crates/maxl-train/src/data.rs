@@ -136,26 +136,14 @@ fn read_dataset(
         DatasetKind::Idx => maxl_data::idx::idx_dir(path(), d.class_names.as_deref())?,
         DatasetKind::Cifar10 => maxl_data::cifar::cifar10(path())?,
         DatasetKind::Cifar100 => maxl_data::cifar::cifar100(path())?,
-        DatasetKind::ImageFolder => keep_or_stream(
-            maxl_data::folder::image_folder_streamed(
-                path(),
-                test,
-                shape,
-                d.test_fraction,
-                config.seed,
-            )?,
-            d,
-        )?,
-        DatasetKind::Csv => keep_or_stream(
-            maxl_data::folder::csv_list_streamed(
-                path(),
-                test,
-                shape,
-                d.test_fraction,
-                config.seed,
-            )?,
-            d,
-        )?,
+        DatasetKind::ImageFolder | DatasetKind::Csv => {
+            let list = if d.kind == DatasetKind::Csv {
+                maxl_data::folder::csv_list_streamed
+            } else {
+                maxl_data::folder::image_folder_streamed
+            };
+            keep_or_stream(list(path(), test, shape, d.test_fraction, config.seed)?, d)?
+        }
     };
     let (mut train, mut test) = (tt.train, tt.test);
     if let Some(groups) = &d.coarse_groups {

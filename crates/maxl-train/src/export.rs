@@ -182,23 +182,12 @@ fn model_metadata(info: &ExportInfo<'_>) -> ModelMetadata {
         })
         .collect();
     let safe: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
-    let i = &info.arch.input;
     ModelMetadata {
         producer: format!("maxl-train {}", env!("CARGO_PKG_VERSION")),
         psi: info.hierarchy.psi().to_vec(),
         aux_slots: info.hierarchy.slot_names(&safe),
         classes,
-        input: ManifestInput {
-            layout: "NCHW".into(),
-            channels: i.channels,
-            height: i.height,
-            width: i.width,
-            pixel_range: [0.0, 1.0],
-            normalisation: "in-graph".into(),
-            mean: i.mean.clone(),
-            std: i.std.clone(),
-            resize: i.resize,
-        },
+        input: ManifestInput::of_spec(&info.arch.input),
     }
 }
 

@@ -62,7 +62,6 @@ fn relative(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn metadata(arch: &Architecture) -> ModelMetadata {
-    let i = &arch.input;
     ModelMetadata {
         producer: "maxl-train test".into(),
         classes: ["a", "b"]
@@ -74,17 +73,7 @@ fn metadata(arch: &Architecture) -> ModelMetadata {
             .collect(),
         psi: vec![],
         aux_slots: vec![],
-        input: ManifestInput {
-            layout: "NCHW".into(),
-            channels: i.channels,
-            height: i.height,
-            width: i.width,
-            pixel_range: [0.0, 1.0],
-            normalisation: "in-graph".into(),
-            mean: i.mean.clone(),
-            std: i.std.clone(),
-            resize: i.resize,
-        },
+        input: ManifestInput::of_spec(&arch.input),
     }
 }
 
@@ -175,6 +164,7 @@ fn resnets_equal_torchvision_in_tch_ort_and_tract() {
 
         let got = tch::no_grad(|| f.features(&x, BatchNorm::Running));
         let r = relative(&got, &want);
+        eprintln!("{case}: tch: {r:.1e}");
         assert!(
             r < TOLERANCE,
             "{case}: tch features differ by {r:e} relative"
