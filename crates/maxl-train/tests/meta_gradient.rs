@@ -7,7 +7,8 @@ mod fixture;
 use fixture::{Fixture, META_STEP, assert_close, max_abs_diff};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_train::meta::{
-    AuxTarget, Batch, Generator, LearningRates, LossConfig, MetaPath, meta_gradient, stage1, stage2,
+    AuxTarget, Batch, Generator, LearningRates, LossConfig, MetaPath, meta_gradient,
+    multitask_loss, stage1, stage2,
 };
 use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
 use maxl_train::optim::Sgd;
@@ -154,24 +155,26 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
     for (a, b) in analytic.iter().zip(&jvp) {
         assert!(max_abs_diff(a, b) < 1e-10, "jvp equals double-backward");
     }
-    let rel = finite_difference_error(&g, &analytic, 1, || meta_loss(&f, &g, &x, &y, alpha, 0.0));
+    let rel = finite_difference_error(&g.store.params, &analytic, 1, || {
+        meta_loss(&f, &g, &x, &y, alpha, 0.0)
+    });
     assert!(
         rel < 1e-5,
         "relative error against finite differences: {rel:e}"
     );
 }
 
-/// ‖FD − analytic‖ / ‖analytic‖ over every `stride`-th entry of every tensor of θ2, with
+/// ‖FD − analytic‖ / ‖analytic‖ over every `stride`-th entry of every tensor of `params`, with
 /// central differences (step 1e-6) of `loss`.
 fn finite_difference_error(
-    g: &LabelGenerator,
+    params: &[Tensor],
     analytic: &[Tensor],
     stride: usize,
     loss: impl Fn() -> f64,
 ) -> f64 {
     let step = 1e-6;
     let (mut num, mut den) = (0.0, 0.0);
-    for (p, a) in g.store.params.iter().zip(analytic) {
+    for (p, a) in params.iter().zip(analytic) {
         let flat = p.view([-1]);
         let a = Vec::<f64>::try_from(&a.view([-1])).unwrap();
         for (j, &aj) in a.iter().enumerate().step_by(stride) {
@@ -190,7 +193,7 @@ fn finite_difference_error(
             den += aj.powi(2);
         }
     }
-    assert!(den > 0.0, "the meta-gradient must not vanish");
+    assert!(den > 0.0, "the gradient must not vanish");
     (num / den).sqrt()
 }
 
@@ -439,7 +442,7 @@ fn tiny_resnet() -> maxl_core::arch::Architecture {
 
 #[test]
 fn meta_gradient_on_residual_nets_matches_finite_differences() {
-    // f and g are both ResNets; λ = 0 so θ2 reaches L2 only through θ1⁺ = θ1 − α s⊙G, with the
+    // f's stage-1 gradient and g's meta-gradient on ResNets; f and g are both ResNets; λ = 0 so θ2 reaches L2 only through θ1⁺ = θ1 − α s⊙G, with the
     // backbone's learning-rate scale s = 0.5 (the heads' 1) in the inner step.
     tch::manual_seed(11);
     let arch = tiny_resnet();
@@ -481,11 +484,28 @@ fn meta_gradient_on_residual_nets_matches_finite_differences() {
         .double_value(&[])
     };
     // Every third entry of every tensor: the stem, both stages, the downsample, the head.
-    let rel = finite_difference_error(&g, &db, 3, loss);
+    let rel = finite_difference_error(&g.store.params, &db, 3, loss);
     assert!(
         rel < 1e-5,
         "relative error against finite differences: {rel:e}"
     );
+    // f's side: G = ∂L1/∂θ1 through the residual blocks against finite differences of L1.
+    let t = tch::no_grad(|| g.forward(&x, &y, BatchNorm::Batch));
+    let l1 = |f: &MultiTaskNet| {
+        multitask_loss(
+            f,
+            &f.store.params,
+            BatchNorm::Batch,
+            Batch::new(&x, &y),
+            Some(&t),
+            2.0,
+        )
+    };
+    let grad1 = Tensor::run_backward(&[&l1(&f).total], &f.store.params, false, false);
+    let rel = finite_difference_error(&f.store.params, &grad1, 3, || {
+        tch::no_grad(|| l1(&f).total.double_value(&[]))
+    });
+    assert!(rel < 1e-5, "G against finite differences: {rel:e}");
     // The scale is part of the algorithm: without it the meta-gradient differs.
     f.store.set_backbone_lr_scale(1.0);
     let unscaled = grads(&f, MetaGradientMode::Jvp);
