@@ -1084,3 +1084,86 @@ fn the_best_checkpoint_holds_the_epoch_with_the_best_validation_accuracy() {
         "best is not epoch {best_epoch}'s weights ({val:?})"
     );
 }
+
+#[test]
+fn a_generator_with_its_own_architecture_resumes_and_exports() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    // f: the small VGG preset; g: a narrow ResNet on the same 1×28×28 input.
+    let cfg = tmp.path().join("gen.yaml");
+    std::fs::write(
+        &cfg,
+        "model:\n  preset: small\n  generator:\n    architecture:\n      input: {channels: 1, height: 28, width: 28, mean: 0.5, std: 0.2}\n      resnet: {block: basic, layers: [1, 1], widths: [4, 8], stem: cifar}\n      head_hidden: 16\n",
+    )
+    .unwrap();
+    let common = [
+        "--train-limit",
+        "200",
+        "--test-limit",
+        "100",
+        "--threads",
+        "1",
+        "--batch-size",
+        "50",
+    ];
+    let (full, split) = (tmp.path().join("full"), tmp.path().join("split"));
+    run(train()
+        .arg("--config")
+        .arg(&cfg)
+        .args(common)
+        .args(["--epochs", "2", "--out"])
+        .arg(&full))
+    .assert_ok();
+    run(train()
+        .arg("--config")
+        .arg(&cfg)
+        .args(common)
+        .args(["--epochs", "1", "--out"])
+        .arg(&split))
+    .assert_ok();
+    run(train()
+        .arg("--resume")
+        .arg(&split)
+        .args(["--epochs", "2", "--threads", "1"]))
+    .assert_ok();
+    for f in ["multitask.safetensors", "label_generator.safetensors"] {
+        assert_eq!(
+            std::fs::read(full.join(f)).unwrap(),
+            std::fs::read(split.join(f)).unwrap(),
+            "{f} differs after resume"
+        );
+    }
+    let models = tmp.path().join("models");
+    run(Command::new(bin("maxl-train"))
+        .args(["export", "--checkpoint"])
+        .arg(split.join("checkpoints/last"))
+        .arg("--out")
+        .arg(&models))
+    .assert_ok();
+    let manifest = std::fs::read_to_string(models.join("maxl.yaml")).unwrap();
+    assert!(
+        manifest.contains("generator_architecture: custom"),
+        "{manifest}"
+    );
+    // The generator's ONNX graph is residual: it has Add nodes, f's VGG graph has none.
+    let generator = std::fs::read(models.join("label_generator.onnx")).unwrap();
+    let primary = std::fs::read(models.join("primary.onnx")).unwrap();
+    let has = |bytes: &[u8], s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has(&generator, "GlobalAveragePool") && !has(&primary, "GlobalAveragePool"));
+    // A generator whose input is not f's is refused in one line.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("height: 28, width: 28", "height: 32, width: 32"),
+    )
+    .unwrap();
+    run(train()
+        .arg("--config")
+        .arg(&bad)
+        .args(common)
+        .arg("--out")
+        .arg(tmp.path().join("bad")))
+    .assert_one_line_error(&["bad.yaml", "generator"]);
+}
