@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bin, run};
+use common::{bin, metrics_without_seconds, run};
 
 fn train() -> Command {
     train_for("1")
@@ -156,23 +156,6 @@ fn trains_on_an_image_folder_and_refuses_bad_images_and_unknown_classes() {
         .arg(&never))
     .assert_one_line_error(&["dataset.path is required"]);
     assert!(!never.exists());
-}
-
-/// metrics.csv without its wall-clock and CPU-time columns.
-fn metrics_without_seconds(run: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-    text.lines()
-        .map(|l| {
-            let cols: Vec<&str> = l
-                .split(',')
-                .zip(&header)
-                .filter(|(_, h)| !h.ends_with("seconds"))
-                .map(|(c, _)| c)
-                .collect();
-            cols.join(",")
-        })
-        .collect()
 }
 
 #[test]

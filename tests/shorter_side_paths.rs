@@ -8,12 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::{bin, run};
-use image::ImageEncoder;
 use maxl_infer::{AuxFor, Backend, Classification, Classify, MaxlModel};
 
 const CLASSES: [&str; 2] = ["portrait", "wide"];
@@ -31,28 +30,6 @@ fn photo(w: u32, h: u32, seed: u32) -> image::RgbImage {
     })
 }
 
-/// A JPEG whose EXIF Orientation (8) turns it 90° counter-clockwise.
-fn rotated_jpeg(img: &image::RgbImage, path: &Path) {
-    let exif = [
-        b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
-        &[0, 1],
-        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 8, 0, 0],
-        &[0, 0, 0, 0],
-    ]
-    .concat();
-    let mut out = Cursor::new(Vec::new());
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88);
-    enc.set_exif_metadata(exif).unwrap();
-    enc.write_image(
-        img.as_raw(),
-        img.width(),
-        img.height(),
-        image::ExtendedColorType::Rgb8,
-    )
-    .unwrap();
-    std::fs::write(path, out.into_inner()).unwrap();
-}
-
 /// The photos, `<class>/<name>`, and the class index of each.
 fn photo_folder(dir: &Path) -> Vec<(PathBuf, usize)> {
     let mut files = Vec::new();
@@ -61,7 +38,8 @@ fn photo_folder(dir: &Path) -> Vec<(PathBuf, usize)> {
         std::fs::create_dir_all(&d).unwrap();
         let seed = k as u32 + 1;
         let jpeg = d.join("rotated.jpg");
-        rotated_jpeg(&photo(310 - 40 * seed, 190 + 9 * seed, seed), &jpeg);
+        let img = photo(310 - 40 * seed, 190 + 9 * seed, seed);
+        std::fs::write(&jpeg, common::jpeg::exif_jpeg(&img, 8, 88)).unwrap();
         let png = d.join("plain.png");
         photo(233 + 20 * seed, 151, seed + 7).save(&png).unwrap();
         files.push((jpeg, k));

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{bin, fashion_mnist_dir, run};
+use common::{assert_same_weights, bin, fashion_mnist_dir, metrics_without_seconds, run};
 
 fn train() -> Command {
     let mut c = Command::new(bin("maxl-train"));
@@ -281,27 +281,6 @@ fn an_existing_run_is_never_overwritten() {
     );
 }
 
-/// metrics.csv without the wall-clock and CPU-time columns.
-fn metrics_without_seconds(dir: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-    let timed: Vec<usize> = ["seconds", "cpu_seconds"]
-        .iter()
-        .map(|name| header.iter().position(|h| h == name).unwrap())
-        .collect();
-    text.lines()
-        .map(|l| {
-            let cols: Vec<&str> = l
-                .split(',')
-                .enumerate()
-                .filter(|(i, _)| !timed.contains(i))
-                .map(|(_, c)| c)
-                .collect();
-            cols.join(",")
-        })
-        .collect()
-}
-
 #[test]
 fn a_resumed_run_equals_the_uninterrupted_run() {
     fashion_mnist_dir();
@@ -342,13 +321,7 @@ fn a_resumed_run_equals_the_uninterrupted_run() {
         metrics_without_seconds(&full),
         metrics_without_seconds(&split)
     );
-    for f in ["multitask.safetensors", "label_generator.safetensors"] {
-        assert_eq!(
-            std::fs::read(full.join(f)).unwrap(),
-            std::fs::read(split.join(f)).unwrap(),
-            "{f} differs"
-        );
-    }
+    assert_same_weights(&full, &split);
     // Resuming a finished run does nothing and changes nothing.
     let before = std::fs::read_to_string(&csv).unwrap();
     let r = run(train().arg("--resume").arg(&split).args(["--threads", "1"]));
@@ -996,13 +969,7 @@ fn without_a_validation_set_metrics_stay_rectangular_and_best_is_the_last_epoch(
             "{f}: best and last differ"
         );
     }
-    for f in ["multitask.safetensors", "label_generator.safetensors"] {
-        assert_eq!(
-            std::fs::read(best.join(f)).unwrap(),
-            std::fs::read(out.join(f)).unwrap(),
-            "{f}: best and the final weights differ"
-        );
-    }
+    assert_same_weights(&best, &out);
 }
 
 #[test]
@@ -1126,13 +1093,7 @@ fn a_generator_with_its_own_architecture_resumes_and_exports() {
         .arg(&split)
         .args(["--epochs", "2", "--threads", "1"]))
     .assert_ok();
-    for f in ["multitask.safetensors", "label_generator.safetensors"] {
-        assert_eq!(
-            std::fs::read(full.join(f)).unwrap(),
-            std::fs::read(split.join(f)).unwrap(),
-            "{f} differs after resume"
-        );
-    }
+    assert_same_weights(&full, &split);
     let models = tmp.path().join("models");
     run(Command::new(bin("maxl-train"))
         .args(["export", "--checkpoint"])

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod jpeg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -121,4 +123,40 @@ pub fn http_agent(timeout: std::time::Duration) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+/// A run directory's metrics.csv rows without the timing columns (`seconds`, `cpu_seconds`),
+/// which differ between runs of the same computation.
+#[allow(dead_code)]
+pub fn metrics_without_seconds(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let timed: Vec<usize> = ["seconds", "cpu_seconds"]
+        .iter()
+        .filter_map(|name| header.iter().position(|h| h == name))
+        .collect();
+    text.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| !timed.contains(i))
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Both run directories hold the same final weights, byte for byte.
+#[allow(dead_code)]
+pub fn assert_same_weights(a: &Path, b: &Path) {
+    for f in ["multitask.safetensors", "label_generator.safetensors"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
 }

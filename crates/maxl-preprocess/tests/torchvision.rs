@@ -10,11 +10,10 @@
 //! compared twice: decoded by maxl and handed to torchvision as a PNG (the resize and crop
 //! alone), and as the JPEG itself (the decoders' difference added). Both stay within one level.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image::{ImageEncoder, RgbImage};
+use image::RgbImage;
 use maxl_preprocess::{DecodeLimits, ImageShape, Resize, decode, preprocess};
 
 /// The venv's Python (`MAXL_PYTHON`, exported by scripts/lib.sh), else `python3` on PATH.
@@ -113,31 +112,12 @@ fn write_png(img: &RgbImage, path: &Path) {
     img.save_with_format(path, image::ImageFormat::Png).unwrap();
 }
 
-/// EXIF APP1 payload: big-endian TIFF with one IFD entry, Orientation (0x0112) = `orientation`.
-fn exif_orientation(orientation: u8) -> Vec<u8> {
-    [
-        b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
-        &[0, 1],
-        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0],
-        &[0, 0, 0, 0],
-    ]
-    .concat()
-}
+#[path = "../../../tests/common/jpeg.rs"]
+mod jpeg;
 
 /// A quality-90 JPEG of `img` whose EXIF tag says to rotate it by `orientation`.
 fn write_jpeg(img: &RgbImage, orientation: u8, path: &Path) {
-    let mut out = Cursor::new(Vec::new());
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
-    enc.set_exif_metadata(exif_orientation(orientation))
-        .unwrap();
-    enc.write_image(
-        img.as_raw(),
-        img.width(),
-        img.height(),
-        image::ExtendedColorType::Rgb8,
-    )
-    .unwrap();
-    std::fs::write(path, out.into_inner()).unwrap();
+    std::fs::write(path, jpeg::exif_jpeg(img, orientation, 90)).unwrap();
 }
 
 fn shape(channels: usize, height: usize, width: usize, resize: Resize) -> ImageShape {

@@ -5,10 +5,6 @@
 //! PNG, neither square. maxl-label and `maxl-infer predict`/`serve` go through
 //! `MaxlModel::preprocess_file` too (tests/shorter_side_paths.rs compares their outputs).
 
-use std::io::Cursor;
-use std::path::Path;
-
-use image::ImageEncoder;
 use maxl_core::arch::Architecture;
 use maxl_core::config::{DatasetKind, TrainConfig};
 use maxl_core::hierarchy::Hierarchy;
@@ -35,27 +31,8 @@ fn photo(w: u32, h: u32) -> image::RgbImage {
     })
 }
 
-/// A JPEG whose EXIF Orientation (6) turns it 90° clockwise.
-fn rotated_jpeg(img: &image::RgbImage, path: &Path) {
-    let exif = [
-        b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
-        &[0, 1],
-        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
-        &[0, 0, 0, 0],
-    ]
-    .concat();
-    let mut out = Cursor::new(Vec::new());
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
-    enc.set_exif_metadata(exif).unwrap();
-    enc.write_image(
-        img.as_raw(),
-        img.width(),
-        img.height(),
-        image::ExtendedColorType::Rgb8,
-    )
-    .unwrap();
-    std::fs::write(path, out.into_inner()).unwrap();
-}
+#[path = "../../../tests/common/jpeg.rs"]
+mod jpeg;
 
 #[test]
 fn training_and_inference_read_a_photo_into_the_same_tensor() {
@@ -65,7 +42,8 @@ fn training_and_inference_read_a_photo_into_the_same_tensor() {
         std::fs::create_dir_all(photos.join(class)).unwrap();
     }
     // Stored 300×200, shown 200×300; and a 261×170 PNG.
-    rotated_jpeg(&photo(300, 200), &photos.join("portrait/rotated.jpg"));
+    let jpeg = jpeg::exif_jpeg(&photo(300, 200), 6, 90);
+    std::fs::write(photos.join("portrait/rotated.jpg"), jpeg).unwrap();
     photo(261, 170).save(photos.join("wide/wide.png")).unwrap();
     let files = [
         photos.join("portrait/rotated.jpg"),
