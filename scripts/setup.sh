@@ -5,7 +5,9 @@
 #     Pillow (the Python side of `maxl-label bench`), and torchvision 0.26.0 (the release paired
 #     with torch 2.11; reference backbones with random weights for the conformance fixtures and
 #     the .pth converter);
-#   * the Debian package dataset-fashion-mnist (the default real dataset);
+#   * the Debian packages dataset-fashion-mnist (the default real dataset) and libgloo-dev (gloo's
+#     headers, which the PyTorch wheel lacks: maxl-train's c10d shim for multi-process training
+#     compiles against them; nothing links Debian's libgloo);
 #   * an env file, sourced by the other scripts and read by the binaries, naming LIBTORCH and
 #     the ONNX Runtime library.
 # Re-running it when everything is present takes about a second.
@@ -29,14 +31,15 @@ FMNIST_DIR=/usr/share/datasets/fashion-mnist
 log() { printf 'setup: %s\n' "$*" >&2; }
 mkdir -p "$CACHE_DIR"
 
-# Debian packages: the dataset, and the font the training plots are labelled with.
+# Debian packages: the dataset, the font the training plots are labelled with, gloo's headers.
 FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
-if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || [ ! -f "$FONT" ]; then
-  log "installing Debian packages dataset-fashion-mnist fonts-dejavu-core"
+GLOO_HEADER=/usr/include/gloo/config.h
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || [ ! -f "$FONT" ] || [ ! -f "$GLOO_HEADER" ]; then
+  log "installing Debian packages dataset-fashion-mnist fonts-dejavu-core libgloo-dev"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core >/dev/null
+  $SUDO apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core libgloo-dev >/dev/null
 fi
 [ -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || { log "Fashion-MNIST not found in $FMNIST_DIR after install"; exit 1; }
 

@@ -8,6 +8,7 @@ mod bench;
 mod compare;
 mod dump;
 mod export;
+mod launch;
 mod progress;
 mod train;
 
@@ -51,7 +52,18 @@ fn main() -> ExitCode {
     let allocator_tuned = maxl_train::keep_freed_memory();
     let cli = Cli::parse();
     let quiet = cli.train.quiet || matches!(&cli.command, Some(Command::Compare(c)) if c.quiet);
-    maxl_cli::logging::init(if quiet { "error" } else { "info" });
+    // Ranks other than 0 of a data-parallel run log warnings and errors only.
+    let other_rank = maxl_train::dist::Launch::from_env()
+        .ok()
+        .flatten()
+        .is_some_and(|l| l.rank != 0);
+    maxl_cli::logging::init(if quiet {
+        "error"
+    } else if other_rank {
+        "warn"
+    } else {
+        "info"
+    });
     if !allocator_tuned {
         tracing::debug!("the allocator did not take maxl-train's settings (not glibc?)");
     }

@@ -2,13 +2,16 @@
 //! summary.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use maxl_cli::choice;
 use maxl_core::config::{DatasetKind, MetaGradientMode, Method, Schedule, StreamMode, TrainConfig};
+use maxl_train::dist::{Group, Launch};
 use maxl_train::{Outcome, RunOptions};
 
-use crate::args::TargetArgs;
+use crate::args::{DistArgs, TargetArgs};
 use crate::progress::EpochBar;
 
 #[derive(Args)]
@@ -109,11 +112,15 @@ pub struct TrainArgs {
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with its own config.yaml (only
     /// --epochs, --max-steps, --device, --data-placement, --threads, --export,
-    /// --fold-batch-norm and --quiet may be given with it).
+    /// --fold-batch-norm, --quiet, --nproc-per-node, --dist-backend and --dist-timeout may be
+    /// given with it). Under several ranks every rank reads the checkpoint; another number of
+    /// ranks than the run started with is allowed (the state is global).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    pub dist: DistArgs,
     /// After training, export the final networks to ONNX with a manifest into DIR (e.g. models/).
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
@@ -209,12 +216,27 @@ fn default_out(method: Method) -> PathBuf {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let bar = EpochBar::new(a.quiet);
+    let launch = maxl_train::dist::Launch::from_env()?;
+    if let Some(n) = a.dist.nproc_per_node.filter(|&n| n > 1) {
+        if let Some(l) = &launch {
+            anyhow::bail!(
+                "--nproc-per-node {n}: this process is already rank {} of {} ({}); drop the flag",
+                l.rank,
+                l.world,
+                l.launcher
+            );
+        }
+        return crate::launch::spawn_ranks(n, a.dist.timeout() + Duration::from_secs(10));
+    }
+    let (device, group) = join(launch.as_ref(), &a.target, &a.dist)?;
+    let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
+    let bar = EpochBar::new(a.quiet || !writer);
     let opts = RunOptions {
-        device: a.target.device()?,
+        device,
         placement: a.target.data_placement,
         max_steps: a.max_steps,
         observer: &bar,
+        group: group.as_ref(),
     };
     let outcome = match &a.resume {
         Some(dir) => maxl_train::resume(dir, a.epochs, &opts)?,
@@ -224,6 +246,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             maxl_train::train(&config, &out, &opts)?
         }
     };
+    if !writer {
+        return Ok(());
+    }
     // Exported whatever was trained: with --max-steps 0 the initialised networks, untrained.
     if let Some(dir) = &a.export {
         let opts = maxl_onnx::ExportOptions {
@@ -253,6 +278,40 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     summary(&outcome, last);
     Ok(())
+}
+
+/// The training device and, for one rank of a data-parallel run, its process group: rank r
+/// trains on CUDA device LOCAL_RANK when asked for CUDA.
+pub fn join(
+    launch: Option<&Launch>,
+    target: &TargetArgs,
+    dist: &DistArgs,
+) -> anyhow::Result<(tch::Device, Option<Arc<Group>>)> {
+    let mut device = target.device()?;
+    let Some(l) = launch else {
+        return Ok((device, None));
+    };
+    if let tch::Device::Cuda(_) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if l.local_rank >= count {
+            anyhow::bail!(
+                "rank {}: LOCAL_RANK {} but this machine has {count} CUDA devices",
+                l.rank,
+                l.local_rank
+            );
+        }
+        device = tch::Device::Cuda(l.local_rank);
+    }
+    tracing::info!(
+        "rank {} of {} ({}), store {}:{}",
+        l.rank,
+        l.world,
+        l.launcher,
+        l.master_addr,
+        l.master_port
+    );
+    let group = Group::join(l, dist.dist_backend, device, dist.timeout())?;
+    Ok((device, Some(Arc::new(group))))
 }
 
 fn summary(o: &Outcome, last: &maxl_train::EpochMetrics) {

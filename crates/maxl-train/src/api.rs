@@ -67,6 +67,9 @@ pub struct RunOptions<'a> {
     pub max_steps: Option<usize>,
     /// Told about every epoch and step.
     pub observer: &'a dyn Observer,
+    /// The process group when this process is one rank of a data-parallel run (see
+    /// [`crate::dist`]); None for a single process.
+    pub group: Option<&'a std::sync::Arc<crate::dist::Group>>,
 }
 
 impl Default for RunOptions<'_> {
@@ -76,6 +79,7 @@ impl Default for RunOptions<'_> {
             placement: DataPlacement::Auto,
             max_steps: None,
             observer: &Silent,
+            group: None,
         }
     }
 }
@@ -97,6 +101,7 @@ pub fn train(
         (opts.device, opts.placement),
         opts.max_steps,
         opts.observer,
+        opts.group,
     )
 }
 
@@ -116,6 +121,7 @@ pub fn resume(
         (opts.device, opts.placement),
         opts.max_steps,
         opts.observer,
+        opts.group,
     )
 }
 

@@ -404,7 +404,7 @@ pub fn run_all(
                     out: dir.clone(),
                 }
             };
-            epoch_loop::run(start, target, None, observer)?;
+            epoch_loop::run(start, target, None, observer, None)?;
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! checkpoint (`last`, and `best` by validation accuracy), redraw the plots.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use maxl_core::config::TrainConfig;
 use tch::Device;
@@ -11,6 +12,7 @@ use tracing::info;
 use crate::TrainError;
 use crate::checkpoint;
 use crate::data::PreparedData;
+use crate::dist::Group;
 use crate::resident::DataPlacement;
 use crate::run_dir::RunDir;
 use crate::run_files::TrainState;
@@ -74,14 +76,97 @@ pub struct Outcome {
 
 /// Trains until the configured epochs (or `max_steps` stage-1 steps) are done, then saves the
 /// weights and `summary.yaml`.
-/// `target`: the device to train on, and where batches are made.
+/// `target`: the device to train on, and where batches are made. With a process `group`, this
+/// process is one rank of a data-parallel run (see [`Trainer::join`]): every rank prepares the
+/// data and networks (a failure on any rank stops all of them), rank 0 alone writes the run
+/// directory, and a resumed run's checkpoint is read by every rank.
 pub fn run(
     start: Start,
     (device, placement): (Device, DataPlacement),
     max_steps: Option<usize>,
     observer: &dyn Observer,
+    group: Option<&Arc<Group>>,
 ) -> Result<Outcome, TrainError> {
-    let config = start_config(&start)?;
+    let prepared = prepare_trainer(&start, device, placement);
+    let mut trainer = agree(group, "to prepare its data and networks", prepared)?;
+    if let Some(g) = group {
+        // The config and data digest is compared before anything is written.
+        let joined = trainer.join(Arc::clone(g));
+        agree(group, "to join", joined)?;
+    }
+    let writer = trainer.is_writer();
+    let opened = open_run_dir(start, &mut trainer, writer);
+    let (out, mut run_dir, mut state) = agree(group, "to open the run directory", opened)?;
+    if let Some(g) = group {
+        // A resumed run: every rank read the checkpoint; check they read the same one.
+        let summary = format!(
+            "{} {} {}",
+            state.epochs_done, state.steps_done, trainer.steps_done
+        );
+        g.same_everywhere("the checkpoint", crate::dist::digest(summary.as_bytes()))?;
+        g.broadcast(&trainer.state_tensors(), 0)?;
+    }
+    info!("run directory: {}", out.display());
+    let last = train_epochs(
+        &mut trainer,
+        run_dir.as_mut(),
+        &mut state,
+        max_steps,
+        observer,
+    )?;
+    // Rank 0's view decides whether the summary is missing (the others may not see the files).
+    let missing = !out.join("summary.yaml").exists() && state.epochs_done > 0;
+    let missing = match group {
+        Some(g) => g.gather_i64(missing as i64)?[0] != 0,
+        None => missing,
+    };
+    if let Some(last) = &last {
+        if let Some(run_dir) = &run_dir {
+            run_dir.save_weights(&trainer)?;
+            run_dir.write_summary(&trainer, last, &state)?;
+        }
+    } else if missing {
+        // Stopped after its last checkpoint but before the summary: finish it.
+        let evaluation = trainer.evaluation()?;
+        if let Some(run_dir) = &run_dir {
+            info!("{}: writing the missing weights and summary", out.display());
+            run_dir.save_weights(&trainer)?;
+            run_dir.write_summary(&trainer, &evaluation, &state)?;
+        }
+    }
+    if let Some(g) = group {
+        // No rank leaves (and closes its connections) while rank 0 still writes.
+        g.barrier()?;
+    }
+    Ok(Outcome {
+        trainer,
+        out,
+        state,
+        last,
+    })
+}
+
+/// Every rank's result of a step of the start, exchanged (see [`Group::agree`]); the result
+/// itself without a group.
+fn agree<T>(
+    group: Option<&Arc<Group>>,
+    stage: &str,
+    result: Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    match group {
+        Some(g) => g.agree(stage, result),
+        None => result,
+    }
+}
+
+/// The config, data and networks of a run (before its directory is opened): a new run's
+/// backbones initialised, batches placed.
+fn prepare_trainer(
+    start: &Start,
+    device: Device,
+    placement: DataPlacement,
+) -> Result<Trainer, TrainError> {
+    let config = start_config(start)?;
     let arch = config
         .model
         .resolve()
@@ -99,24 +184,7 @@ pub fn run(
             bytes as f64 / (1 << 20) as f64
         );
     }
-    let (out, mut run_dir, mut state) = open_run_dir(start, &mut trainer)?;
-    info!("run directory: {}", out.display());
-    let last = train_epochs(&mut trainer, &mut run_dir, &mut state, max_steps, observer)?;
-    if let Some(last) = &last {
-        run_dir.save_weights(&trainer)?;
-        run_dir.write_summary(&trainer, last, &state)?;
-    } else if !out.join("summary.yaml").exists() && state.epochs_done > 0 {
-        // Stopped after its last checkpoint but before the summary: finish it.
-        info!("{}: writing the missing weights and summary", out.display());
-        run_dir.save_weights(&trainer)?;
-        run_dir.write_summary(&trainer, &trainer.evaluation()?, &state)?;
-    }
-    Ok(Outcome {
-        trainer,
-        out,
-        state,
-        last,
-    })
+    Ok(trainer)
 }
 
 /// The run's config, validated: the given one for a new run, the run directory's (with the
@@ -157,11 +225,13 @@ fn log_run(config: &TrainConfig, data: &PreparedData, device: Device) {
 }
 
 /// The run directory and training state: a new directory, or the resumed one with the trainer
-/// restored from its last checkpoint.
+/// restored from its last checkpoint. Only a `writer` opens the directory (the others of a
+/// data-parallel run read a resumed run's checkpoint and write nothing).
 fn open_run_dir(
     start: Start,
     trainer: &mut Trainer,
-) -> Result<(PathBuf, RunDir, TrainState), TrainError> {
+    writer: bool,
+) -> Result<(PathBuf, Option<RunDir>, TrainState), TrainError> {
     Ok(match start {
         Start::Resume { dir, .. } => {
             let state = checkpoint::load(&dir.join("checkpoints").join("last"), trainer)?;
@@ -171,11 +241,13 @@ fn open_run_dir(
                 state.epochs_done,
                 state.steps_done
             );
-            let run_dir = RunDir::reopen(&dir, state.epochs_done)?;
+            let run_dir = writer
+                .then(|| RunDir::reopen(&dir, state.epochs_done))
+                .transpose()?;
             (dir, run_dir, state)
         }
         Start::New { out, .. } => {
-            let run_dir = RunDir::create(&out, trainer)?;
+            let run_dir = writer.then(|| RunDir::create(&out, trainer)).transpose()?;
             let state = TrainState {
                 format: crate::run_files::STATE_FORMAT,
                 epochs_done: 0,
@@ -192,21 +264,25 @@ fn open_run_dir(
 /// epoch's metrics (None when there was nothing left to train).
 fn train_epochs(
     trainer: &mut Trainer,
-    run_dir: &mut RunDir,
+    mut run_dir: Option<&mut RunDir>,
     state: &mut TrainState,
     max_steps: Option<usize>,
     observer: &dyn Observer,
 ) -> Result<Option<EpochMetrics>, TrainError> {
     let epochs = trainer.config.epochs;
-    let checkpoints = run_dir.path.join("checkpoints");
-    std::fs::create_dir_all(&checkpoints)
-        .map_err(|e| TrainError::output(&checkpoints, format!("cannot create: {e}")))?;
+    let checkpoints = run_dir.as_ref().map(|r| r.path.join("checkpoints"));
+    if let Some(checkpoints) = &checkpoints {
+        std::fs::create_dir_all(checkpoints)
+            .map_err(|e| TrainError::output(checkpoints, format!("cannot create: {e}")))?;
+    }
     let mut last = None;
     while trainer.epochs_done < epochs && !trainer.steps_exhausted(max_steps) {
         observer.epoch_started(trainer.epochs_done + 1, epochs);
         let m = trainer.train_epoch(max_steps, &mut |done, total| observer.steps(done, total))?;
         observer.epoch_trained();
-        run_dir.append(&m)?;
+        if let Some(run_dir) = run_dir.as_deref_mut() {
+            run_dir.append(&m)?;
+        }
         state.epochs_done = trainer.epochs_done;
         state.steps_done = trainer.steps_done;
         // Without a validation set (validation_fraction 0) every epoch is the best so far.
@@ -215,11 +291,13 @@ fn train_epochs(
             state.best_val_acc = m.val_acc;
             state.best_epoch = m.epoch;
         }
-        checkpoint::save(&checkpoints.join("last"), trainer, state)?;
-        if best {
-            checkpoint::save(&checkpoints.join("best"), trainer, state)?;
+        if let (Some(run_dir), Some(checkpoints)) = (run_dir.as_deref(), &checkpoints) {
+            checkpoint::save(&checkpoints.join("last"), trainer, state)?;
+            if best {
+                checkpoint::save(&checkpoints.join("best"), trainer, state)?;
+            }
+            draw_plots(trainer, &run_dir.path, &m);
         }
-        draw_plots(trainer, &run_dir.path, &m);
         log_epoch(&m, epochs);
         observer.epoch_finished(&m);
         last = Some(m);

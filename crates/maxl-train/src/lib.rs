@@ -37,6 +37,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod data;
+pub mod dist;
 pub mod epoch_loop;
 pub mod export;
 pub mod forward_ad;
@@ -103,6 +104,9 @@ pub enum TrainError {
         /// What went wrong with it.
         message: String,
     },
+    /// A data-parallel run lost a rank, timed out, or its ranks disagree.
+    #[error("{0}")]
+    Distributed(String),
     /// libtorch refused an operation (its message's first line).
     #[error("libtorch: {0}")]
     Torch(String),

@@ -42,8 +42,13 @@ pub fn one_hot(labels: &Tensor, classes: usize, kind: Kind) -> Tensor {
 /// R = Σ_k p̄_k log p̄_k with p̄ the batch mean of the generator's outputs [N, A]. Adding λR to the
 /// loss spreads the batch over all auxiliary slots; it does not reward per-sample uncertainty.
 pub fn anti_collapse(generated: &Tensor) -> Tensor {
-    let mean = generated.mean_dim(0, false, generated.kind());
-    (&mean * mean.clamp_min(REGULARISER_FLOOR).log()).sum(generated.kind())
+    anti_collapse_of_mean(&generated.mean_dim(0, false, generated.kind()))
+}
+
+/// R = Σ_k p̄_k log p̄_k of a batch-mean prediction p̄ [A] (for a batch split across ranks, the
+/// weighted mean of the ranks' means).
+pub fn anti_collapse_of_mean(mean: &Tensor) -> Tensor {
+    (mean * mean.clamp_min(REGULARISER_FLOOR).log()).sum(mean.kind())
 }
 
 #[cfg(test)]

@@ -12,14 +12,22 @@
 //!
 //! Batch norm: the stage-1 forwards (of f and of g) update running statistics once per batch;
 //! everything in stage 2 normalises with batch statistics and leaves them untouched.
+//!
+//! Data-parallel (the `_dp` functions with a [`DataParallel`]): each rank holds a shard of the
+//! global batch, and the step is the single-process algorithm on the global batch (batch norm
+//! per shard). Reduced across ranks: G before θ1⁺ = θ1 − αG is formed; v̄ = ∇L_pri(θ1⁺) before
+//! it is contracted with ∂G/∂θ2 (the jvp path contracts ⟨v̄, ∇c(θ1)⟩; the double-backward path
+//! differentiates ⟨v̄, G_rank⟩ in θ2); the batch-mean prediction p̄ of the anti-collapse term
+//! (R is not linear in it); and θ2's gradient.
 
 use tch::{Kind, Tensor};
 
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 
 use crate::TrainError;
+use crate::dist::DataParallel;
 use crate::forward_ad::DualLevel;
-use crate::loss::{anti_collapse, focal_loss, one_hot};
+use crate::loss::{anti_collapse, anti_collapse_of_mean, focal_loss, one_hot};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, defined_or_zero};
 
@@ -175,7 +183,7 @@ pub fn meta_gradient(
         alpha,
         losses,
     };
-    meta_gradient_for(f, g, batch, inner, path.into())
+    meta_gradient_for(f, g, batch, inner, path.into(), None)
 }
 
 /// [`meta_gradient`] with g's output t = g(x, y; θ2) already computed (with its graph to θ2),
@@ -186,16 +194,30 @@ fn meta_gradient_for(
     batch: Batch<'_>,
     inner: InnerStep<'_>,
     path: MetaPath,
+    dp: Option<&DataParallel<'_>>,
 ) -> Result<MetaGradient, TrainError> {
     let (theta1, InnerStep { t, losses, .. }) = (&f.store.params, inner);
-    match path {
-        MetaPath::Exact(MetaGradientMode::Jvp) => {
+    match (path, dp) {
+        (MetaPath::Exact(mode), Some(dp)) => {
+            let detached = mode == MetaGradientMode::Jvp;
+            let l1 = if detached {
+                let out = f.forward_with(batch.x, theta1, BatchNorm::Batch, true);
+                losses_from_output(f, &out, batch.y, Some(&t.detach()), losses.gamma)
+            } else {
+                multitask_loss(f, theta1, BatchNorm::Batch, batch, Some(t), losses.gamma)
+            };
+            let grad1 = gradient(&l1.total, theta1, !detached);
+            let g_bar = dp.mean(&grad1)?;
+            let for_fast = if dp.skip_g_reduce { &grad1 } else { &g_bar };
+            by_ranks(f, g, batch, inner, (&grad1, for_fast), mode, dp)
+        }
+        (MetaPath::Exact(MetaGradientMode::Jvp), None) => {
             let out = f.forward_with(batch.x, theta1, BatchNorm::Batch, true);
             let l1 = losses_from_output(f, &out, batch.y, Some(&t.detach()), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, false);
             by_jvp(f, g, batch, inner, &grad1)
         }
-        path => {
+        (path, _) => {
             let l1 = multitask_loss(f, theta1, BatchNorm::Batch, batch, Some(t), losses.gamma);
             let create_graph = path == MetaPath::Exact(MetaGradientMode::DoubleBackward);
             let grad1 = gradient(&l1.total, theta1, create_graph);
@@ -285,16 +307,94 @@ fn by_jvp(
         .zip(&f.store.lr_scales)
         .map(|(v, &s)| if s == 1.0 { v } else { v * s })
         .collect();
-    let dot = slot_loss_jvp(f, x, &v, losses.gamma)?;
-    let n = x.size()[0] as f64;
     let regulariser = anti_collapse(t);
     // A surrogate whose gradient in θ2 is ∂L2/∂θ2: t enters linearly with the weight above.
-    let surrogate = (t * (dot * (-alpha / n))).sum(t.kind()) + &regulariser * losses.lambda;
+    let surrogate =
+        slot_surrogate(f, x, t, &v, alpha, losses.gamma)? + &regulariser * losses.lambda;
     let theta2 = &g.store.params;
     let grads = defined_or_zero(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
         theta2,
     );
+    let (primary_at_fast, regulariser) = (primary_at_fast.detach(), regulariser.detach());
+    Ok(MetaGradient {
+        grads,
+        loss: &primary_at_fast + &regulariser * losses.lambda,
+        primary_at_fast,
+        regulariser,
+    })
+}
+
+/// Σ_n Σ_i t_ni · (−α/N) ⟨v, ∇c_ni(θ1)⟩: its gradient in θ2 (through t) is the meta-gradient's
+/// part through θ1⁺ (see [`by_jvp`]); N is the batch size on this process.
+fn slot_surrogate(
+    f: &MultiTaskNet,
+    x: &Tensor,
+    t: &Tensor,
+    v: &[Tensor],
+    alpha: f64,
+    gamma: f64,
+) -> Result<Tensor, TrainError> {
+    let dot = slot_loss_jvp(f, x, v, gamma)?;
+    let n = x.size()[0] as f64;
+    Ok((t * (dot * (-alpha / n))).sum(t.kind()))
+}
+
+/// The meta-gradient on this rank's shard, reduced across ranks (see the module's notes).
+/// `grad1`: (this rank's G — with its graph to θ2 for the double-backward path —, the G that
+/// forms θ1⁺: the ranks' mean). Returns θ2's gradient, the same on every rank; the losses are
+/// this rank's primary loss at θ1⁺ and the global R.
+fn by_ranks(
+    f: &MultiTaskNet,
+    g: &LabelGenerator,
+    Batch { x, y }: Batch<'_>,
+    InnerStep { t, alpha, losses }: InnerStep<'_>,
+    (grad1, for_fast): (&[Tensor], &[Tensor]),
+    mode: MetaGradientMode,
+    dp: &DataParallel<'_>,
+) -> Result<MetaGradient, TrainError> {
+    let fast: Vec<Tensor> = tch::no_grad(|| fast_weights(f, for_fast, alpha))
+        .into_iter()
+        .map(|p| p.set_requires_grad(true))
+        .collect();
+    let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
+    let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
+    let mut local = gradient(&primary_at_fast, &fast, false);
+    // p̄ rides along with v: one collective for both.
+    let mean_t = t.mean_dim(0, false, t.kind());
+    local.push(mean_t.detach());
+    let mut reduced = dp.mean(&local)?;
+    let p_bar = reduced.pop().expect("p̄ was pushed");
+    // θ1⁺ = θ1 − α·s⊙G: the contraction is with s⊙v̄.
+    let v: Vec<Tensor> = reduced
+        .into_iter()
+        .zip(&f.store.lr_scales)
+        .map(|(v, &s)| if s == 1.0 { v } else { v * s })
+        .collect();
+    // R(p̄) and a surrogate linear in this rank's mean whose weighted sum over ranks has R's
+    // gradient: Σ_k ∂R/∂p̄_k · mean_k.
+    let p_bar = p_bar.set_requires_grad(true);
+    let regulariser = anti_collapse_of_mean(&p_bar);
+    let d_r = gradient(&regulariser, std::slice::from_ref(&p_bar), false).remove(0);
+    let reg_surrogate = (&mean_t * d_r).sum(t.kind());
+    let through_fast = match mode {
+        MetaGradientMode::Jvp => slot_surrogate(f, x, t, &v, alpha, losses.gamma)?,
+        MetaGradientMode::DoubleBackward => {
+            let dots: Vec<Tensor> = grad1
+                .iter()
+                .zip(&v)
+                .map(|(g1, v)| (g1 * v).sum(Kind::Double))
+                .collect();
+            Tensor::stack(&dots, 0).sum(Kind::Double).to_kind(t.kind()) * -alpha
+        }
+    };
+    let surrogate = through_fast + reg_surrogate * losses.lambda;
+    let theta2 = &g.store.params;
+    let local = defined_or_zero(
+        Tensor::run_backward(&[&surrogate], theta2, false, false),
+        theta2,
+    );
+    let grads = dp.mean(&local)?;
     let (primary_at_fast, regulariser) = (primary_at_fast.detach(), regulariser.detach());
     Ok(MetaGradient {
         grads,
@@ -371,10 +471,23 @@ pub fn stage1(
     f: &MultiTaskNet,
     opt: &mut Sgd,
     target: AuxTarget<'_>,
-    Batch { x, y }: Batch<'_>,
+    batch: Batch<'_>,
     lr: f64,
     losses: LossConfig,
 ) -> StageOne {
+    stage1_dp(f, opt, target, batch, lr, losses, None).expect("a single process has no collective")
+}
+
+/// [`stage1`] on this rank's shard of a global batch: G is reduced across ranks before the step.
+pub fn stage1_dp(
+    f: &MultiTaskNet,
+    opt: &mut Sgd,
+    target: AuxTarget<'_>,
+    Batch { x, y }: Batch<'_>,
+    lr: f64,
+    losses: LossConfig,
+    dp: Option<&DataParallel<'_>>,
+) -> Result<StageOne, TrainError> {
     let target = match target {
         AuxTarget::None => None,
         AuxTarget::Fixed(t) => Some(t),
@@ -382,12 +495,15 @@ pub fn stage1(
     };
     let out = f.forward_with(x, &f.store.params, BatchNorm::BatchUpdate, target.is_some());
     let l = losses_from_output(f, &out, y, target.as_ref(), losses.gamma);
-    let grads = defined_or_zero(
+    let mut grads = defined_or_zero(
         Tensor::run_backward(&[&l.total], &f.store.params, false, false),
         &f.store.params,
     );
+    if let Some(dp) = dp {
+        grads = dp.mean(&grads)?;
+    }
     opt.step(&f.store.params, &grads, lr, &f.store.lr_scales);
-    StageOne::measure(&l, &out.primary, y)
+    Ok(StageOne::measure(&l, &out.primary, y))
 }
 
 /// Stage 2: one step of θ2 by g's optimiser with learning rate `lr.g` on the exact
@@ -400,7 +516,26 @@ pub fn stage2(
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<MetaGradient, TrainError> {
-    let mg = meta_gradient(f, &g.net, batch, lr.f, losses, mode)?;
+    stage2_dp(f, g, batch, lr, losses, mode, None)
+}
+
+/// [`stage2`] on this rank's shard of a global batch.
+pub fn stage2_dp(
+    f: &MultiTaskNet,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
+    losses: LossConfig,
+    mode: MetaGradientMode,
+    dp: Option<&DataParallel<'_>>,
+) -> Result<MetaGradient, TrainError> {
+    let t = g.net.forward(batch.x, batch.y, BatchNorm::Batch);
+    let inner = InnerStep {
+        t: &t,
+        alpha: lr.f,
+        losses,
+    };
+    let mg = meta_gradient_for(f, &g.net, batch, inner, mode.into(), dp)?;
     g.step(&mg.grads, lr.g);
     Ok(mg)
 }
@@ -417,6 +552,19 @@ pub type Iteration = fn(
     MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError>;
 
+/// [`Iteration`] on this rank's shard of a global batch: [`interleaved_step_dp`] or
+/// [`fused_step_dp`].
+pub type IterationDp = fn(
+    &MultiTaskNet,
+    &mut Sgd,
+    &mut Generator,
+    Batch<'_>,
+    LearningRates,
+    LossConfig,
+    MetaGradientMode,
+    Option<&DataParallel<'_>>,
+) -> Result<(StageOne, MetaGradient), TrainError>;
+
 /// One iteration of the `interleaved` schedule: stage 1, then stage 2 on the same batch
 /// (α = `lr.f`). θ2 does not change in between, so g's forward runs once (updating g's running
 /// statistics, as stage 1's forward does): stage 1 uses its output as a constant, stage 2
@@ -430,14 +578,30 @@ pub fn interleaved_step(
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError> {
+    interleaved_step_dp(f, opt_f, g, batch, lr, losses, mode, None)
+}
+
+/// [`interleaved_step`] on this rank's shard of a global batch.
+#[allow(clippy::too_many_arguments)]
+pub fn interleaved_step_dp(
+    f: &MultiTaskNet,
+    opt_f: &mut Sgd,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
+    losses: LossConfig,
+    mode: MetaGradientMode,
+    dp: Option<&DataParallel<'_>>,
+) -> Result<(StageOne, MetaGradient), TrainError> {
     let t = g.net.forward(batch.x, batch.y, BatchNorm::BatchUpdate);
-    let s = stage1(f, opt_f, AuxTarget::Fixed(t.detach()), batch, lr.f, losses);
+    let target = AuxTarget::Fixed(t.detach());
+    let s = stage1_dp(f, opt_f, target, batch, lr.f, losses, dp)?;
     let inner = InnerStep {
         t: &t,
         alpha: lr.f,
         losses,
     };
-    let mg = meta_gradient_for(f, &g.net, batch, inner, mode.into())?;
+    let mg = meta_gradient_for(f, &g.net, batch, inner, mode.into(), dp)?;
     g.step(&mg.grads, lr.g);
     Ok((s, mg))
 }
@@ -455,6 +619,22 @@ pub fn fused_step(
     losses: LossConfig,
     mode: MetaGradientMode,
 ) -> Result<(StageOne, MetaGradient), TrainError> {
+    fused_step_dp(f, opt_f, g, batch, lr, losses, mode, None)
+}
+
+/// [`fused_step`] on this rank's shard of a global batch: the reduced G is both θ1⁺'s and
+/// θ1's step.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_step_dp(
+    f: &MultiTaskNet,
+    opt_f: &mut Sgd,
+    g: &mut Generator,
+    batch: Batch<'_>,
+    lr: LearningRates,
+    losses: LossConfig,
+    mode: MetaGradientMode,
+    dp: Option<&DataParallel<'_>>,
+) -> Result<(StageOne, MetaGradient), TrainError> {
     if opt_f.config.momentum != 0.0 || opt_f.config.weight_decay != 0.0 {
         return Err(TrainError::Invalid(
             "the fused schedule needs plain SGD for θ1 (no momentum, no weight decay)".into(),
@@ -468,6 +648,22 @@ pub fn fused_step(
         alpha: lr.f,
         losses,
     };
+    if let Some(dp) = dp {
+        let detached = mode == MetaGradientMode::Jvp;
+        let target = if detached {
+            t.detach()
+        } else {
+            t.shallow_clone()
+        };
+        let l1 = losses_from_output(f, &out, y, Some(&target), losses.gamma);
+        let grad1 = gradient(&l1.total, theta1, !detached);
+        let g_bar = dp.mean(&grad1)?;
+        let for_fast = if dp.skip_g_reduce { &grad1 } else { &g_bar };
+        let mg = by_ranks(f, &g.net, batch, inner, (&grad1, for_fast), mode, dp)?;
+        opt_f.step(theta1, &g_bar, lr.f, &f.store.lr_scales);
+        g.step(&mg.grads, lr.g);
+        return Ok((StageOne::measure(&l1, &out.primary, y), mg));
+    }
     let (l1, grad1, mg) = match mode {
         MetaGradientMode::Jvp => {
             let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);

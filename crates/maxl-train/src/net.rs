@@ -243,16 +243,21 @@ fn run_ops(ops: &[Op], x: &Tensor, cur: &mut Cursor<'_>, bn: BatchNorm) -> Tenso
                     BatchNorm::Batch => (false, true),
                     BatchNorm::Running => (true, false),
                 };
-                h.batch_norm(
-                    Some(&g),
-                    Some(&b),
-                    running.then_some(&mean),
-                    running.then_some(&var),
-                    training,
-                    BN_MOMENTUM,
-                    BN_EPS,
-                    CUDNN,
-                )
+                let ghosts = ghost_batches();
+                if training && ghosts > 1 {
+                    ghost_batch_norm(&h, (&g, &b), running.then_some((&mean, &var)), ghosts)
+                } else {
+                    h.batch_norm(
+                        Some(&g),
+                        Some(&b),
+                        running.then_some(&mean),
+                        running.then_some(&var),
+                        training,
+                        BN_MOMENTUM,
+                        BN_EPS,
+                        CUDNN,
+                    )
+                }
             }
             Op::Relu => h.relu(),
             Op::MaxPool {
@@ -276,6 +281,61 @@ fn run_ops(ops: &[Op], x: &Tensor, cur: &mut Cursor<'_>, bn: BatchNorm) -> Tenso
         };
     }
     h
+}
+
+static GHOST_BATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Makes every training-mode batch norm of this process normalise each of `k` equal
+/// consecutive parts of a batch with that part's own statistics ("ghost" batch norm), and
+/// update running statistics by the mean of the parts' updates. One process then computes what
+/// `k` data-parallel ranks compute on their shards of the batch (each rank normalises with its
+/// own statistics; running statistics are averaged across ranks): the reference the
+/// data-parallel trainer is tested against. 1 (the default) is plain batch norm.
+pub fn set_ghost_batches(k: usize) {
+    GHOST_BATCHES.store(k.max(1), std::sync::atomic::Ordering::SeqCst);
+}
+
+fn ghost_batches() -> usize {
+    GHOST_BATCHES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Batch norm in training mode with statistics per part of the batch (see
+/// [`set_ghost_batches`]); `running`: the running mean and variance to update.
+fn ghost_batch_norm(
+    h: &Tensor,
+    (weight, bias): (&Tensor, &Tensor),
+    running: Option<(&Tensor, &Tensor)>,
+    parts: usize,
+) -> Tensor {
+    let mut updated = Vec::new();
+    let outs: Vec<Tensor> = h
+        .chunk(parts as i64, 0)
+        .iter()
+        .map(|part| {
+            let stats = running.map(|(m, v)| (m.copy(), v.copy()));
+            let out = part.batch_norm(
+                Some(weight),
+                Some(bias),
+                stats.as_ref().map(|s| &s.0),
+                stats.as_ref().map(|s| &s.1),
+                true,
+                BN_MOMENTUM,
+                BN_EPS,
+                CUDNN,
+            );
+            updated.extend(stats);
+            out
+        })
+        .collect();
+    if let Some((mean, var)) = running {
+        tch::no_grad(|| {
+            let (ms, vs): (Vec<Tensor>, Vec<Tensor>) = updated.into_iter().unzip();
+            let (mut m, mut v) = (mean.detach(), var.detach());
+            m.copy_(&Tensor::stack(&ms, 0).mean_dim(0, false, mean.kind()));
+            v.copy_(&Tensor::stack(&vs, 0).mean_dim(0, false, var.kind()));
+        });
+    }
+    Tensor::cat(&outs, 0)
 }
 
 /// Linear → ReLU → Linear on four tensors (w0, b0, w2, b2).

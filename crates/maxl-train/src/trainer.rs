@@ -3,6 +3,7 @@
 //! schedule; the methods differ only in where the auxiliary target comes from, and `single` has
 //! none). The loop over epochs, with checkpoints and the run directory, is [`crate::epoch_loop`].
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
@@ -18,10 +19,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
 use crate::data::{PreparedData, Split};
+use crate::dist::{DataParallel, Group, Reduce, shard, sum_f64};
 use crate::loss::one_hot;
 use crate::meta::{
-    self, AuxTarget, Generator, Iteration, LearningRates, LossConfig, MetaGradient, StageOne,
-    correct, fused_step, interleaved_step, stage1, stage2,
+    self, AuxTarget, Generator, IterationDp, LearningRates, LossConfig, MetaGradient, StageOne,
+    correct, fused_step_dp, interleaved_step_dp, stage1_dp, stage2_dp,
 };
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, scheduled_lr};
@@ -98,6 +100,11 @@ pub struct Trainer {
     pub epochs_done: usize,
     /// Stage-1 optimiser steps taken so far (over all epochs).
     pub steps_done: usize,
+    /// The process group of a data-parallel run (see [`Trainer::join`]).
+    group: Option<Arc<Group>>,
+    /// Data-parallel only: leave G unreduced when forming θ1⁺ — a different, wrong algorithm,
+    /// kept so that a test can show the comparison with the single-process run detects it.
+    pub skip_g_reduce: bool,
 }
 
 impl Trainer {
@@ -212,7 +219,98 @@ impl Trainer {
             resident: None,
             epochs_done: 0,
             steps_done: 0,
+            group: None,
+            skip_g_reduce: false,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run on `group`: refuses a `batch_size`
+    /// that does not divide among the ranks, compares a digest of the config and the data sizes
+    /// across ranks (a difference is refused, naming the ranks), and makes every rank's
+    /// parameters and batch-norm statistics rank 0's. Call on every rank, after a resumed run's
+    /// checkpoint is loaded. From then on each epoch trains on this rank's shard of every
+    /// global batch (the one-process batch of the same config), and evaluates its share of
+    /// each split.
+    pub fn join(&mut self, group: Arc<Group>) -> Result<(), TrainError> {
+        let world = group.world();
+        let c = &self.config;
+        let divides = c.batch_size.is_multiple_of(world);
+        let result = if divides {
+            Ok(())
+        } else {
+            Err(TrainError::Invalid(format!(
+                "batch_size {} (the global batch) does not divide among {world} ranks",
+                c.batch_size
+            )))
+        };
+        group.agree("the batch-size check", result)?;
+        let summary = format!(
+            "{}\ntrain {} validation {} test {} epochs done {} steps done {}",
+            c.to_yaml(),
+            self.data.train.len(),
+            self.data.validation.len(),
+            self.data.test.len(),
+            self.epochs_done,
+            self.steps_done
+        );
+        group.same_everywhere(
+            "the config (or data, or checkpoint)",
+            crate::dist::digest(summary.as_bytes()),
+        )?;
+        group.broadcast(&self.state_tensors(), 0)?;
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// The process group, in a data-parallel run.
+    pub fn group(&self) -> Option<&Group> {
+        self.group.as_deref()
+    }
+
+    /// Whether this process writes the run's files: the only process, or rank 0.
+    pub fn is_writer(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
+
+    /// Every parameter and running statistic of f and g.
+    pub(crate) fn state_tensors(&self) -> Vec<Tensor> {
+        let mut all: Vec<Tensor> = Vec::new();
+        let mut add = |s: &crate::net::ParamStore| {
+            all.extend(s.params.iter().map(Tensor::shallow_clone));
+            all.extend(s.buffers.iter().map(Tensor::shallow_clone));
+        };
+        add(&self.f.store);
+        if let Some(g) = &self.g {
+            add(&g.net.store);
+        }
+        all
+    }
+
+    /// Averages the ranks' batch-norm running statistics (each rank updated them from its own
+    /// shards): before evaluation, checkpoints and export.
+    fn average_running_stats(&self) -> Result<(), TrainError> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let mut buffers: Vec<Tensor> = self
+            .f
+            .store
+            .buffers
+            .iter()
+            .map(Tensor::shallow_clone)
+            .collect();
+        if let Some(g) = &self.g {
+            buffers.extend(g.net.store.buffers.iter().map(Tensor::shallow_clone));
+        }
+        group.all_reduce(&buffers, Reduce::Sum)?;
+        let world = group.world() as f64;
+        tch::no_grad(|| {
+            for b in &buffers {
+                let mut b = b.shallow_clone();
+                let _ = b.f_div_scalar_(world).expect("running statistics");
+            }
+        });
+        Ok(())
     }
 
     /// The label generator's network, for methods that have one.
@@ -284,7 +382,11 @@ impl Trainer {
         let schedule = c.schedule;
         let mut rng = epoch_rng(c.seed, epoch);
         let (shuffle, batch_size) = (c.dataset.shuffle, c.batch_size);
-        let first = shuffled_batches(self.data.train.len(), shuffle, batch_size, &mut rng);
+        let (rank, world) = self
+            .group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world()));
+        let first = shuffled_batches(self.data.train.len(), shuffle, batch_size, world, &mut rng);
         let budget = max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.steps_done));
         let steps = first.len().min(budget);
         let reference = meta && schedule == Schedule::Reference;
@@ -296,6 +398,8 @@ impl Trainer {
             resident: self.resident.as_ref().map(Resident::shallow_clone),
             maker: self.batch_maker(),
             augment: self.augment,
+            rank,
+            world,
         };
         let mut acc = Accum::new(self.device);
         let mut nets = Nets {
@@ -305,6 +409,8 @@ impl Trainer {
             g: self.g.as_mut(),
             opt_f: &mut self.opt_f,
             kind: self.kind,
+            group: self.group.as_deref(),
+            skip_g_reduce: self.skip_g_reduce,
         };
         let steps_done = std::thread::scope(|scope| -> Result<usize, TrainError> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, TrainError>>(PREFETCH);
@@ -338,9 +444,10 @@ impl Trainer {
     ) -> Result<EpochMetrics, TrainError> {
         let seconds = start.elapsed().as_secs_f64();
         let cpu_seconds = process_cpu_seconds() - cpu_start;
+        self.average_running_stats()?;
         let (val_acc, test_acc, generator) = self.evaluate()?;
         self.epochs_done += 1;
-        let sums = acc.read();
+        let sums = acc.read(self.group.as_deref())?;
         Ok(EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -414,7 +521,16 @@ impl Trainer {
         mut each: impl FnMut(usize, Tensor, Tensor),
     ) -> Result<(), TrainError> {
         let ds = self.dataset(split);
-        let starts = (0..ds.len()).step_by(EVAL_BATCH);
+        // A data-parallel run: this rank's evaluation batches, every world-th.
+        let (rank, world) = self
+            .group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world()));
+        let starts = (0..ds.len())
+            .step_by(EVAL_BATCH)
+            .enumerate()
+            .filter(move |(i, _)| i % world == rank)
+            .map(|(_, s)| s);
         let count = move |start: usize| EVAL_BATCH.min(ds.len() - start);
         if let Some(r) = &self.resident {
             for start in starts {
@@ -496,6 +612,16 @@ impl Trainer {
                 }
             })
         })?;
+        if let Some(group) = self.group.as_deref() {
+            // Counts of every rank's share; the sums are exact in f64 below 2^53.
+            let mut all: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
+            all.extend([right as f64, sample_entropy, counted as f64]);
+            sum_f64(Some(group), &mut all)?;
+            counted = all.pop().expect("counted") as usize;
+            sample_entropy = all.pop().expect("entropy");
+            right = all.pop().expect("right") as i64;
+            counts = all.into_iter().map(|c| c as usize).collect();
+        }
         let acc = if accuracy {
             right as f64 / ds.len() as f64
         } else {
@@ -525,9 +651,21 @@ struct Nets<'a> {
     g: Option<&'a mut Generator>,
     opt_f: &'a mut Sgd,
     kind: Kind,
+    group: Option<&'a Group>,
+    skip_g_reduce: bool,
 }
 
-impl Nets<'_> {
+impl<'a> Nets<'a> {
+    /// This rank's part of a batch, in a data-parallel run.
+    fn parallel(&self, b: &Batch) -> Option<DataParallel<'a>> {
+        let skip_g_reduce = self.skip_g_reduce;
+        self.group.map(|group| DataParallel {
+            group,
+            share: b.n as f64 / b.global_n as f64,
+            skip_g_reduce,
+        })
+    }
+
     fn losses(&self) -> LossConfig {
         LossConfig {
             gamma: self.config.focal_gamma,
@@ -545,16 +683,18 @@ impl Nets<'_> {
     ) -> Result<(), TrainError> {
         let losses = self.losses();
         let batch = meta::Batch::new(&b.x, &b.y);
-        let iteration: Option<Iteration> = match self.config.schedule {
-            Schedule::Interleaved => Some(interleaved_step),
-            Schedule::Fused => Some(fused_step),
+        let dp = self.parallel(b);
+        let share = dp.as_ref().map_or(1.0, |d| d.share);
+        let iteration: Option<IterationDp> = match self.config.schedule {
+            Schedule::Interleaved => Some(interleaved_step_dp),
+            Schedule::Fused => Some(fused_step_dp),
             Schedule::Reference => None,
         };
         if let (Some(step), Some(g)) = (iteration, self.g.as_deref_mut()) {
             let mode = self.config.meta_gradient;
-            let (s, mg) = step(self.f, self.opt_f, g, batch, lr, losses, mode)?;
-            acc.add_stage1(s, b.n);
-            acc.add_meta(mg);
+            let (s, mg) = step(self.f, self.opt_f, g, batch, lr, losses, mode, dp.as_ref())?;
+            acc.add_stage1(s, b.n, share);
+            acc.add_meta(mg, share);
             return Ok(());
         }
         let target = match (self.config.method, self.g.as_deref()) {
@@ -567,8 +707,8 @@ impl Nets<'_> {
                 AuxTarget::Generator(&g.expect("MAXL's methods have a generator").net)
             }
         };
-        let s = stage1(self.f, self.opt_f, target, batch, lr.f, losses);
-        acc.add_stage1(s, b.n);
+        let s = stage1_dp(self.f, self.opt_f, target, batch, lr.f, losses, dp.as_ref())?;
+        acc.add_stage1(s, b.n, share);
         Ok(())
     }
 
@@ -610,12 +750,14 @@ impl Nets<'_> {
     /// Stage 2 of the `reference` schedule on a batch, α = θ1's learning rate.
     fn stage2(&mut self, b: &Batch, lr: LearningRates, acc: &mut Accum) -> Result<(), TrainError> {
         let losses = self.losses();
+        let dp = self.parallel(b);
+        let share = dp.as_ref().map_or(1.0, |d| d.share);
         let Some(g) = self.g.as_deref_mut() else {
             return Ok(());
         };
         let (batch, mode) = (meta::Batch::new(&b.x, &b.y), self.config.meta_gradient);
-        let mg = stage2(self.f, g, batch, lr, losses, mode)?;
-        acc.add_meta(mg);
+        let mg = stage2_dp(self.f, g, batch, lr, losses, mode, dp.as_ref())?;
+        acc.add_meta(mg, share);
         Ok(())
     }
 }
@@ -636,8 +778,10 @@ enum Phase {
 
 struct Batch {
     phase: Phase,
-    /// Images in the batch.
+    /// Images in the batch (this rank's part of it, in a data-parallel run).
     n: usize,
+    /// Images in the global batch (all ranks' parts).
+    global_n: usize,
     x: Tensor,
     y: Tensor,
     /// The images' fixed auxiliary slots (`random` and `human`), i64 [B].
@@ -652,6 +796,9 @@ struct BatchSource<'a> {
     resident: Option<Resident>,
     maker: BatchMaker,
     augment: Option<Augment>,
+    /// This process's rank and the number of ranks: a rank takes its shard of each batch.
+    rank: usize,
+    world: usize,
 }
 
 impl BatchSource<'_> {
@@ -664,14 +811,19 @@ impl BatchSource<'_> {
         rng: &mut StdRng,
     ) -> Result<Batch, TrainError> {
         let size = (self.ds.height, self.ds.width);
+        // Drawn for the whole global batch, so that every rank's random stream stays the
+        // one-process run's; then this rank's shard.
         let placements = placements(self.augment, indices.len(), size, rng);
+        let global_n = indices.len();
+        let part = shard(global_n, self.rank, self.world);
+        let (indices, placements) = (&indices[part.clone()], &placements[part]);
         let (x, y, slots) = match &self.resident {
             Some(r) => {
-                let b = r.batch(&r.train, indices, &placements)?;
+                let b = r.batch(&r.train, indices, placements)?;
                 (b.x, b.y, b.slots)
             }
             None => {
-                let (x, y) = self.maker.make(self.ds, indices, &placements)?;
+                let (x, y) = self.maker.make(self.ds, indices, placements)?;
                 let slots = self.fixed_aux.map(|fixed| {
                     let s: Vec<i64> = indices.iter().map(|&i| fixed[i] as i64).collect();
                     Tensor::from_slice(&s).to_device(self.maker.device)
@@ -682,6 +834,7 @@ impl BatchSource<'_> {
         Ok(Batch {
             phase,
             n: indices.len(),
+            global_n,
             x,
             y,
             slots,
@@ -713,7 +866,7 @@ impl BatchSource<'_> {
             // The authors' schedule: a second full pass over freshly shuffled,
             // augmented batches (as many as stage 1 took), then g's statistics at the
             // final θ2 over stage 1's batches.
-            let second = shuffled_batches(self.ds.len(), shuffle, batch_size, rng);
+            let second = shuffled_batches(self.ds.len(), shuffle, batch_size, self.world, rng);
             for idx in second.iter().take(first.len()) {
                 if !send(Phase::Meta, idx, rng) {
                     return;
@@ -729,11 +882,13 @@ impl BatchSource<'_> {
 }
 
 /// The epoch's batches of `n` training images: shuffled when configured, without a last batch
-/// of one image (batch norm needs more than one sample per channel in training mode).
+/// of one image (batch norm needs more than one sample per channel in training mode) — with
+/// `world` ranks, without a last batch that leaves a rank fewer than two.
 fn shuffled_batches(
     n: usize,
     shuffle: bool,
     batch_size: usize,
+    world: usize,
     rng: &mut StdRng,
 ) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -742,7 +897,7 @@ fn shuffled_batches(
     }
     order
         .chunks(batch_size)
-        .filter(|c| c.len() > 1)
+        .filter(|c| c.len() >= 2 * world)
         .map(<[usize]>::to_vec)
         .collect()
 }
@@ -783,14 +938,16 @@ impl Accum {
         }
     }
 
-    fn add_stage1(&mut self, s: StageOne, n: usize) {
+    /// Adds a step's stage-1 measurements on `n` images; `share`: this rank's share of the
+    /// global batch (1 in a single process), the weight of its losses in the ranks' sum.
+    fn add_stage1(&mut self, s: StageOne, n: usize, share: f64) {
         tch::no_grad(|| {
-            self.primary += s.primary_loss;
+            self.primary += s.primary_loss * share;
             if let Some(a) = s.aux_loss {
                 let sum = self
                     .aux
                     .get_or_insert_with(|| a.zeros_like().to_kind(Kind::Double));
-                *sum += a;
+                *sum += a * share;
             }
             self.correct += s.correct;
         });
@@ -798,26 +955,36 @@ impl Accum {
         self.batches += 1;
     }
 
-    fn add_meta(&mut self, mg: MetaGradient) {
+    fn add_meta(&mut self, mg: MetaGradient, share: f64) {
         tch::no_grad(|| {
-            self.meta += mg.loss;
-            self.reg += mg.regulariser;
+            self.meta += mg.loss * share;
+            self.reg += mg.regulariser * share;
         });
         self.meta_batches += 1;
     }
 
-    fn read(&self) -> EpochSums {
-        let mean = |t: Option<&Tensor>, n: usize| match t {
-            Some(t) if n > 0 => t.double_value(&[]) / n as f64,
-            _ => f64::NAN,
-        };
-        EpochSums {
-            primary: mean(Some(&self.primary), self.batches),
-            aux: mean(self.aux.as_ref(), self.batches),
-            meta: mean(Some(&self.meta), self.meta_batches),
-            regulariser: mean(Some(&self.reg), self.meta_batches),
-            train_acc: self.correct.int64_value(&[]) as f64 / self.seen.max(1) as f64,
-        }
+    /// The sums read back (and, in a data-parallel run, summed across ranks: each rank's
+    /// losses were weighted by its share of each batch) as means per batch.
+    fn read(&self, group: Option<&Group>) -> Result<EpochSums, TrainError> {
+        let aux = self.aux.as_ref().map_or(f64::NAN, |t| t.double_value(&[]));
+        let mut sums = [
+            self.primary.double_value(&[]),
+            aux,
+            self.meta.double_value(&[]),
+            self.reg.double_value(&[]),
+            self.correct.int64_value(&[]) as f64,
+            self.seen as f64,
+        ];
+        sum_f64(group, &mut sums)?;
+        let [primary, aux, meta, reg, correct, seen] = sums;
+        let mean = |sum: f64, n: usize| if n > 0 { sum / n as f64 } else { f64::NAN };
+        Ok(EpochSums {
+            primary: mean(primary, self.batches),
+            aux: mean(aux, self.batches),
+            meta: mean(meta, self.meta_batches),
+            regulariser: mean(reg, self.meta_batches),
+            train_acc: correct / seen.max(1.0),
+        })
     }
 }
 
