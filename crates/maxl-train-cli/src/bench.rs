@@ -4,6 +4,9 @@
 //! single-task step and peak memory. `--check-jvp` compares the two meta-gradient modes instead.
 //! `--input-size` runs the preset at another input size; `--generator-preset` gives the label
 //! generator its own network (a preset, or a narrowed ResNet preset such as `resnet18-narrow`).
+//! `--nproc-per-node N` times each mode on one process and on N ranks of a Gloo (or NCCL)
+//! process group with the same global batch, and reports the speed-up, the time inside
+//! all-reduces and the bytes reduced per step.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -66,6 +69,12 @@ pub struct BenchArgs {
     /// libtorch CPU threads.
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
+    /// Scaling: time each mode (default: single and fused-jvp) on one process and on N ranks of
+    /// a process group on this machine, the same global --batch-size split among them (each
+    /// rank gets cores / N threads unless --threads says otherwise); reports the speed-up, the
+    /// share of the step spent in all-reduces and the bytes reduced per step.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    nproc_per_node: Option<u16>,
 }
 
 /// What a worker process prints.
@@ -77,6 +86,17 @@ struct WorkerLine {
     /// child's `ru_maxrss` would start from the parent's.
     peak_rss_kib: Option<u64>,
     peak_gpu_bytes: Option<u64>,
+    /// One rank's collectives per step, when timed on several ranks.
+    #[serde(default)]
+    comm: Option<CommLine>,
+}
+
+/// [`maxl_train::dist::CommStats`] of one step.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct CommLine {
+    calls: u64,
+    bytes: u64,
+    ms: f64,
 }
 
 /// One mode's line of `--json`.
@@ -216,6 +236,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(name) = &a.worker {
         return worker(&a, name);
     }
+    if let Some(n) = a.nproc_per_node {
+        return scaling(&a, n);
+    }
     let config = a.config()?;
     let modes = a.modes()?;
     let bar = maxl_cli::progress::bar(
@@ -321,19 +344,172 @@ fn table(results: &[ModeResult]) -> Table {
 fn worker(a: &BenchArgs, name: &str) -> anyhow::Result<()> {
     let mode =
         BenchMode::parse(name).with_context(|| format!("--worker: unknown mode `{name}`"))?;
-    let c = a.config()?;
-    let ms = maxl_train::bench::time_mode(&c, mode)?;
+    let mut c = a.config()?;
+    let launch = maxl_train::dist::Launch::from_env()?;
+    let group = match &launch {
+        Some(l) => {
+            if let tch::Device::Cuda(_) = c.device {
+                c.device = tch::Device::Cuda(l.local_rank);
+            }
+            let timeout = std::time::Duration::from_secs(600);
+            let backend = maxl_train::dist::Backend::Auto;
+            Some(maxl_train::dist::Group::join(
+                l, backend, c.device, timeout,
+            )?)
+        }
+        None => None,
+    };
+    let (ms, comm) = maxl_train::bench::time_mode_on(&c, mode, group.as_ref())?;
     let peak_gpu_bytes = match c.device {
         tch::Device::Cuda(i) => Some(maxl_train::bench::cuda_peak_bytes(i)?),
         _ => None,
     };
+    if let Some(g) = &group {
+        g.barrier()?;
+        if g.rank() != 0 {
+            return Ok(());
+        }
+    }
     let line = WorkerLine {
         mode: name.into(),
         ms,
         peak_rss_kib: maxl_cli::bench::own_peak_rss_kib(),
         peak_gpu_bytes,
+        comm: group.is_some().then_some(CommLine {
+            calls: comm.calls,
+            bytes: comm.bytes,
+            ms: comm.seconds * 1000.0,
+        }),
     };
     println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+/// One mode on `n` ranks of this machine (`bench --worker` with the launcher's environment,
+/// `threads` each): rank 0's line.
+fn time_ranks(a: &BenchArgs, mode: BenchMode, n: u16, threads: i32) -> anyhow::Result<WorkerLine> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut children = Vec::new();
+    for rank in 0..n {
+        let mut cmd = a.worker_command(mode)?;
+        if a.threads.is_none() {
+            cmd.args(["--threads", &threads.to_string()]);
+        }
+        cmd.env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("OMP_NUM_THREADS", threads.to_string())
+            .stdout(std::process::Stdio::piped());
+        children.push(cmd.spawn().context("starting a rank")?);
+    }
+    let mut first = None;
+    for (rank, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("{}: rank {rank} failed ({})", mode.name(), out.status);
+        }
+        if rank == 0 {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            first = Some(
+                serde_json::from_str::<WorkerLine>(&text)
+                    .with_context(|| format!("{}: unreadable result `{text}`", mode.name()))?,
+            );
+        }
+    }
+    first.context("no rank 0")
+}
+
+/// `--nproc-per-node N`: each mode on one process and on N ranks, interleaved over the
+/// repeats; medians.
+fn scaling(a: &BenchArgs, n: u16) -> anyhow::Result<()> {
+    let config = a.config()?;
+    if !a.batch_size.is_multiple_of(n as usize) || a.batch_size / (n as usize) < 2 {
+        bail!(
+            "--batch-size {} does not split into {n} shards of 2 or more",
+            a.batch_size
+        );
+    }
+    let modes = match &a.modes {
+        Some(_) => a.modes()?,
+        None => vec![
+            BenchMode::Single,
+            BenchMode::Fused(maxl_core::config::MetaGradientMode::Jvp),
+        ],
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as i32;
+    let one_threads = a.threads.unwrap_or(cores);
+    let rank_threads = a.threads.unwrap_or((cores / n as i32).max(1));
+    let bar = maxl_cli::progress::bar(
+        (a.repeats * modes.len() * 2) as u64,
+        "[{bar:30}] {pos}/{len}",
+        false,
+    );
+    let runs = interleave(
+        &modes,
+        a.repeats,
+        |&mode| {
+            let mut one = a.worker_command(mode)?;
+            if a.threads.is_none() {
+                one.args(["--threads", &one_threads.to_string()]);
+            }
+            let m = run_process(&mut one).with_context(|| mode.name())?;
+            let single: WorkerLine = serde_json::from_str(m.stdout.trim())
+                .with_context(|| format!("{}: unreadable result", mode.name()))?;
+            bar.inc(1);
+            let many = time_ranks(a, mode, n, rank_threads)?;
+            Ok((single.ms, many))
+        },
+        || bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    let i = &config.arch.input;
+    println!(
+        "preset {} ({}×{}×{}), {}, global batch {}, device {:?}; 1 process × {one_threads} threads vs {n} ranks × {rank_threads} threads ({} cores), {} timed steps, medians of {} interleaved repeats",
+        a.preset,
+        i.channels,
+        i.height,
+        i.width,
+        a.sizes(&config),
+        a.batch_size,
+        config.device,
+        cores,
+        a.iters,
+        a.repeats
+    );
+    let ranks_ms = format!("{n} ranks ms");
+    let mut t = Table::new(vec![
+        "step",
+        "1 process ms",
+        ranks_ms.as_str(),
+        "speed-up",
+        "all-reduce ms",
+        "all-reduce share",
+        "all-reduces",
+        "MiB reduced",
+    ]);
+    for (mode, runs) in modes.iter().zip(&runs) {
+        let one: Vec<f64> = runs.iter().map(|(ms, _)| *ms).collect();
+        let many: Vec<f64> = runs.iter().map(|(_, l)| l.ms).collect();
+        let comm: Vec<CommLine> = runs.iter().filter_map(|(_, l)| l.comm).collect();
+        let comm_ms = median(&comm.iter().map(|c| c.ms).collect::<Vec<_>>());
+        let (one, many) = (median(&one), median(&many));
+        let last = comm.last().copied();
+        t.row(vec![
+            mode.name(),
+            format!("{one:.2}"),
+            format!("{many:.2}"),
+            format!("{:.2}", one / many),
+            format!("{comm_ms:.2}"),
+            format!("{:.0}%", 100.0 * comm_ms / many),
+            last.map_or("—".into(), |c| c.calls.to_string()),
+            last.map_or("—".into(), |c| format!("{:.2}", c.bytes as f64 / MIB)),
+        ]);
+    }
+    print!("{t}");
     Ok(())
 }
 

@@ -17,10 +17,11 @@ use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
+use crate::dist::{CommStats, DataParallel, Group};
 use crate::first_line;
 use crate::meta::{
-    AuxTarget, Batch, Generator, LearningRates, LossConfig, fused_step, interleaved_step,
-    meta_gradient, stage1, stage2,
+    AuxTarget, Batch, Generator, LearningRates, LossConfig, fused_step_dp, interleaved_step_dp,
+    meta_gradient, stage1_dp, stage2_dp,
 };
 use crate::net::{LabelGenerator, MultiTaskNet};
 use crate::optim::Sgd;
@@ -189,6 +190,60 @@ pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
 
 /// Times `mode` in this process: mean ms per step (per MAXL iteration).
 pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
+    time_mode_on(c, mode, None).map(|(ms, _)| ms)
+}
+
+/// What one rank of a data-parallel timing measured: ms per step, and the collectives of one
+/// step (calls, bytes reduced, seconds inside them, averaged over the warm-up and timed steps).
+pub type RankTiming = (f64, CommStats);
+
+/// [`time_mode`] as one rank of `group`: the rank's shard is `batch_size / world` images of
+/// the global `batch_size` (all ranks must call it with the same settings).
+pub fn time_mode_on(
+    c: &BenchConfig,
+    mode: BenchMode,
+    group: Option<&Group>,
+) -> Result<RankTiming, TrainError> {
+    let world = group.map_or(1, Group::world);
+    if !c.batch_size.is_multiple_of(world) || c.batch_size / world < 2 {
+        return Err(TrainError::Invalid(format!(
+            "batch size {} does not split into {world} shards of 2 or more",
+            c.batch_size
+        )));
+    }
+    let local = BenchConfig {
+        batch_size: c.batch_size / world,
+        arch: c.arch.clone(),
+        generator_arch: c.generator_arch.clone(),
+        ..*c
+    };
+    let before = group.map(Group::stats).unwrap_or_default();
+    let dp = group.map(|group| DataParallel {
+        group,
+        share: 1.0 / world as f64,
+        skip_g_reduce: false,
+    });
+    let ms = time_steps(&local, mode, dp.as_ref())?;
+    let after = group.map(Group::stats).unwrap_or_default();
+    let steps = (c.warmup + c.iters) as f64
+        * if matches!(mode, BenchMode::Reference(_)) {
+            2.0
+        } else {
+            1.0
+        };
+    let per_step = CommStats {
+        calls: ((after.calls - before.calls) as f64 / steps).round() as u64,
+        bytes: ((after.bytes - before.bytes) as f64 / steps).round() as u64,
+        seconds: (after.seconds - before.seconds) / steps,
+    };
+    Ok((ms, per_step))
+}
+
+fn time_steps(
+    c: &BenchConfig,
+    mode: BenchMode,
+    dp: Option<&DataParallel<'_>>,
+) -> Result<f64, TrainError> {
     tch::manual_seed(0);
     if let Device::Cuda(_) = c.device {
         tch::Cuda::cudnn_set_benchmark(true);
@@ -211,8 +266,7 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
         let single = MultiTaskNet::new(&c.arch, c.classes, 0, kind, dev);
         let mut opt = Sgd::new(sgd, single.store.params.len());
         return time(dev, c.warmup, c.iters, || {
-            stage1(&single, &mut opt, AuxTarget::None, batch, lr.f, losses);
-            Ok(())
+            stage1_dp(&single, &mut opt, AuxTarget::None, batch, lr.f, losses, dp).map(drop)
         });
     }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
@@ -229,19 +283,18 @@ pub fn time_mode(c: &BenchConfig, mode: BenchMode) -> Result<f64, TrainError> {
     match mode {
         BenchMode::Single => unreachable!("timed above"),
         BenchMode::Interleaved(m) => time(dev, c.warmup, c.iters, || {
-            interleaved_step(&f, &mut opt_f, &mut g, batch, lr, losses, m).map(drop)
+            interleaved_step_dp(&f, &mut opt_f, &mut g, batch, lr, losses, m, dp).map(drop)
         }),
         BenchMode::Fused(m) => time(dev, c.warmup, c.iters, || {
-            fused_step(&f, &mut opt_f, &mut g, batch, lr, losses, m).map(drop)
+            fused_step_dp(&f, &mut opt_f, &mut g, batch, lr, losses, m, dp).map(drop)
         }),
         BenchMode::Reference(m) => {
             let stage1_ms = time(dev, c.warmup, c.iters, || {
                 let target = AuxTarget::Generator(&g.net);
-                stage1(&f, &mut opt_f, target, batch, lr.f, losses);
-                Ok(())
+                stage1_dp(&f, &mut opt_f, target, batch, lr.f, losses, dp).map(drop)
             })?;
             let stage2_ms = time(dev, c.warmup, c.iters, || {
-                stage2(&f, &mut g, batch, lr, losses, m).map(drop)
+                stage2_dp(&f, &mut g, batch, lr, losses, m, dp).map(drop)
             })?;
             Ok(stage1_ms + stage2_ms)
         }
