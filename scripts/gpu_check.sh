@@ -6,7 +6,10 @@
 #   3. a short MAXL training run of the paper-sized protocol (vgg16, Fashion-MNIST padded to
 #      32×32, grey replicated to RGB, crop 4 + flip) with the data kept on the device: one epoch,
 #      resumed from its checkpoint for a second, exported to ONNX; and the same first epoch with
-#      batches assembled on the host, for comparison.
+#      batches assembled on the host, for comparison;
+#   4. the data-parallel path on the one GPU: the NCCL process group as a world of one rank
+#      (torchrun's variables set by hand), a 20-step MAXL run through it, and the bench worker's
+#      fused + jvp step with its all-reduce time and bytes (1 vs 2 ranks needs two GPUs).
 #
 #   scripts/gpu_check.sh BIN DATA OUT [DEVICE]
 #
@@ -70,10 +73,23 @@ step "the same first epoch, batches assembled on the host"
 run "$bin" --config "$out/short.yaml" --device "$device" --data-placement host --quiet \
   --out "$out/run-host"
 
+step "data-parallel: NCCL process group, world size 1, 20 MAXL steps on $device"
+backend=nccl
+[[ $device == cuda ]] || backend=gloo
+rm -rf "$out/run-group"
+RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29561 \
+  run "$bin" --config "$out/short.yaml" --device "$device" --dist-backend "$backend" \
+  --dist-timeout 120 --max-steps 20 --quiet --out "$out/run-group"
+step "data-parallel bench worker: fused + jvp, $preset, one rank of a $backend group"
+RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29562 \
+  run "$bin" bench --worker fused-jvp --preset "$preset" --device "$device" --batch-size 100 \
+  --iters "$iters" --warmup 3
+
 step "summary"
 {
   echo "epoch 1, data on the device: $(sed -n 2p "$out/run-device/metrics.csv")"
   echo "epoch 1, data on the host:   $(sed -n 2p "$out/run-host/metrics.csv")"
   echo "epoch 2 (resumed):           $(sed -n 3p "$out/run-device/metrics.csv")"
+  echo "20 steps, $backend group of 1: $(sed -n 2p "$out/run-group/metrics.csv")"
   echo "metrics.csv columns:         $(sed -n 1p "$out/run-device/metrics.csv")"
 } | tee -a "$log" | tee "$out/summary.txt"

@@ -4,7 +4,7 @@
 #     `tch` and the reference for test fixtures — plus onnxruntime 1.31.1, onnx, numpy, safetensors,
 #     Pillow (the Python side of `maxl-label bench`), and torchvision 0.26.0 (the release paired
 #     with torch 2.11; reference backbones with random weights for the conformance fixtures and
-#     the .pth converter);
+#     the .pth converter), and CUDA 13.0's compiler-support headers (for NCCL in the c10d shim);
 #   * the Debian packages dataset-fashion-mnist (the default real dataset) and libgloo-dev (gloo's
 #     headers, which the PyTorch wheel lacks: maxl-train's c10d shim for multi-process training
 #     compiles against them; nothing links Debian's libgloo);
@@ -69,6 +69,16 @@ if [ ! -f "$TV_MARKER" ]; then
   log "installing torchvision $TORCHVISION_VERSION into $VENV"
   "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
   touch "$TV_MARKER"
+fi
+
+# CUDA's compiler-support headers (crt/host_config.h, nv/target), which the torch wheel's CUDA
+# packages lack: with them and the nvidia-nccl wheel's nccl.h, maxl-train's c10d shim compiles
+# libtorch's NCCL process group (the build falls back to Gloo alone without them). Headers only.
+CUDA_HDR_MARKER="$VENV/.maxl-cuda-headers-13.0"
+if [ ! -f "$CUDA_HDR_MARKER" ]; then
+  log "installing the CUDA 13.0 compiler-support headers into $VENV"
+  "$VENV/bin/python" -m pip install -q --no-deps "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
+  touch "$CUDA_HDR_MARKER"
 fi
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

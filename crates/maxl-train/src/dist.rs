@@ -103,7 +103,8 @@ impl Launch {
     /// `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), else a Slurm task
     /// (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the first host of
     /// `SLURM_JOB_NODELIST` unless `MASTER_ADDR` is set). None for a single process (no such
-    /// variables, or a world of one).
+    /// variables, a single Slurm task, or `WORLD_SIZE=1` without `MASTER_ADDR`); torchrun's
+    /// world of one is a group of one rank.
     pub fn from_env() -> Result<Option<Launch>, TrainError> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -130,7 +131,9 @@ impl Launch {
         let restart = var("TORCHELASTIC_RESTART_COUNT").unwrap_or_else(|| "0".into());
         let (rank, world, local_rank, master_addr, launcher, agent_store) =
             if let (Some(rank), Some(world)) = (num("RANK")?, num("WORLD_SIZE")?) {
-                if world == 1 && rank == 0 {
+                // A world of one with a store address is a group of one rank (torchrun with
+                // one process, or a check of the NCCL process group on one GPU).
+                if world == 1 && rank == 0 && var("MASTER_ADDR").is_none() {
                     return Ok(None);
                 }
                 let addr = var("MASTER_ADDR").ok_or_else(|| {
@@ -178,7 +181,7 @@ impl Launch {
                 "rank {rank} is not below the world size {world}"
             )));
         }
-        if world == 1 {
+        if world == 1 && launcher == "slurm" {
             return Ok(None);
         }
         Ok(Some(Launch {
@@ -743,9 +746,16 @@ mod tests {
             (3, 1, 29500)
         );
         assert!(!slurm.agent_store);
-        // One task: a single process.
+        // One Slurm task (any single-GPU job): a single process.
         let one = vars(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]);
         assert_eq!(Launch::from_vars(one).unwrap(), None);
+        // torchrun with one process: a group of one rank.
+        let one = vars(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "h")]);
+        assert_eq!(Launch::from_vars(one).unwrap().unwrap().world, 1);
+        assert_eq!(
+            Launch::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "1")])).unwrap(),
+            None
+        );
         // Inconsistent: refused with the variable named.
         let bad = Launch::from_vars(vars(&[
             ("RANK", "2"),
