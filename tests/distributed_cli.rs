@@ -1,7 +1,8 @@
 //! maxl-train on two ranks as users launch it — the built-in `--nproc-per-node`, the venv's
 //! torchrun, and Slurm's variables set by hand — on real Fashion-MNIST, with Gloo over
 //! 127.0.0.1: the same run directory from each; a killed rank named by the survivor, and the run
-//! resumed to the uninterrupted run's weights; ranks with different configs refused.
+//! resumed to the uninterrupted run's weights; ranks with different configs refused; commands
+//! that run as one process refused as ranks.
 
 mod common;
 
@@ -250,4 +251,13 @@ fn ranks_with_different_configs_are_refused_before_anything_is_written() {
             .assert_one_line_error(&["batch_size 33", "does not divide among 2 ranks"]);
     }
     assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn commands_that_run_as_one_process_refuse_to_run_as_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(env_rank(1, free_port(), &[])
+        .args(["results"])
+        .arg(tmp.path()));
+    r.assert_one_line_error(&["`maxl-train results` runs as one process", "2-rank run"]);
 }

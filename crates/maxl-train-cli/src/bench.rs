@@ -132,6 +132,11 @@ fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 impl BenchArgs {
+    /// Whether this process is one of the bench's own workers (which may run as a rank).
+    pub fn is_worker(&self) -> bool {
+        self.worker.is_some()
+    }
+
     fn config(&self) -> anyhow::Result<BenchConfig> {
         let mut arch = maxl_core::Architecture::preset(&self.preset)
             .map_err(|e| anyhow::anyhow!("--preset: {e}"))?;

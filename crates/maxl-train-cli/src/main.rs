@@ -68,6 +68,15 @@ fn main() -> ExitCode {
         tracing::debug!("the allocator did not take maxl-train's settings (not glibc?)");
     }
     let result = match cli.command {
+        // Training and the bench's own workers are what runs as ranks; the other commands run as
+        // one process and would write the same files from every rank.
+        Some(Command::Bench(args)) if args.is_worker() => bench::run(args),
+        Some(ref c) if launched() => Err(anyhow::anyhow!(
+            "`maxl-train {}` runs as one process, not as a rank of {}: start it without \
+             torchrun/srun (training runs as ranks: `maxl-train --config …` under the launcher)",
+            c.name(),
+            launch_name()
+        )),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Compare(args)) => compare::run(args),
         Some(Command::Results(args)) => compare::results(args),
@@ -81,6 +90,30 @@ fn main() -> ExitCode {
             eprintln!("maxl-train: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Bench(_) => "bench",
+            Command::Compare(_) => "compare",
+            Command::Results(_) => "results",
+            Command::DumpImages(_) => "dump-images",
+            Command::Export(_) => "export",
+        }
+    }
+}
+
+/// Whether the environment makes this process a rank of a data-parallel run.
+fn launched() -> bool {
+    matches!(maxl_train::dist::Launch::from_env(), Ok(Some(_)))
+}
+
+fn launch_name() -> String {
+    match maxl_train::dist::Launch::from_env() {
+        Ok(Some(l)) => format!("a {}-rank run ({})", l.world, l.launcher),
+        _ => "a data-parallel run".into(),
     }
 }
 
