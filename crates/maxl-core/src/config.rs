@@ -542,6 +542,12 @@ pub struct TrainConfig {
     pub meta_gradient: MetaGradientMode,
     /// λ, the weight of the anti-collapse (entropy) term. Forced to 0 by `maxl-no-entropy`.
     pub entropy_weight: f64,
+    /// μ, the weight of the per-image entropy term in stage 2: μ · mean_i H(t_i) (nats) pushes
+    /// each image's label towards one slot while λR spreads the batch over the slots; together
+    /// they are (minus) the mutual information between image and slot. 0 (the default) is the
+    /// paper's objective. Used by the methods with a label generator.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub sample_entropy_weight: f64,
     /// γ of the focal loss.
     pub focal_gamma: f64,
     /// Epochs at the start in which both backbones are frozen and only the heads train (the
@@ -552,6 +558,10 @@ pub struct TrainConfig {
 
 fn is_zero(v: &usize) -> bool {
     *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for TrainConfig {
@@ -584,6 +594,7 @@ impl Default for TrainConfig {
             },
             meta_gradient: MetaGradientMode::DoubleBackward,
             entropy_weight: 0.2,
+            sample_entropy_weight: 0.0,
             focal_gamma: 2.0,
             freeze_backbone_epochs: 0,
         }
@@ -703,8 +714,11 @@ impl TrainConfig {
         if self.lr_step.every_epochs == 0 || !positive(self.lr_step.gamma) {
             return Err("lr_step: every_epochs must be ≥ 1 and gamma > 0".into());
         }
-        if !non_negative(self.entropy_weight) || !non_negative(self.focal_gamma) {
-            return Err("entropy_weight and focal_gamma must be ≥ 0".into());
+        if !non_negative(self.entropy_weight)
+            || !non_negative(self.sample_entropy_weight)
+            || !non_negative(self.focal_gamma)
+        {
+            return Err("entropy_weight, sample_entropy_weight and focal_gamma must be ≥ 0".into());
         }
         Ok(())
     }
@@ -714,6 +728,15 @@ impl TrainConfig {
         match self.method {
             Method::MaxlNoEntropy => 0.0,
             _ => self.entropy_weight,
+        }
+    }
+
+    /// μ as the method uses it: 0 without a label generator.
+    pub fn effective_sample_entropy_weight(&self) -> f64 {
+        if self.method.uses_generator() {
+            self.sample_entropy_weight
+        } else {
+            0.0
         }
     }
 

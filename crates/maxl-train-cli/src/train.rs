@@ -61,6 +61,11 @@ pub struct TrainArgs {
     /// Train only the heads for the first N epochs (both backbones frozen).
     #[arg(long, value_name = "N")]
     freeze_backbone_epochs: Option<usize>,
+    /// μ, weight of a per-image entropy term in stage 2 (default 0, the paper's objective):
+    /// makes each image's auxiliary label confident while λ's term spreads the batch over the
+    /// slots — together, the mutual information between image and slot.
+    #[arg(long, value_name = "MU")]
+    sample_entropy_weight: Option<f64>,
     /// Number of epochs (with --resume: the new total).
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
@@ -115,7 +120,7 @@ pub struct TrainArgs {
     /// --fold-batch-norm, --quiet, --nproc-per-node, --dist-backend and --dist-timeout may be
     /// given with it). Under several ranks every rank reads the checkpoint; another number of
     /// ranks than the run started with is allowed (the state is global).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "sample_entropy_weight", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
@@ -165,6 +170,9 @@ impl TrainArgs {
         c.freeze_backbone_epochs = self
             .freeze_backbone_epochs
             .unwrap_or(c.freeze_backbone_epochs);
+        c.sample_entropy_weight = self
+            .sample_entropy_weight
+            .unwrap_or(c.sample_entropy_weight);
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.batch_size = self.batch_size.unwrap_or(c.batch_size);
         c.seed = self.seed.unwrap_or(c.seed);

@@ -175,6 +175,7 @@ pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.2,
+        sample_entropy: 0.0,
     };
     let batch = Batch::new(&x, &y);
     let grads = |mode| meta_gradient(&f, &g, batch, 0.01, losses, mode).map(|m| m.grads);
@@ -259,6 +260,7 @@ fn time_steps(
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.2,
+        sample_entropy: 0.0,
     };
     let lr = LearningRates { f: 0.01, g: 1e-3 };
     let batch = Batch::new(&x, &y);

@@ -124,6 +124,13 @@ pub fn run(
         if let Some(run_dir) = &run_dir {
             run_dir.save_weights(&trainer)?;
             run_dir.write_summary(&trainer, last, &state)?;
+            if let Some(w) = last
+                .generator
+                .as_ref()
+                .and_then(|g| g.near_uniform_warning())
+            {
+                tracing::warn!("{w}");
+            }
         }
     } else if missing {
         // Stopped after its last checkpoint but before the summary: finish it.

@@ -45,6 +45,18 @@ pub fn anti_collapse(generated: &Tensor) -> Tensor {
     anti_collapse_of_mean(&generated.mean_dim(0, false, generated.kind()))
 }
 
+/// mean_i H(t_i) = −mean_i Σ_k t_ik log t_ik (nats) of the generator's outputs [N, A]: 0 when
+/// every image's label is one slot, ln ψ for uniform labels over ψ slots. Slots outside an
+/// image's class hold 0 and add nothing.
+pub fn mean_sample_entropy(generated: &Tensor) -> Tensor {
+    let h = -(generated * generated.clamp_min(REGULARISER_FLOOR).log()).sum_dim_intlist(
+        -1,
+        false,
+        generated.kind(),
+    );
+    h.mean(generated.kind())
+}
+
 /// R = Σ_k p̄_k log p̄_k of a batch-mean prediction p̄ [A] (for a batch split across ranks, the
 /// weighted mean of the ranks' means).
 pub fn anti_collapse_of_mean(mean: &Tensor) -> Tensor {

@@ -27,7 +27,7 @@ use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use crate::TrainError;
 use crate::dist::DataParallel;
 use crate::forward_ad::DualLevel;
-use crate::loss::{anti_collapse, anti_collapse_of_mean, focal_loss, one_hot};
+use crate::loss::{anti_collapse, anti_collapse_of_mean, focal_loss, mean_sample_entropy, one_hot};
 use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, defined_or_zero};
 
@@ -87,6 +87,20 @@ pub struct LossConfig {
     pub gamma: f64,
     /// λ, weight of the anti-collapse term in stage 2.
     pub lambda: f64,
+    /// μ, weight of the per-image entropy term mean_i H(t_i) in stage 2 (0: the paper's L2).
+    pub sample_entropy: f64,
+}
+
+impl LossConfig {
+    /// Stage 2's regularisers of g's output `t` (with its graph), given R(t): λR, plus
+    /// μ·mean_i H(t_i) when μ > 0.
+    fn regularise(&self, t: &Tensor, r: &Tensor) -> Tensor {
+        let anti_collapse = r * self.lambda;
+        if self.sample_entropy == 0.0 {
+            return anti_collapse;
+        }
+        anti_collapse + mean_sample_entropy(t) * self.sample_entropy
+    }
 }
 
 /// The multi-task loss and its parts.
@@ -272,7 +286,7 @@ fn by_double_backward(
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
     let regulariser = anti_collapse(t);
-    let l2 = &primary_at_fast + &regulariser * losses.lambda;
+    let l2 = &primary_at_fast + losses.regularise(t, &regulariser);
     let theta2 = &g.store.params;
     MetaGradient {
         grads: defined_or_zero(Tensor::run_backward(&[&l2], theta2, false, false), theta2),
@@ -308,9 +322,9 @@ fn by_jvp(
         .map(|(v, &s)| if s == 1.0 { v } else { v * s })
         .collect();
     let regulariser = anti_collapse(t);
+    let regularisers = losses.regularise(t, &regulariser);
     // A surrogate whose gradient in θ2 is ∂L2/∂θ2: t enters linearly with the weight above.
-    let surrogate =
-        slot_surrogate(f, x, t, &v, alpha, losses.gamma)? + &regulariser * losses.lambda;
+    let surrogate = slot_surrogate(f, x, t, &v, alpha, losses.gamma)? + &regularisers;
     let theta2 = &g.store.params;
     let grads = defined_or_zero(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
@@ -319,7 +333,7 @@ fn by_jvp(
     let (primary_at_fast, regulariser) = (primary_at_fast.detach(), regulariser.detach());
     Ok(MetaGradient {
         grads,
-        loss: &primary_at_fast + &regulariser * losses.lambda,
+        loss: &primary_at_fast + regularisers.detach(),
         primary_at_fast,
         regulariser,
     })
@@ -388,7 +402,12 @@ fn by_ranks(
             Tensor::stack(&dots, 0).sum(Kind::Double).to_kind(t.kind()) * -alpha
         }
     };
-    let surrogate = through_fast + reg_surrogate * losses.lambda;
+    let mut surrogate = through_fast + reg_surrogate * losses.lambda;
+    // mean_i H(t_i) is a mean over images: this rank's mean, weighted by its share in the sum.
+    let sample_entropy = (losses.sample_entropy != 0.0).then(|| mean_sample_entropy(t));
+    if let Some(h) = &sample_entropy {
+        surrogate += h * losses.sample_entropy;
+    }
     let theta2 = &g.store.params;
     let local = defined_or_zero(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
@@ -396,9 +415,13 @@ fn by_ranks(
     );
     let grads = dp.mean(&local)?;
     let (primary_at_fast, regulariser) = (primary_at_fast.detach(), regulariser.detach());
+    let mut loss = &primary_at_fast + &regulariser * losses.lambda;
+    if let Some(h) = sample_entropy {
+        loss += h.detach() * losses.sample_entropy;
+    }
     Ok(MetaGradient {
         grads,
-        loss: &primary_at_fast + &regulariser * losses.lambda,
+        loss,
         primary_at_fast,
         regulariser,
     })

@@ -168,8 +168,15 @@ impl RunDir {
         );
         if let Some(g) = &last.generator {
             s.push_str(&format!(
-                "generator_sample_entropy: {:.4}\ngenerator_usage_counts: {:?}\ngenerator_usage_entropy:\n",
-                g.sample_entropy, g.usage_counts
+                "generator_sample_entropy: {:.4}\n",
+                g.sample_entropy
+            ));
+            if let Some(warning) = g.near_uniform_warning() {
+                s.push_str(&format!("generator_labels_warning: \"{warning}\"\n"));
+            }
+            s.push_str(&format!(
+                "generator_usage_counts: {:?}\ngenerator_usage_entropy:\n",
+                g.usage_counts
             ));
             for (name, e) in trainer
                 .data

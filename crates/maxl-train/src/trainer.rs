@@ -63,6 +63,24 @@ pub struct EpochMetrics {
     pub generator: Option<GeneratorStats>,
 }
 
+/// Mean per-image entropy (÷ ln ψ) above which the generator's labels count as near-uniform.
+pub const NEAR_UNIFORM_ENTROPY: f64 = 0.95;
+
+impl GeneratorStats {
+    /// The warning for labels that are near-uniform over each class's slots (mean per-image
+    /// entropy above [`NEAR_UNIFORM_ENTROPY`]): such labels say little beyond the primary class.
+    pub fn near_uniform_warning(&self) -> Option<String> {
+        (self.sample_entropy > NEAR_UNIFORM_ENTROPY).then(|| {
+            format!(
+                "the auxiliary labels are near-uniform (mean per-image entropy {:.3} of the maximum); \
+                 the auxiliary task adds little beyond the primary class (sample_entropy_weight > 0 \
+                 makes each image's label more confident)",
+                self.sample_entropy
+            )
+        })
+    }
+}
+
 /// How the label generator uses its slots, on the validation set (running statistics).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorStats {
@@ -670,6 +688,7 @@ impl<'a> Nets<'a> {
         LossConfig {
             gamma: self.config.focal_gamma,
             lambda: self.config.effective_entropy_weight(),
+            sample_entropy: self.config.effective_sample_entropy_weight(),
         }
     }
 

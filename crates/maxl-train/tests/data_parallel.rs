@@ -91,15 +91,18 @@ struct Case {
     schedule: Schedule,
     mode: MetaGradientMode,
     control: bool,
+    /// μ, the per-image entropy weight.
+    mu: f64,
 }
 
 impl Case {
     fn name(&self) -> String {
         format!(
-            "{}-{}-{}{}",
+            "{}-{}-{}{}{}",
             self.method.name(),
             self.schedule.name(),
             self.mode.name(),
+            if self.mu > 0.0 { "-mu" } else { "" },
             if self.control { "-control" } else { "" }
         )
     }
@@ -112,6 +115,7 @@ fn cases() -> Vec<Case> {
         schedule,
         mode,
         control: false,
+        mu: 0.0,
     };
     let mut all = vec![case(Method::Single, Schedule::Interleaved, DoubleBackward)];
     for schedule in [Schedule::Interleaved, Schedule::Reference, Schedule::Fused] {
@@ -120,6 +124,12 @@ fn cases() -> Vec<Case> {
         }
     }
     all.push(case(Method::Random, Schedule::Interleaved, DoubleBackward));
+    for mode in [DoubleBackward, Jvp] {
+        all.push(Case {
+            mu: 0.5,
+            ..case(Method::Maxl, Schedule::Fused, mode)
+        });
+    }
     for mode in [DoubleBackward, Jvp] {
         all.push(Case {
             control: true,
@@ -161,6 +171,7 @@ fn config(case: &Case, batch: usize) -> TrainConfig {
             gamma: 0.5,
         },
         seed: 7,
+        sample_entropy_weight: case.mu,
         ..TrainConfig::default()
     };
     c.dataset.shuffle = false;
@@ -413,6 +424,7 @@ fn long_config() -> TrainConfig {
         schedule: Schedule::Interleaved,
         mode: MetaGradientMode::Jvp,
         control: false,
+        mu: 0.0,
     };
     let mut c = config(&case, 16);
     c.epochs = 8;

@@ -39,7 +39,11 @@ fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
                 &g,
                 Batch::new(&x, &y),
                 alpha,
-                LossConfig { gamma: 2.0, lambda },
+                LossConfig {
+                    gamma: 2.0,
+                    lambda,
+                    sample_entropy: 0.0,
+                },
                 mode,
             )
             .unwrap();
@@ -72,7 +76,11 @@ fn jvp_equals_double_backward_to_rounding_in_f64() {
     let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
     for lambda in [0.0, 0.2] {
         for gamma in [0.0, 2.0] {
-            let losses = LossConfig { gamma, lambda };
+            let losses = LossConfig {
+                gamma,
+                lambda,
+                sample_entropy: 0.0,
+            };
             let db = meta_gradient(
                 &f,
                 &g,
@@ -114,7 +122,11 @@ fn meta_loss(
         g,
         Batch::new(x, y),
         alpha,
-        LossConfig { gamma: 2.0, lambda },
+        LossConfig {
+            gamma: 2.0,
+            lambda,
+            sample_entropy: 0.0,
+        },
         MetaGradientMode::DoubleBackward,
     )
     .unwrap()
@@ -131,6 +143,7 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.0,
+        sample_entropy: 0.0,
     };
     let analytic = meta_gradient(
         &f,
@@ -205,6 +218,7 @@ fn create_graph_is_what_carries_the_meta_gradient() {
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.0,
+        sample_entropy: 0.0,
     };
     let without = meta_gradient(
         &f,
@@ -270,6 +284,7 @@ fn stage1_then_stage2_match_pytorch() {
             LossConfig {
                 gamma: 2.0,
                 lambda: 0.0,
+                sample_entropy: 0.0,
             },
         );
         let want = fx.get("expected.stage1.loss").double_value(&[0]);
@@ -303,6 +318,7 @@ fn stage1_then_stage2_match_pytorch() {
             LossConfig {
                 gamma: 2.0,
                 lambda: 0.2,
+                sample_entropy: 0.0,
             },
             mode,
         )
@@ -340,6 +356,7 @@ fn batch_norm_running_statistics_follow_the_method() {
             LossConfig {
                 gamma: 2.0,
                 lambda: 0.2,
+                sample_entropy: 0.0,
             },
             mode,
         )
@@ -384,6 +401,7 @@ fn batch_norm_running_statistics_follow_the_method() {
         LossConfig {
             gamma: 2.0,
             lambda: 0.0,
+            sample_entropy: 0.0,
         },
     );
     let want = &f0[0] * 0.9 + &batch_mean * 0.1;
@@ -457,6 +475,7 @@ fn meta_gradient_on_residual_nets_matches_finite_differences() {
     let losses = LossConfig {
         gamma: 2.0,
         lambda: 0.0,
+        sample_entropy: 0.0,
     };
     let grads = |f: &MultiTaskNet, mode| {
         meta_gradient(f, &g, Batch::new(&x, &y), alpha, losses, mode)
@@ -515,4 +534,55 @@ fn meta_gradient_on_residual_nets_matches_finite_differences() {
         .map(|(a, b)| max_abs_diff(a, b))
         .fold(0.0, f64::max);
     assert!(d > 1e-8, "the backbone's scale changes θ1⁺");
+}
+
+#[test]
+fn the_per_image_entropy_term_matches_finite_differences_in_both_modes() {
+    let fx = Fixture::load(META_STEP);
+    let (f, g) = fx.nets();
+    let (x, y, alpha) = (fx.get("x"), fx.get("y"), fx.get("alpha").double_value(&[0]));
+    let losses = LossConfig {
+        gamma: 2.0,
+        lambda: 0.2,
+        sample_entropy: 0.5,
+    };
+    let run = |losses: LossConfig, mode| {
+        meta_gradient(&f, &g, Batch::new(&x, &y), alpha, losses, mode).unwrap()
+    };
+    let db = run(losses, MetaGradientMode::DoubleBackward);
+    let jvp = run(losses, MetaGradientMode::Jvp);
+    assert!((db.loss.double_value(&[]) - jvp.loss.double_value(&[])).abs() < 1e-14);
+    for (a, b) in db.grads.iter().zip(&jvp.grads) {
+        assert!(max_abs_diff(a, b) < 1e-10, "jvp equals double-backward");
+    }
+    // L2 = primary at θ1⁺ + λR + μ·mean_i H(t_i), with t = g's output.
+    let t = g.forward(&x, &y, BatchNorm::Batch);
+    let h = maxl_train::loss::mean_sample_entropy(&t).double_value(&[]);
+    let l2 = db.primary_at_fast.double_value(&[]) + 0.2 * db.regulariser.double_value(&[]);
+    assert!((db.loss.double_value(&[]) - (l2 + 0.5 * h)).abs() < 1e-12);
+    // The term changes the meta-gradient…
+    let paper = run(
+        LossConfig {
+            sample_entropy: 0.0,
+            ..losses
+        },
+        MetaGradientMode::DoubleBackward,
+    );
+    let change = db
+        .grads
+        .iter()
+        .zip(&paper.grads)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0.0, f64::max);
+    assert!(change > 1e-6, "μ must change the meta-gradient: {change:e}");
+    // …and the whole gradient is L2's.
+    let rel = finite_difference_error(&g.store.params, &db.grads, 1, || {
+        run(losses, MetaGradientMode::DoubleBackward)
+            .loss
+            .double_value(&[])
+    });
+    assert!(
+        rel < 1e-5,
+        "relative error against finite differences: {rel:e}"
+    );
 }
