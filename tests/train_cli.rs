@@ -839,7 +839,27 @@ fn compare_runs_methods_by_seeds_resumes_and_writes_the_results() {
             "seed {seed}: {got} vs {want}: {l}"
         );
         diffs.push(want);
+        // The generator's per-image label entropy, as the run's summary.yaml records it.
+        let entropy: f64 = yaml_value(
+            &out.join("maxl").join(format!("seed-{seed}/summary.yaml")),
+            "generator_sample_entropy",
+        )
+        .parse()
+        .unwrap();
+        let got: f64 = cols[col("generator_sample_entropy")].parse().unwrap();
+        assert!((got - entropy).abs() < 1e-4, "{got} vs {entropy}: {l}");
     }
+    // results.md's last column: the per-image entropy for the generator's run only.
+    let last_cell = |row: &str| {
+        row.trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(last_cell(rows[0]), "—", "{md}");
+    assert!(last_cell(rows[1]).contains(" ± "), "{md}");
     assert_eq!(diffs.len(), 2, "{csv}");
     assert!(
         diffs.iter().any(|&d| d != 0.0),

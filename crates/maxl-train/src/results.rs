@@ -57,6 +57,9 @@ pub struct SeedResult {
     pub usage_counts: Option<Vec<usize>>,
     /// Display names of the primary classes.
     pub class_names: Vec<String>,
+    /// The generator's mean per-image label entropy ÷ ln ψ at the end (1 = uniform labels); NaN
+    /// without a generator.
+    pub sample_entropy: f64,
 }
 
 impl SeedResult {
@@ -158,6 +161,7 @@ pub fn read_run(dir: &Path, run: &str, seed: u64) -> Result<SeedResult, TrainErr
         curve,
         usage_counts: list("generator_usage_counts"),
         class_names,
+        sample_entropy: number(&field("generator_sample_entropy")),
     })
 }
 
@@ -229,13 +233,13 @@ fn baseline_of<'a>(e: &Experiment, all: &'a [SeedResult], seed: u64) -> Option<&
 /// results.csv: one row per run and seed.
 fn csv_table(e: &Experiment, all: &[SeedResult]) -> String {
     let mut csv = String::from(
-        "run,method,schedule,meta_gradient,seed,epochs,test_acc,best_val_acc,train_seconds,cpu_seconds,diff_to_baseline\n",
+        "run,method,schedule,meta_gradient,seed,epochs,test_acc,best_val_acc,train_seconds,cpu_seconds,generator_sample_entropy,diff_to_baseline\n",
     );
     for r in all {
         let diff = baseline_of(e, all, r.seed).map_or(f64::NAN, |b| r.test_acc - b.test_acc);
         writeln!(
             csv,
-            "{},{},{},{},{},{},{:.5},{:.5},{:.2},{:.2},{:.5}",
+            "{},{},{},{},{},{},{:.5},{:.5},{:.2},{:.2},{:.4},{:.5}",
             r.run,
             r.method,
             r.schedule,
@@ -246,6 +250,7 @@ fn csv_table(e: &Experiment, all: &[SeedResult]) -> String {
             r.best_val_acc,
             r.train_seconds,
             r.cpu_seconds,
+            r.sample_entropy,
             diff
         )
         .expect("string write");
@@ -256,8 +261,8 @@ fn csv_table(e: &Experiment, all: &[SeedResult]) -> String {
 /// results.md: the header, then one row per run with finished seeds.
 fn markdown_table(e: &Experiment, all: &[SeedResult]) -> String {
     let mut md = format!(
-        "| run | method | schedule | meta-gradient | ψ | seeds | epochs | test accuracy % | Δ vs {b} (pp, paired) | best val. % | {c} s / epoch | {c} time × {b} |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | method | schedule | meta-gradient | ψ | seeds | epochs | test accuracy % | Δ vs {b} (pp, paired) | best val. % | {c} s / epoch | {c} time × {b} | per-image entropy |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         b = e.baseline,
         c = match e.clock {
             Clock::Wall => "wall",
@@ -314,6 +319,12 @@ fn markdown_row(e: &Experiment, all: &[SeedResult], name: &str, rs: &[&SeedResul
     let (v, vs) = mean_std(&val);
     let (t, _) = mean_std(&spe);
     let (q, _) = mean_std(&ratios);
+    let entropy: Vec<f64> = rs
+        .iter()
+        .map(|r| r.sample_entropy)
+        .filter(|v| v.is_finite())
+        .collect();
+    let (h, hs) = mean_std(&entropy);
     let uniform = first.psi.iter().all(|&p| p == first.psi[0]);
     let psi = if first.method == "single" {
         "—".to_string()
@@ -323,7 +334,7 @@ fn markdown_row(e: &Experiment, all: &[SeedResult], name: &str, rs: &[&SeedResul
         format!("{:?}", first.psi)
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |\n",
         name,
         first.method,
         if generator {
@@ -352,6 +363,7 @@ fn markdown_row(e: &Experiment, all: &[SeedResult], name: &str, rs: &[&SeedResul
         } else {
             format!("{q:.2}")
         },
+        pm(h, hs, 1.0, 3),
     )
 }
 
