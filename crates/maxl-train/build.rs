@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=cpp/shim.cpp");
     println!("cargo:rerun-if-changed=cpp/dist.cpp");
+    println!("cargo:rerun-if-changed=cpp/guard.h");
     println!("cargo:rerun-if-env-changed=MAXL_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=MAXL_CUDA_INCLUDE");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")

@@ -91,6 +91,15 @@ struct WorkerLine {
     comm: Option<CommLine>,
 }
 
+impl WorkerLine {
+    /// A worker's printed line.
+    fn parse(mode: BenchMode, stdout: &str) -> anyhow::Result<Self> {
+        let text = stdout.trim();
+        serde_json::from_str(text)
+            .with_context(|| format!("{}: unreadable result `{text}`", mode.name()))
+    }
+}
+
 /// [`maxl_train::dist::CommStats`] of one step.
 #[derive(Serialize, Deserialize, Clone, Copy)]
 struct CommLine {
@@ -256,9 +265,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.repeats,
         |&mode| {
             let m = run_process(&mut a.worker_command(mode)?).with_context(|| mode.name())?;
-            let line: WorkerLine = serde_json::from_str(m.stdout.trim()).with_context(|| {
-                format!("{}: unreadable result `{}`", mode.name(), m.stdout.trim())
-            })?;
+            let line = WorkerLine::parse(mode, &m.stdout)?;
             let rss = line.peak_rss_kib.unwrap_or(m.peak_rss_kib);
             Ok((line, rss))
         },
@@ -418,11 +425,10 @@ fn time_ranks(a: &BenchArgs, mode: BenchMode, n: u16, threads: i32) -> anyhow::R
             bail!("{}: rank {rank} failed ({})", mode.name(), out.status);
         }
         if rank == 0 {
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            first = Some(
-                serde_json::from_str::<WorkerLine>(&text)
-                    .with_context(|| format!("{}: unreadable result `{text}`", mode.name()))?,
-            );
+            first = Some(WorkerLine::parse(
+                mode,
+                &String::from_utf8_lossy(&out.stdout),
+            )?);
         }
     }
     first.context("no rank 0")
@@ -462,8 +468,7 @@ fn scaling(a: &BenchArgs, n: u16) -> anyhow::Result<()> {
                 one.args(["--threads", &one_threads.to_string()]);
             }
             let m = run_process(&mut one).with_context(|| mode.name())?;
-            let single: WorkerLine = serde_json::from_str(m.stdout.trim())
-                .with_context(|| format!("{}: unreadable result", mode.name()))?;
+            let single = WorkerLine::parse(mode, &m.stdout)?;
             bar.inc(1);
             let many = time_ranks(a, mode, n, rank_threads)?;
             Ok((single.ms, many))

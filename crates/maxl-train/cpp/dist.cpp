@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
@@ -22,26 +21,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "guard.h"
+
+using maxl::guarded;
+
 namespace {
-void copy_message(const char* what, char* err, size_t len) {
-  if (len == 0) return;
-  std::strncpy(err, what, len - 1);
-  err[len - 1] = '\0';
-}
-
-template <typename Body>
-int guarded(char* err, size_t len, Body body) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), err, len);
-  } catch (...) {
-    copy_message("unknown C++ exception", err, len);
-  }
-  return 1;
-}
-
 [[noreturn]] void on_terminate() {
   std::fputs(
       "maxl-train: error: a collective failed on a communication thread (ranks issued "
