@@ -647,7 +647,10 @@ runs:
                 n += 1;
             }
         }
-        assert_eq!(n, 3);
+        assert_eq!(
+            n, 4,
+            "low-data-fmnist, low-data-fmnist-mi, coarse-fine-fmnist, vgg16-fmnist32"
+        );
     }
 
     #[test]
