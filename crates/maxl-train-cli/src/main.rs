@@ -52,11 +52,12 @@ fn main() -> ExitCode {
     let allocator_tuned = maxl_train::keep_freed_memory();
     let cli = Cli::parse();
     let quiet = cli.train.quiet || matches!(&cli.command, Some(Command::Compare(c)) if c.quiet);
+    // Read once: whether this process is a rank of a data-parallel run (an unreadable
+    // environment is reported by the command that needs it, training).
+    let launch = maxl_train::dist::Launch::from_env();
+    let rank = launch.as_ref().ok().and_then(Option::as_ref);
     // Ranks other than 0 of a data-parallel run log warnings and errors only.
-    let other_rank = maxl_train::dist::Launch::from_env()
-        .ok()
-        .flatten()
-        .is_some_and(|l| l.rank != 0);
+    let other_rank = rank.is_some_and(|l| l.rank != 0);
     maxl_cli::logging::init(if quiet {
         "error"
     } else if other_rank {
@@ -71,18 +72,22 @@ fn main() -> ExitCode {
         // Training and the bench's own workers are what runs as ranks; the other commands run as
         // one process and would write the same files from every rank.
         Some(Command::Bench(args)) if args.is_worker() => bench::run(args),
-        Some(ref c) if launched() => Err(anyhow::anyhow!(
-            "`maxl-train {}` runs as one process, not as a rank of {}: start it without \
-             torchrun/srun (training runs as ranks: `maxl-train --config …` under the launcher)",
+        Some(ref c) if let Some(l) = rank => Err(anyhow::anyhow!(
+            "`maxl-train {}` runs as one process, not as a rank of a {}-rank run ({}): start it \
+             without torchrun/srun (training runs as ranks: `maxl-train --config …` under the \
+             launcher)",
             c.name(),
-            launch_name()
+            l.world,
+            l.launcher
         )),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Compare(args)) => compare::run(args),
         Some(Command::Results(args)) => compare::results(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::DumpImages(args)) => dump::run(args),
-        None => train::run(cli.train),
+        None => launch
+            .map_err(anyhow::Error::from)
+            .and_then(|launch| train::run(cli.train, launch)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,18 +107,6 @@ impl Command {
             Command::DumpImages(_) => "dump-images",
             Command::Export(_) => "export",
         }
-    }
-}
-
-/// Whether the environment makes this process a rank of a data-parallel run.
-fn launched() -> bool {
-    matches!(maxl_train::dist::Launch::from_env(), Ok(Some(_)))
-}
-
-fn launch_name() -> String {
-    match maxl_train::dist::Launch::from_env() {
-        Ok(Some(l)) => format!("a {}-rank run ({})", l.world, l.launcher),
-        _ => "a data-parallel run".into(),
     }
 }
 

@@ -223,8 +223,8 @@ fn default_out(method: Method) -> PathBuf {
     PathBuf::from("runs").join(format!("{}-{date}-{time}", method.name()))
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let launch = maxl_train::dist::Launch::from_env()?;
+/// Trains (or resumes) as one process, or as one rank of `launch`.
+pub fn run(a: TrainArgs, launch: Option<Launch>) -> anyhow::Result<()> {
     if let Some(n) = a.dist.nproc_per_node.filter(|&n| n > 1) {
         if let Some(l) = &launch {
             anyhow::bail!(

@@ -90,9 +90,9 @@ pub fn run(
     let prepared = prepare_trainer(&start, device, placement);
     let mut trainer = agree(group, "to prepare its data and networks", prepared)?;
     if let Some(g) = group {
-        // The config and data digest is compared before anything is written.
-        let joined = trainer.join(Arc::clone(g));
-        agree(group, "to join", joined)?;
+        // The config and data digest is compared before anything is written; every check in
+        // join is made on all ranks alike, so they all stop together.
+        trainer.join(Arc::clone(g))?;
     }
     let writer = trainer.is_writer();
     let opened = open_run_dir(start, &mut trainer, writer);

@@ -9,8 +9,8 @@
 //! * a run of 240 steps (shuffled, augmented, two epochs of lr schedule) gives the reference
 //!   run's metrics to the printed precision.
 //!
-//! The ranks run the ignored test `rank_worker`, started by the tests below with the
-//! environment torchrun would give them.
+//! Each test starts this test binary twice more, running only itself, with the environment
+//! torchrun would give ranks 0 and 1; there it takes its rank's part ([`as_rank`]) and returns.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -32,7 +32,7 @@ use tch::{Device, Tensor};
 /// Tests of this file share the process-wide ghost batch-norm setting and tch's seed.
 static TURN: Mutex<()> = Mutex::new(());
 
-const WORKER_JOB: &str = "MAXL_DP_TEST_JOB";
+/// Set for the rank processes: where they write what the test compares.
 const WORKER_DIR: &str = "MAXL_DP_TEST_DIR";
 
 fn arch() -> Architecture {
@@ -254,8 +254,8 @@ fn load(path: &Path, n: usize) -> Vec<Tensor> {
     named.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Starts this test binary's `rank_worker` as ranks 0 and 1 of a group on a free port.
-fn start_ranks(job: &str, dir: &Path) -> Vec<Child> {
+/// Starts this test binary, running only `test`, as ranks 0 and 1 of a group on a free port.
+fn start_ranks(test: &str, dir: &Path) -> Vec<Child> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -265,8 +265,7 @@ fn start_ranks(job: &str, dir: &Path) -> Vec<Child> {
     (0..2)
         .map(|rank| {
             Command::new(&exe)
-                .args(["--ignored", "--exact", "rank_worker", "--test-threads", "1"])
-                .env(WORKER_JOB, job)
+                .args(["--exact", test, "--test-threads", "1"])
                 .env(WORKER_DIR, dir)
                 .env("RANK", rank.to_string())
                 .env("WORLD_SIZE", "2")
@@ -290,19 +289,18 @@ fn rank_file(dir: &Path, case: &Case, rank: usize) -> PathBuf {
     dir.join(format!("{}-rank{rank}.ot", case.name()))
 }
 
-/// A rank of the tests below (not a test of its own): joins the group from the environment and
-/// runs the job named by MAXL_DP_TEST_JOB.
-#[test]
-#[ignore = "a rank of the data-parallel tests, started by them"]
-fn rank_worker() {
-    let job = std::env::var(WORKER_JOB).expect("started by a data-parallel test");
-    let dir = PathBuf::from(std::env::var(WORKER_DIR).unwrap());
+/// In a process started by [`start_ranks`]: joins the group from the environment, does this
+/// rank's part of `job` and returns true. False in the test's own process.
+fn as_rank(job: &str) -> bool {
+    let Some(dir) = std::env::var_os(WORKER_DIR).map(PathBuf::from) else {
+        return false;
+    };
     tch::set_num_threads(1);
     let launch = Launch::from_env().unwrap().expect("RANK and WORLD_SIZE");
     let group = Arc::new(
         Group::join(&launch, Backend::Gloo, Device::Cpu, Duration::from_secs(60)).unwrap(),
     );
-    match job.as_str() {
+    match job {
         "one-step" => {
             for case in cases() {
                 let mut t = trainer(&config(&case, 16), 48);
@@ -322,6 +320,7 @@ fn rank_worker() {
         }
         other => panic!("unknown job {other}"),
     }
+    true
 }
 
 /// The largest difference between two updates (after − before) relative to the reference
@@ -335,10 +334,16 @@ fn relative_update_error(before: &Tensor, reference: &Tensor, other: &Tensor) ->
 
 #[test]
 fn one_step_on_two_ranks_is_the_one_process_step_with_ghost_batch_norm() {
+    if as_rank("one-step") {
+        return;
+    }
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().unwrap();
-    wait_ranks(start_ranks("one-step", tmp.path()));
+    wait_ranks(start_ranks(
+        "one_step_on_two_ranks_is_the_one_process_step_with_ghost_batch_norm",
+        tmp.path(),
+    ));
     maxl_train::net::set_ghost_batches(2);
     let mut report = Vec::new();
     for case in cases() {
@@ -463,10 +468,16 @@ fn long_run(t: &mut Trainer) -> Vec<String> {
 
 #[test]
 fn a_run_of_240_steps_on_two_ranks_prints_the_one_process_metrics() {
+    if as_rank("run") {
+        return;
+    }
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().unwrap();
-    let ranks = start_ranks("run", tmp.path());
+    let ranks = start_ranks(
+        "a_run_of_240_steps_on_two_ranks_prints_the_one_process_metrics",
+        tmp.path(),
+    );
     maxl_train::net::set_ghost_batches(2);
     let mut t = trainer(&long_config(), 480);
     let reference = long_run(&mut t);
