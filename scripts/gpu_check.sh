@@ -54,7 +54,8 @@ EOF
 
 step "bench: $preset, batch 100, $device"
 run "$bin" bench --preset "$preset" --device "$device" --batch-size 100 --iters "$iters" \
-  --warmup 3 --repeats "$repeats" --modes single,interleaved-double-backward,interleaved-jvp,fused-jvp
+  --warmup 3 --repeats "$repeats" \
+  --modes single,interleaved-double-backward,interleaved-jvp,fused-jvp,weighted-interleaved-jvp,weighted-fused-jvp
 
 step "jvp vs double-backward meta-gradient, f32, $device"
 run "$bin" bench --check-jvp --preset "$preset" --device "$device" --batch-size 100
@@ -85,11 +86,17 @@ RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29562 \
   run "$bin" bench --worker fused-jvp --preset "$preset" --device "$device" --batch-size 100 \
   --iters "$iters" --warmup 3
 
+step "maxl-weighted: 20 steps of the weighted generator on $device, exported"
+rm -rf "$out/run-weighted"
+run "$bin" --config "$out/short.yaml" --method maxl-weighted --device "$device" --max-steps 20 \
+  --quiet --out "$out/run-weighted" --export "$out/run-weighted/models"
+
 step "summary"
 {
   echo "epoch 1, data on the device: $(sed -n 2p "$out/run-device/metrics.csv")"
   echo "epoch 1, data on the host:   $(sed -n 2p "$out/run-host/metrics.csv")"
   echo "epoch 2 (resumed):           $(sed -n 3p "$out/run-device/metrics.csv")"
   echo "20 steps, $backend group of 1: $(sed -n 2p "$out/run-group/metrics.csv")"
+  echo "20 steps, maxl-weighted:     $(sed -n 2p "$out/run-weighted/metrics.csv")"
   echo "metrics.csv columns:         $(sed -n 1p "$out/run-device/metrics.csv")"
 } | tee -a "$log" | tee "$out/summary.txt"

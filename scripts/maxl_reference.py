@@ -11,13 +11,17 @@ the Python side of the training benchmark (scripts/bench_train.py: float32, the 
 * heads: Linear -> ReLU -> Linear on the flattened features;
 * label generator: own backbone and head, mask softmax over the slots of each sample's primary
   class, in the authors' form m*exp(l)/sum(m*exp(l)) (or, with stable=True, as maxl-train
-  computes it: softmax(where(m, l, -1e9)) * m);
+  computes it: softmax(where(m, l, -1e9)) * m); for `maxl-weighted` also a weight head
+  (`weight_head.weight` [1, feat], `weight_head.bias` [1]) on the same backbone features giving
+  each sample a weight w = 2 sigmoid(s) in (0, 2), and the auxiliary target u = w t;
 * focal loss -sum_i t_i (1 - p_i)^gamma log p_i, averaged over the batch (log p = log(softmax)
   as the authors write it, or log_softmax with stable=True);
-* the meta-gradient dL2/dtheta2 by double backward through theta1+ = theta1 - alpha G, or without a
-  second-order graph by one forward-mode JVP (L1 is linear in the generator's output t);
+* stage 2's L2: the primary focal loss at theta1+ = theta1 - alpha G plus lam R(t) (anti-collapse),
+  mu Hbar(t) (mean per-image entropy) and, weighted, nu (mean_n w_n - 1)^2;
+* the meta-gradient dL2/dtheta2 by double backward through theta1+, or without a second-order
+  graph by one forward-mode JVP (L1 is linear in the auxiliary target u);
 * `Schedule`: both networks with torch.optim.SGD stepped batch by batch by the `interleaved` or
-  the `fused` schedule (the fixture of two iterations of each);
+  the `fused` schedule (the fixtures of two iterations of each, plain and weighted);
 * `ResNet`: a torchvision-layout ResNet backbone (basic or bottleneck blocks, ImageNet or CIFAR
   stem, global average pooling) named and ordered as maxl-train's (`backbone.conv1.weight`,
   `backbone.layer2.0.downsample.1.running_var`, ...); `Maxl.preset` builds maxl-train's presets
@@ -29,6 +33,8 @@ the Python side of the training benchmark (scripts/bench_train.py: float32, the 
     m = mr.Maxl.preset("resnet18", 10, 5, input_size=(64, 64), generator="resnet18-narrow")
     f, g = m.init_default(m.f_specs()), m.init_default(m.g_specs())
     grads, loss = m.meta_gradient(x, y, f, g, alpha=0.01, lam=0.2, mode="jvp")
+    gw = m.init_default(m.g_specs(weighted=True))     # maxl-weighted: the generator with its weight head
+    grads, loss = m.meta_gradient(x, y, f, gw, 0.01, 0.2, "jvp", mu=0.3, nu=0.5, weighted=True)
 """
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -36,7 +42,8 @@ import torch.nn.functional as F
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 MASK_FILL = -1e9            # disallowed logits under stable=True
-REGULARISER_FLOOR = 1e-30   # floor inside R's log (only reached by slots with batch mean 0)
+REGULARISER_FLOOR = 1e-30   # floor inside R's and Hbar's logs (reached by slots with probability 0)
+WEIGHT_SCALE = 2.0          # w = WEIGHT_SCALE * sigmoid(s): in (0, 2), 1 at s = 0
 MODES = ("double-backward", "jvp")
 
 
@@ -161,11 +168,12 @@ class Maxl:
         aux_head = self.head_specs("aux_head", self.A) if aux else []
         return self.backbone_specs() + self.head_specs("primary_head", self.K) + aux_head
 
-    def g_specs(self):
-        """The label generator."""
-        if self.gen is not None:
-            return self.gen.backbone_specs() + self.gen.head_specs("head", self.A)
-        return self.backbone_specs() + self.head_specs("head", self.A)
+    def g_specs(self, weighted=False):
+        """The label generator; weighted=True appends the weight head (after the label head: a
+        linear map of the same backbone features to one score per sample)."""
+        net = self if self.gen is None else self.gen
+        weight_head = [("weight_head.weight", (1, net.feat)), ("weight_head.bias", (1,))] if weighted else []
+        return net.backbone_specs() + net.head_specs("head", self.A) + weight_head
 
     def init_random(self, specs):
         """Random values everywhere (buffers and biases too), drawn in spec order from the
@@ -239,7 +247,29 @@ class Maxl:
     def generator(self, x, y, P, bufs, bn):
         """t = g(x, y) [N, A]: the mask softmax over the slots of each sample's class."""
         net = self if self.gen is None else self.gen
-        logits = net.head(net.features(x, P, bufs, bn), P, "head")
+        return self.mask_softmax(net.head(net.features(x, P, bufs, bn), P, "head"), y)
+
+    def weighted_generator(self, x, y, P, bufs, bn):
+        """(t [N, A], w [N]) from one backbone forward (so one running-statistics update under
+        bn="update"): t as `generator`, w = 2 sigmoid(weight_head(features)) the per-sample
+        weight of the auxiliary loss."""
+        net = self if self.gen is None else self.gen
+        feat = net.features(x, P, bufs, bn)
+        s = F.linear(feat, P["weight_head.weight"], P["weight_head.bias"])
+        return self.mask_softmax(net.head(feat, P, "head"), y), WEIGHT_SCALE * torch.sigmoid(s).squeeze(1)
+
+    def aux_target(self, x, y, P, bufs, bn, weighted=False):
+        """(t, w, u): the generator's output, the per-sample weights (None unweighted) and the
+        auxiliary target u = w[:, None] t of L1 (t itself unweighted). The focal loss is linear
+        in its target, so focal(aux, u) = mean_n w_n L_aux,n."""
+        if not weighted:
+            t = self.generator(x, y, P, bufs, bn)
+            return t, None, t
+        t, w = self.weighted_generator(x, y, P, bufs, bn)
+        return t, w, w[:, None] * t
+
+    def mask_softmax(self, logits, y):
+        """The softmax of the generator's logits over the slots of each sample's class."""
         m = self.mask[y]
         if self.stable:
             return F.softmax(logits.masked_fill(m == 0, MASK_FILL), 1) * m
@@ -269,6 +299,29 @@ class Maxl:
         pbar = t.mean(0)
         return (pbar * pbar.clamp_min(REGULARISER_FLOOR).log()).sum()
 
+    @staticmethod
+    def sample_entropy(t):
+        """Hbar(t) = -mean_n sum_i t_ni log t_ni, the mean per-image entropy in nats (the floor
+        keeps the masked-out slots, t = 0, at 0 and their gradient finite)."""
+        return -(t * t.clamp_min(REGULARISER_FLOOR).log()).sum(1).mean()
+
+    @staticmethod
+    def weight_penalty(w):
+        """(mean_n w_n - 1)^2: keeps the weights' batch mean near 1, so the weight head rescales
+        the auxiliary loss between samples rather than overall."""
+        return (w.mean() - 1) ** 2
+
+    def regularisers(self, t, lam, mu=0.0, w=None, nu=0.0):
+        """Stage 2's terms on g's outputs: lam R(t) [+ mu Hbar(t)] [+ nu (mean w - 1)^2]. A term
+        with weight 0 is left out, so mu = nu = 0 gives the unweighted L2 and its gradient bit for
+        bit (the fixtures written before these terms stay as they are)."""
+        reg = lam * self.regulariser(t)
+        if mu != 0:
+            reg = reg + mu * self.sample_entropy(t)
+        if w is not None and nu != 0:
+            reg = reg + nu * self.weight_penalty(w)
+        return reg
+
     def l1(self, x, y, P, bufs, bn, target, aux=True):
         """L1 = focal(primary, onehot(y)) [+ focal(aux, target)]."""
         pri, aux_logits = self.forward_f(x, P, bufs, bn, aux)
@@ -290,30 +343,34 @@ class Maxl:
             _, aux = self.forward_f(x, duals, None, "batch")
             return fwAD.unpack_dual(self.slot_focal(aux)).tangent
 
-    def meta_objective(self, x, y, P1, t, G, alpha, lam, mode):
-        """A scalar whose gradient in theta2 (through t) is dL2/dtheta2, given
-        G = dL1/dtheta1 at theta1: built with create_graph and t ("double-backward"; the scalar is
-        L2 itself), or plain from L1 with t detached ("jvp"; a surrogate, linear in t)."""
+    def meta_objective(self, x, y, P1, t, G, alpha, lam, mode, mu=0.0, w=None, nu=0.0):
+        """A scalar whose gradient in theta2 (through t, and w when weighted) is dL2/dtheta2,
+        given G = dL1/dtheta1 at theta1 with L1's auxiliary target u = w t (t unweighted, w None):
+        built with create_graph and u ("double-backward"; the scalar is L2 itself), or plain from
+        L1 with u detached ("jvp"; a surrogate, linear in u: dG/du_ni = (1/N) dc_ni/dtheta1, so
+        dL2/du_ni = -alpha/N <v, dc_ni/dtheta1> with v the primary loss's gradient at theta1+)."""
         if mode == "double-backward":
             fast = {n: P1[n] - alpha * G[n] for n in P1}
-            return self.primary_focal(x, y, fast) + lam * self.regulariser(t)
+            return self.primary_focal(x, y, fast) + self.regularisers(t, lam, mu, w, nu)
         assert mode == "jvp", mode
         with torch.no_grad():
             fast = {n: (P1[n] - alpha * G[n]).requires_grad_(True) for n in P1}
         v = grad(self.primary_focal(x, y, fast), fast)
         dot = self.slot_loss_jvp(x, P1, v)
-        return (t * (dot * (-alpha / x.shape[0]))).sum() + lam * self.regulariser(t)
+        u = t if w is None else w[:, None] * t
+        return (u * (dot * (-alpha / x.shape[0]))).sum() + self.regularisers(t, lam, mu, w, nu)
 
-    def meta_gradient(self, x, y, f, g, alpha, lam, mode="double-backward"):
-        """dL2/dtheta2 at f's theta1 and g's theta2 (both full dicts, left unchanged), batch
-        statistics everywhere. Returns (grads dict, L2 for double-backward / surrogate for jvp)."""
+    def meta_gradient(self, x, y, f, g, alpha, lam, mode="double-backward", mu=0.0, nu=0.0, weighted=False):
+        """dL2/dtheta2 at f's theta1 and g's theta2 (both full dicts, left unchanged; g with the
+        weight head when weighted), batch statistics everywhere. Returns (grads dict, L2 for
+        double-backward / surrogate for jvp)."""
         P1, P2 = leaves(f), leaves(g)
-        t = self.generator(x, y, P2, None, "batch")
+        t, w, u = self.aux_target(x, y, P2, None, "batch", weighted)
         if mode == "double-backward":
-            G = grad(self.l1(x, y, P1, None, "batch", t), P1, create_graph=True)
+            G = grad(self.l1(x, y, P1, None, "batch", u), P1, create_graph=True)
         else:
-            G = grad(self.l1(x, y, P1, None, "batch", t.detach()), P1)
-        obj = self.meta_objective(x, y, P1, t, G, alpha, lam, mode)
+            G = grad(self.l1(x, y, P1, None, "batch", u.detach()), P1)
+        obj = self.meta_objective(x, y, P1, t, G, alpha, lam, mode, mu, w, nu)
         return grad(obj, P2), obj.item()
 
 
@@ -322,14 +379,17 @@ class Schedule:
     `interleaved` or the `fused` schedule (double backward through theta1+ = theta1 - alpha G,
     alpha = theta1's learning rate). f and g are full dicts (parameters and buffers); they are
     copied. Batch norm as maxl-train: each batch's stage-1 forwards of f and of g update the
-    running statistics once, everything in the meta-gradient uses batch statistics.
+    running statistics once, everything in the meta-gradient uses batch statistics. With
+    weighted=True (`maxl-weighted`; g with its weight head) L1's auxiliary target is u = w t, and
+    stage 1's one forward of g gives both t and w (the weight head has no statistics of its own);
+    mu and nu weigh stage 2's entropy and weight terms (see `Maxl.regularisers`).
 
         s = mr.Schedule(m, f, g, dict(lr=0.1, momentum=0.9, weight_decay=5e-4), dict(lr=0.05), lam=0.2)
         s.interleaved(x, y)      # or s.fused(x, y); then s.f(), s.g(), s.losses
     """
 
-    def __init__(self, maxl, f, g, opt_f, opt_g, lam):
-        self.m, self.lam = maxl, lam
+    def __init__(self, maxl, f, g, opt_f, opt_g, lam, mu=0.0, nu=0.0, weighted=False):
+        self.m, self.lam, self.mu, self.nu, self.weighted = maxl, lam, mu, nu, weighted
         self.P1, self.P2 = leaves(f), leaves(g)
         self.B1 = {n: v.detach().clone() for n, v in buffers(f).items()}
         self.B2 = {n: v.detach().clone() for n, v in buffers(g).items()}
@@ -351,23 +411,24 @@ class Schedule:
             p.grad = grads[n].detach().clone()
         opt.step()
 
-    def _meta_loss(self, x, y, G, t):
-        """L2 = primary focal loss at theta1+ = theta1 - alpha G (batch statistics) + lam R(t)."""
+    def _meta_loss(self, x, y, G, t, w):
+        """L2 = primary focal loss at theta1+ = theta1 - alpha G (batch statistics) + lam R(t)
+        [+ mu Hbar(t)] [+ nu (mean w - 1)^2]."""
         alpha = self.opt_f.param_groups[0]["lr"]
         fast = {n: self.P1[n] - alpha * G[n] for n in self.P1}
-        return self.m.primary_focal(x, y, fast) + self.lam * self.m.regulariser(t)
+        return self.m.primary_focal(x, y, fast) + self.m.regularisers(t, self.lam, self.mu, w, self.nu)
 
     def interleaved(self, x, y):
         """Stage 1 (one step of theta1 on L1, g's output a constant), then stage 2 on the same
         batch at the updated theta1 (one step of theta2 on dL2/dtheta2)."""
         m = self.m
         with torch.no_grad():
-            t = m.generator(x, y, self.P2, self.B2, "update")
-        l1 = m.l1(x, y, self.P1, self.B1, "update", t)
+            _, _, u = m.aux_target(x, y, self.P2, self.B2, "update", self.weighted)
+        l1 = m.l1(x, y, self.P1, self.B1, "update", u)
         self._step(self.opt_f, self.P1, grad(l1, self.P1))
-        t = m.generator(x, y, self.P2, None, "batch")
-        G = grad(m.l1(x, y, self.P1, None, "batch", t), self.P1, create_graph=True)
-        l2 = self._meta_loss(x, y, G, t)
+        t, w, u = m.aux_target(x, y, self.P2, None, "batch", self.weighted)
+        G = grad(m.l1(x, y, self.P1, None, "batch", u), self.P1, create_graph=True)
+        l2 = self._meta_loss(x, y, G, t, w)
         self._step(self.opt_g, self.P2, grad(l2, self.P2))
         self.losses = {"l1": l1.item(), "l2": l2.item()}
 
@@ -376,10 +437,10 @@ class Schedule:
         meta-gradient through theta1+ = theta1 - alpha G, then theta1 steps along the same G
         (theta1+ itself under plain SGD) and theta2 along dL2/dtheta2."""
         m = self.m
-        t = m.generator(x, y, self.P2, self.B2, "update")
-        l1 = m.l1(x, y, self.P1, self.B1, "update", t)
+        t, w, u = m.aux_target(x, y, self.P2, self.B2, "update", self.weighted)
+        l1 = m.l1(x, y, self.P1, self.B1, "update", u)
         G = grad(l1, self.P1, create_graph=True)
-        l2 = self._meta_loss(x, y, G, t)
+        l2 = self._meta_loss(x, y, G, t, w)
         grads2 = grad(l2, self.P2)
         self._step(self.opt_f, self.P1, G)
         self._step(self.opt_g, self.P2, grads2)

@@ -417,3 +417,69 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     }
     rows
 }
+
+/// An untrained `maxl-weighted` (or plain) model with the committed model's classes and input.
+fn synthetic_model(dir: &Path, weighted: bool) -> PathBuf {
+    let like = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    maxl_label::synthetic::model(dir, &like, weighted, 3).unwrap()
+}
+
+#[test]
+fn a_weighted_model_adds_aux_weight_to_csv_and_jsonl_alike_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = synthetic_model(&tmp.path().join("weighted"), true);
+    let plain = synthetic_model(&tmp.path().join("plain"), false);
+    let paths: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = tmp.path().join(format!("img{i}.png"));
+            image::GrayImage::from_fn(28, 28, |x, y| {
+                image::Luma([((x * 7 + y * (i + 3) * 5 + i * 31) % 256) as u8])
+            })
+            .save(&p)
+            .unwrap();
+            p
+        })
+        .collect();
+    let predict = |dir: &Path, backend: &str, format: &str| {
+        let r = run(Command::new(bin("maxl-infer"))
+            .args(["predict", "--batch-size", "4", "--backend", backend])
+            .args(["--format", format, "--model"])
+            .arg(dir)
+            .args(&paths));
+        r.assert_ok();
+        r.stdout
+    };
+    let mut by_backend = Vec::new();
+    for backend in ["ort-cpu", "tract"] {
+        let rows = parse_csv(&predict(&model, backend, "csv"));
+        assert_eq!(
+            rows[0],
+            [
+                "path",
+                "class",
+                "class_probability",
+                "aux_slot",
+                "aux_label",
+                "aux_probability",
+                "aux_weight"
+            ]
+        );
+        assert_eq!(rows.len(), 7);
+        let csv: Vec<f32> = rows[1..].iter().map(|r| r[6].parse().unwrap()).collect();
+        assert!(csv.iter().all(|w| *w > 0.0 && *w < 2.0), "{csv:?}");
+        let jsonl = predict(&model, backend, "jsonl");
+        for (line, w) in jsonl.lines().zip(&csv) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let got = v["aux_weight"].as_f64().unwrap() as f32;
+            assert!((got - w).abs() < 1e-6, "{line}");
+        }
+        by_backend.push(csv);
+        // A model without sample_weight: the columns and keys as always.
+        let rows = parse_csv(&predict(&plain, backend, "csv"));
+        assert_eq!(rows[0].len(), 6, "{:?}", rows[0]);
+        assert!(!predict(&plain, backend, "jsonl").contains("aux_weight"));
+    }
+    for (o, t) in by_backend[0].iter().zip(&by_backend[1]) {
+        assert!((o - t).abs() < 1e-5, "ort {o}, tract {t}");
+    }
+}

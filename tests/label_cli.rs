@@ -756,3 +756,129 @@ fn bench_smoke_test_times_every_case_and_writes_its_report() {
     assert!(tmp.path().join("data/png28-20/.complete").exists());
     assert!(!tmp.path().join("data/bench-out.csv").exists());
 }
+
+/// `maxl-label` with a `maxl-weighted` model: the `aux_weight` column last (the same weights on
+/// both backends), its distribution in the summary, weights in the gallery, and shards, merge
+/// and resume as byte-exact as without it.
+#[test]
+fn a_weighted_model_adds_aux_weight_through_summary_gallery_shards_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let like = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    let model = maxl_label::synthetic::model(&tmp.path().join("weighted"), &like, true, 9).unwrap();
+    let classes: Vec<String> = like.classes.iter().map(|c| c.name.clone()).collect();
+    let imgs = maxl_label::synthetic::generate(
+        tmp.path(),
+        maxl_label::synthetic::Case::Png28,
+        60,
+        &classes,
+    )
+    .unwrap();
+    let label = |out: &Path, extra: &[&str]| {
+        let mut c = Command::new(bin("maxl-label"));
+        c.arg("--input")
+            .arg(&imgs)
+            .arg("--out")
+            .arg(out)
+            .arg("--model")
+            .arg(&model)
+            .args(["--probs", "--min-confidence", "0.3", "--batch-size", "8"])
+            .args(extra);
+        c
+    };
+    let gallery = tmp.path().join("gallery");
+    let mut weights = Vec::new();
+    for backend in ["ort-cpu", "tract"] {
+        let out = tmp.path().join(format!("{backend}.csv"));
+        let mut c = label(&out, &["--backend", backend]);
+        if backend == "tract" {
+            c.arg("--gallery")
+                .arg(&gallery)
+                .args(["--gallery-images", "4"]);
+        }
+        let r = run(&mut c);
+        r.assert_ok();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "path,class,class_source,class_probability,aux_slot,aux_label,aux_probability,aux_distribution,flag,aux_weight"
+        );
+        let all = rows(&text);
+        assert_eq!(all.len(), 60);
+        let w: Vec<f32> = all
+            .iter()
+            .map(|r| r["aux_weight"].parse().unwrap())
+            .collect();
+        assert!(w.iter().all(|w| *w > 0.0 && *w < 2.0), "{w:?}");
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("aux_weight: mean "))
+            .unwrap_or_else(|| panic!("no weight distribution in: {}", r.stdout));
+        for part in ["p10 ", "p50 ", "p90 "] {
+            assert!(line.contains(part), "{line}");
+        }
+        weights.push(w);
+    }
+    for (o, t) in weights[0].iter().zip(&weights[1]) {
+        assert!((o - t).abs() < 1e-5, "ort {o}, tract {t}");
+    }
+    // The gallery: a last row of the lowest-weighted images on every sheet, the weights in the
+    // index.
+    let html = std::fs::read_to_string(gallery.join("index.html")).unwrap();
+    for needle in [
+        "<code>aux_weight</code>",
+        "<th>mean weight</th>",
+        "lowest-weighted images",
+    ] {
+        assert!(html.contains(needle), "`{needle}` missing: {html}");
+    }
+    for c in &classes {
+        let sheet = image::open(gallery.join(format!("{c}.png"))).unwrap();
+        assert_eq!(
+            (sheet.width(), sheet.height()),
+            (210 + 4 * 102 + 6, 56 + 6 * 128 + 6),
+            "{c}: 5 slot rows and the lowest-weighted row"
+        );
+    }
+    // Shards merge into the unsharded file, aux_weight and all.
+    let whole = tmp.path().join("tract.csv");
+    let shard = |i: usize| tmp.path().join(format!("shard{i}.csv"));
+    for i in 1..=2 {
+        run(&mut label(
+            &shard(i),
+            &[
+                "--backend",
+                "tract",
+                "--quiet",
+                "--shard",
+                &format!("{i}/2"),
+            ],
+        ))
+        .assert_ok();
+    }
+    let merged = tmp.path().join("merged.csv");
+    run(Command::new(bin("maxl-label"))
+        .args(["merge", "--out"])
+        .arg(&merged)
+        .arg(shard(2))
+        .arg(shard(1)))
+    .assert_ok();
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
+    // A killed run resumes to the same bytes.
+    let killed = tmp.path().join("killed.csv");
+    let r = run(label(&killed, &["--backend", "tract", "--quiet"])
+        .env("MAXL_LABEL_FAILPOINT", "after-rows:3"));
+    assert_eq!(r.code, None, "killed by a signal: {}", r.stderr);
+    run(&mut label(
+        &killed,
+        &["--backend", "tract", "--quiet", "--resume"],
+    ))
+    .assert_ok();
+    assert_eq!(
+        std::fs::read(&killed).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
+}

@@ -21,9 +21,13 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Self {
+        Self::start_with(&models(), args)
+    }
+
+    fn start_with(model: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(bin("maxl-infer"))
             .args(["serve", "--addr", "127.0.0.1:0", "--model"])
-            .arg(models())
+            .arg(model)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -322,4 +326,51 @@ fn sigterm_answers_the_requests_in_flight_and_exits_0() {
         let (status, _, body) = h.join().unwrap();
         assert_eq!(status, 200, "{body}");
     }
+}
+
+#[test]
+fn a_weighted_model_answers_with_aux_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let like = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    let dir = maxl_label::synthetic::model(&tmp.path().join("weighted"), &like, true, 4).unwrap();
+    let server = Server::start_with(&dir, &["--backend", "tract"]);
+    let a = agent();
+    let (status, body) = get(&a, &server.url("/v1/model"));
+    assert_eq!(status, 200);
+    let m = json(&body);
+    assert_eq!(m["has_sample_weight"], true);
+    assert_eq!(m["training"]["method"], "maxl-weighted");
+    let (_, _, body) = post(&a, &server.url("/v1/predict?top_k=2"), &png(1));
+    let v = json(&body);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "aux_label",
+            "aux_probability",
+            "aux_slot",
+            "aux_weight",
+            "class",
+            "class_probability",
+            "top_k"
+        ]
+    );
+    let w = v["aux_weight"].as_f64().unwrap();
+    assert!(w > 0.0 && w < 2.0, "{body}");
+    // The weight is the image's, whichever class the generator is asked for.
+    let (status, _, body) = post(&a, &server.url("/v1/label?class=Coat"), &png(1));
+    assert_eq!(status, 200, "{body}");
+    let l = json(&body);
+    assert!(
+        (l["aux_weight"].as_f64().unwrap() - w).abs() < 1e-6,
+        "{body}"
+    );
+    assert!(server.terminate().success());
+    // The committed model (no sample_weight) says so and answers without the key.
+    let server = Server::start(&["--backend", "tract"]);
+    let (_, body) = get(&a, &server.url("/v1/model"));
+    assert_eq!(json(&body)["has_sample_weight"], false);
+    let (_, _, body) = post(&a, &server.url("/v1/label?class=Coat"), &png(1));
+    assert!(json(&body).get("aux_weight").is_none(), "{body}");
+    assert!(server.terminate().success());
 }

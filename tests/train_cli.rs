@@ -181,6 +181,104 @@ fn maxl_learns_fashion_mnist_and_its_generator_neither_collapses_nor_stays_unifo
     );
 }
 
+/// `maxl-weighted` from the command line: the generator's weights per epoch in metrics.csv
+/// (overall percentiles and per class), summary.yaml, its plots, a checkpoint that resumes, and
+/// an export whose label generator outputs `sample_weight` (declared in the manifest).
+#[test]
+fn maxl_weighted_reports_its_weights_resumes_and_exports_them() {
+    fashion_mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("weighted");
+    let mut c = train();
+    c.args([
+        "--method",
+        "maxl-weighted",
+        "--weight-mean-penalty",
+        "0.1",
+        "--schedule",
+        "fused",
+        "--meta-gradient",
+        "jvp",
+    ]);
+    // The fused schedule needs plain SGD for θ1.
+    let cfg = tmp.path().join("sgd.yaml");
+    std::fs::write(
+        &cfg,
+        "multitask_optimizer: {lr: 0.05, momentum: 0.0, weight_decay: 0.0}\ngenerator_optimizer: {lr: 0.05}\n",
+    )
+    .unwrap();
+    c.arg("--config").arg(&cfg);
+    quick_on(&mut c, &out, "600");
+    let r = run(&mut c);
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("per-image weight of the auxiliary loss"),
+        "{}",
+        r.stdout
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let per_class = header
+        .iter()
+        .filter(|h| h.starts_with("weight_mean."))
+        .count();
+    assert_eq!(per_class, 10, "{header:?}");
+    let value = |name: &str| -> f64 { metrics_column(&out, name)[0].parse().unwrap() };
+    let (p10, p50, p90, mean) = (
+        value("weight_p10"),
+        value("weight_p50"),
+        value("weight_p90"),
+        value("weight_mean"),
+    );
+    assert!(
+        0.0 < p10 && p10 <= p50 && p50 <= p90 && p90 < 2.0,
+        "{metrics}"
+    );
+    assert!(p10 <= mean + 1e-3 && mean <= p90 + 1e-3, "{metrics}");
+    // One epoch of meta-gradient steps moved them off their start at exactly 1.
+    assert!(p10 < 0.999 || p90 > 1.001, "{metrics}");
+    let summary = std::fs::read_to_string(out.join("summary.yaml")).unwrap();
+    assert!(
+        summary.contains("generator_weights:\n  mean: "),
+        "{summary}"
+    );
+    for png in ["weights.png", "weights_by_class.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+    }
+    let config = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+    assert!(
+        config.contains("method: maxl-weighted") && config.contains("weight_mean_penalty: 0.1"),
+        "{config}"
+    );
+    // A second epoch from the checkpoint keeps the weight head.
+    run(train()
+        .args(["--resume"])
+        .arg(&out)
+        .args(["--epochs", "2", "--threads", "1"]))
+    .assert_ok();
+    assert_eq!(metrics_column(&out, "weight_mean").len(), 2);
+    // The export: the generator's `sample_weight`, declared in the manifest.
+    let models = tmp.path().join("models");
+    run(Command::new(bin("maxl-train"))
+        .args(["export", "--checkpoint"])
+        .arg(out.join("checkpoints/last"))
+        .arg("--out")
+        .arg(&models))
+    .assert_ok();
+    let manifest = std::fs::read_to_string(models.join("maxl.yaml")).unwrap();
+    assert!(manifest.contains("sample_weight"), "{manifest}");
+    // The penalty belongs to maxl-weighted alone.
+    let r = run(train().args(["--method", "maxl", "--weight-mean-penalty", "0.1"]));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("weight_mean_penalty applies to method `maxl-weighted` only"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn bad_configs_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
@@ -687,7 +785,11 @@ fn bench_smoke_test_times_every_mode_in_its_own_process_against_single_task() {
             "interleaved-double-backward",
             "interleaved-jvp",
             "fused-double-backward",
-            "fused-jvp"
+            "fused-jvp",
+            "weighted-interleaved-double-backward",
+            "weighted-interleaved-jvp",
+            "weighted-fused-double-backward",
+            "weighted-fused-jvp"
         ],
         "{}",
         r.stdout
@@ -696,11 +798,15 @@ fn bench_smoke_test_times_every_mode_in_its_own_process_against_single_task() {
         let cols: Vec<&str> = row.split_whitespace().collect();
         let ms: f64 = cols[1].parse().unwrap();
         let ratio: f64 = cols[2].parse().unwrap();
-        let rss: f64 = cols[4].parse().unwrap();
+        let rss: f64 = cols[5].parse().unwrap();
         assert!(ms > 0.0 && ratio > 0.0 && rss > 10.0, "{row}");
         if cols[0] == "single" {
             assert_eq!(ratio, 1.0);
         }
+        // maxl-weighted's rows also against the MAXL iteration they add weights to.
+        let to_maxl = cols[3].parse::<f64>();
+        assert_eq!(to_maxl.is_ok(), cols[0].starts_with("weighted-"), "{row}");
+        assert!(to_maxl.map_or(true, |v| v > 0.0), "{row}");
     }
     // JSON lines for scripts, and a clear error for an unknown mode.
     let r = run(Command::new(bin("maxl-train")).args([

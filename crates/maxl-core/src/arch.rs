@@ -342,6 +342,9 @@ pub const PRIMARY_HEAD: &str = "primary_head";
 pub const AUX_HEAD: &str = "aux_head";
 /// The label generator's head.
 pub const GENERATOR_HEAD: &str = "head";
+/// Name of the label generator's per-image weight head (`maxl-weighted`): one Linear(F, 1) on
+/// g's backbone features, w = 2·sigmoid(s).
+pub const WEIGHT_HEAD: &str = "weight_head";
 
 /// Why an architecture cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -610,6 +613,30 @@ impl Architecture {
     pub fn generator_params(&self, num_aux: usize) -> Vec<ParamSpec> {
         let mut out = self.backbone_params();
         out.extend(self.head_params(GENERATOR_HEAD, num_aux));
+        out
+    }
+
+    /// The weight head of `maxl-weighted`'s label generator: Linear(F, 1) (`weight_head.weight`
+    /// [1, F], `weight_head.bias` \[1\]).
+    pub fn weight_head_params(&self) -> Vec<ParamSpec> {
+        vec![
+            spec(
+                WEIGHT_HEAD,
+                "weight",
+                vec![1, self.feature_dim()],
+                ParamKind::LinearWeight,
+            ),
+            spec(WEIGHT_HEAD, "bias", vec![1], ParamKind::LinearBias),
+        ]
+    }
+
+    /// All parameters of the label generator g, with the weight head after the label head when
+    /// `weighted` (`maxl-weighted`).
+    pub fn generator_params_for(&self, num_aux: usize, weighted: bool) -> Vec<ParamSpec> {
+        let mut out = self.generator_params(num_aux);
+        if weighted {
+            out.extend(self.weight_head_params());
+        }
         out
     }
 }

@@ -48,6 +48,11 @@ pub enum Method {
     Maxl,
     /// MAXL without the anti-collapse term (λ = 0): the ablation.
     MaxlNoEntropy,
+    /// MAXL with a learned per-image weight of the auxiliary loss: the label generator also
+    /// outputs w_i = 2·sigmoid(s_i) ∈ (0, 2) (1 at the start), stage 1 minimises
+    /// L_pri + mean_i w_i·L_aux,i, and stage 2 trains labels and weights by the same exact
+    /// meta-gradient.
+    MaxlWeighted,
     /// Primary task only.
     Single,
     /// Each training image gets a fixed random auxiliary slot inside its class's ψ range.
@@ -60,6 +65,7 @@ impl crate::choice::Choice for Method {
     const ALL: &'static [Self] = &[
         Method::Maxl,
         Method::MaxlNoEntropy,
+        Method::MaxlWeighted,
         Method::Single,
         Method::Random,
         Method::Human,
@@ -76,6 +82,7 @@ impl Method {
         match self {
             Method::Maxl => "maxl",
             Method::MaxlNoEntropy => "maxl-no-entropy",
+            Method::MaxlWeighted => "maxl-weighted",
             Method::Single => "single",
             Method::Random => "random",
             Method::Human => "human",
@@ -84,7 +91,15 @@ impl Method {
 
     /// Methods whose auxiliary labels come from the trained label generator.
     pub fn uses_generator(self) -> bool {
-        matches!(self, Method::Maxl | Method::MaxlNoEntropy)
+        matches!(
+            self,
+            Method::Maxl | Method::MaxlNoEntropy | Method::MaxlWeighted
+        )
+    }
+
+    /// Whether the label generator also outputs a per-image weight of the auxiliary loss.
+    pub fn weighted(self) -> bool {
+        self == Method::MaxlWeighted
     }
 }
 
@@ -548,6 +563,11 @@ pub struct TrainConfig {
     /// paper's objective. Used by the methods with a label generator.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub sample_entropy_weight: f64,
+    /// ν, the weight of (mean_i w_i − 1)² in stage 2 (`maxl-weighted` only): keeps the batch-mean
+    /// weight of the auxiliary loss near 1, so the generator cannot switch the auxiliary task off
+    /// wholesale. 0 (the default): no penalty.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub weight_mean_penalty: f64,
     /// γ of the focal loss.
     pub focal_gamma: f64,
     /// Epochs at the start in which both backbones are frozen and only the heads train (the
@@ -595,6 +615,7 @@ impl Default for TrainConfig {
             meta_gradient: MetaGradientMode::DoubleBackward,
             entropy_weight: 0.2,
             sample_entropy_weight: 0.0,
+            weight_mean_penalty: 0.0,
             focal_gamma: 2.0,
             freeze_backbone_epochs: 0,
         }
@@ -716,9 +737,19 @@ impl TrainConfig {
         }
         if !non_negative(self.entropy_weight)
             || !non_negative(self.sample_entropy_weight)
+            || !non_negative(self.weight_mean_penalty)
             || !non_negative(self.focal_gamma)
         {
-            return Err("entropy_weight, sample_entropy_weight and focal_gamma must be ≥ 0".into());
+            return Err(
+                "entropy_weight, sample_entropy_weight, weight_mean_penalty and focal_gamma must be ≥ 0"
+                    .into(),
+            );
+        }
+        if self.weight_mean_penalty != 0.0 && !self.method.weighted() {
+            return Err(format!(
+                "weight_mean_penalty applies to method `maxl-weighted` only (method is `{}`)",
+                self.method.name()
+            ));
         }
         Ok(())
     }
@@ -735,6 +766,15 @@ impl TrainConfig {
     pub fn effective_sample_entropy_weight(&self) -> f64 {
         if self.method.uses_generator() {
             self.sample_entropy_weight
+        } else {
+            0.0
+        }
+    }
+
+    /// ν as the method uses it: 0 unless `maxl-weighted`.
+    pub fn effective_weight_mean_penalty(&self) -> f64 {
+        if self.method.weighted() {
+            self.weight_mean_penalty
         } else {
             0.0
         }

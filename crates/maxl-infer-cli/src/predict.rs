@@ -15,8 +15,8 @@ use crate::record::{Record, csv_header};
 pub struct PredictArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Output format. CSV columns: path,class,class_probability,aux_slot,aux_label,aux_probability;
-    /// jsonl adds top_k.
+    /// Output format. CSV columns: path,class,class_probability,aux_slot,aux_label,aux_probability
+    /// (and aux_weight for a maxl-weighted model); jsonl adds top_k.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
     /// Classes listed in jsonl's top_k.
@@ -91,7 +91,7 @@ pub fn predict(
     };
     let mut summary = Summary::default();
     if opts.format == Format::Csv {
-        out.write_all(csv_header().as_bytes())?;
+        out.write_all(csv_header(model.has_sample_weight()).as_bytes())?;
     }
     let mut done = 0;
     for chunk in paths.chunks(opts.batch_size.max(1)) {
@@ -124,7 +124,7 @@ pub fn predict(
             for (path, c) in good.into_iter().zip(&results) {
                 let r = Record::new(model, Some(path), c);
                 match opts.format {
-                    Format::Csv => text.push_str(&r.csv_line()),
+                    Format::Csv => text.push_str(&r.csv_line(model.has_sample_weight())),
                     Format::Jsonl => {
                         text.push_str(&serde_json::to_string(&r.with_top_k(c))?);
                         text.push('\n');

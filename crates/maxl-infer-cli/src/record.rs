@@ -1,11 +1,16 @@
 //! One output record per image, the same columns in `maxl-infer predict`, the server's JSON and
-//! `maxl-label`: `path, class, class_probability, aux_slot, aux_label, aux_probability`.
+//! `maxl-label`: `path, class, class_probability, aux_slot, aux_label, aux_probability`, then
+//! `aux_weight` for a `maxl-weighted` model (the label generator's per-image weight of the
+//! auxiliary loss, in (0, 2); absent for every other model, so their output is unchanged).
 
 use maxl_core::csv::field as csv_field;
 use maxl_infer::{Classification, MaxlModel};
 use serde::Serialize;
 
-/// The CSV columns, in order.
+/// The CSV column a `maxl-weighted` model adds after [`COLUMNS`].
+pub const WEIGHT_COLUMN: &str = "aux_weight";
+
+/// The CSV columns, in order (without [`WEIGHT_COLUMN`]).
 pub const COLUMNS: [&str; 6] = [
     "path",
     "class",
@@ -36,6 +41,10 @@ pub struct Record {
     /// `<class>.<k>`.
     pub aux_label: Option<String>,
     pub aux_probability: Option<f32>,
+    /// How strongly the image's auxiliary loss counted in training, in (0, 2): the
+    /// `maxl-weighted` generator's `sample_weight`. Left out for models without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_weight: Option<f32>,
     /// The distribution over `class`'s ψ slots (the server's `/v1/label`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aux_distribution: Option<Vec<f32>>,
@@ -56,6 +65,7 @@ impl Record {
             aux_slot: c.aux.as_ref().map(|a| a.slot),
             aux_label: c.aux.as_ref().map(|a| a.label.clone()),
             aux_probability: c.aux.as_ref().map(|a| a.probability),
+            aux_weight: c.aux.as_ref().and_then(|a| a.weight),
             aux_distribution: None,
             top_k: None,
         }
@@ -79,10 +89,11 @@ impl Record {
         self
     }
 
-    /// One CSV line (with its newline), fields quoted where needed.
-    pub fn csv_line(&self) -> String {
+    /// One CSV line (with its newline), fields quoted where needed; with `weighted` (the header
+    /// has [`WEIGHT_COLUMN`]) `aux_weight` last, empty where the record has none.
+    pub fn csv_line(&self, weighted: bool) -> String {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let fields = [
+        let mut fields = vec![
             self.path.clone().unwrap_or_default(),
             self.class.clone(),
             format!("{:.6}", self.class_probability),
@@ -90,6 +101,9 @@ impl Record {
             opt(self.aux_label.clone()),
             opt(self.aux_probability.map(|p| format!("{p:.6}"))),
         ];
+        if weighted {
+            fields.push(opt(self.aux_weight.map(|w| format!("{w:.6}"))));
+        }
         let mut line = fields
             .iter()
             .map(|f| csv_field(f))
@@ -100,7 +114,11 @@ impl Record {
     }
 }
 
-/// The CSV header line.
-pub fn csv_header() -> String {
-    format!("{}\n", COLUMNS.join(","))
+/// The CSV header line; with `weighted` (a `maxl-weighted` model) [`WEIGHT_COLUMN`] last.
+pub fn csv_header(weighted: bool) -> String {
+    let mut columns = COLUMNS.to_vec();
+    if weighted {
+        columns.push(WEIGHT_COLUMN);
+    }
+    format!("{}\n", columns.join(","))
 }

@@ -249,6 +249,8 @@ pub struct ModelInfo {
     pub backend: String,
     pub providers: Providers,
     pub has_label_generator: bool,
+    /// Whether generator results carry `aux_weight` (a `maxl-weighted` model).
+    pub has_sample_weight: bool,
     pub max_batch: usize,
 }
 
@@ -264,6 +266,7 @@ impl ModelInfo {
             backend: model.backend().name().to_string(),
             providers: model.providers(),
             has_label_generator: model.has_generator(),
+            has_sample_weight: model.has_sample_weight(),
             max_batch,
         }
     }

@@ -45,6 +45,10 @@ pub struct GeneratedLabels {
     pub slots: Array1<i64>,
     /// [N, A]: pre-mask logits, when the graph exports them.
     pub logits: Option<Array2<f32>>,
+    /// `[N]`: each image's weight of the auxiliary loss, w ∈ (0, 2), from the graph's
+    /// `sample_weight` output: `Some` for a `maxl-weighted` export, `None` for other exports
+    /// (which have no such output).
+    pub weights: Option<Array1<f32>>,
 }
 
 /// A primary class and its probability.
@@ -71,6 +75,12 @@ pub struct AuxLabel {
     pub probability: f32,
     /// The distribution over the class's ψ_k slots, in slot order.
     pub distribution: Vec<f32>,
+    /// How strongly the image's auxiliary loss counted in training, w ∈ (0, 2) (1 as in plain
+    /// MAXL, near 0 where the generator judged the image's auxiliary task unhelpful): the
+    /// `maxl-weighted` generator's `sample_weight`. `None` (and left out when serialised) for
+    /// models without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f32>,
 }
 
 /// Everything the model says about one image.
@@ -183,27 +193,38 @@ impl MaxlModelBuilder {
         };
         let i = &manifest.input;
         let image_dims = [i.channels, i.height, i.width];
+        // A graph's outputs: those the manifest lists, and the generator's `sample_weight`
+        // whenever its file has it (a manifest may predate the output and not list it).
         let load = |file: &maxl_core::manifest::ModelFile, role: Role| {
             let bytes = manifest.read_model_file(&self.dir, file)?;
-            validate::check(&self.dir, &manifest, file, role, &bytes)?;
-            Graph::load(
+            let checked = validate::check(&self.dir, &manifest, file, role, &bytes)?;
+            let mut outputs = file.outputs.clone();
+            let sample_weight = role == Role::Generator && checked.sample_weight;
+            if sample_weight && !outputs.iter().any(|o| o == maxl_onnx::SAMPLE_WEIGHT) {
+                outputs.push(maxl_onnx::SAMPLE_WEIGHT.to_string());
+            }
+            let graph = Graph::load(
                 GraphSpec {
                     path: &self.dir.join(&file.path),
                     bytes: &bytes,
                     inputs: &file.inputs,
-                    outputs: &file.outputs,
+                    outputs: &outputs,
                     image_dims,
                 },
                 self.backend,
                 runtime,
                 &self.providers,
                 &self.threads,
-            )
+            )?;
+            Ok::<_, InferError>((graph, sample_weight))
         };
-        let primary = load(&manifest.models.primary, Role::Primary)?;
-        let generator = match &manifest.models.label_generator {
-            Some(g) => Some(load(g, Role::Generator)?),
-            None => None,
+        let (primary, _) = load(&manifest.models.primary, Role::Primary)?;
+        let (generator, sample_weight) = match &manifest.models.label_generator {
+            Some(g) => {
+                let (graph, weighted) = load(g, Role::Generator)?;
+                (Some(graph), weighted)
+            }
+            None => (None, false),
         };
         let shape = ImageShape {
             channels: i.channels,
@@ -221,6 +242,7 @@ impl MaxlModelBuilder {
             backend: self.backend,
             primary,
             generator,
+            sample_weight,
             shape,
             limits: self.limits,
         })
@@ -237,6 +259,8 @@ pub struct MaxlModel {
     backend: Backend,
     primary: Graph,
     generator: Option<Graph>,
+    /// Whether the generator's graph has `sample_weight` (read with every call).
+    sample_weight: bool,
     shape: ImageShape,
     limits: DecodeLimits,
 }
@@ -314,6 +338,13 @@ impl MaxlModel {
     /// Whether the model has a label generator (models trained with a MAXL method do).
     pub fn has_generator(&self) -> bool {
         self.generator.is_some()
+    }
+
+    /// Whether the label generator outputs a per-image weight of the auxiliary loss
+    /// (`sample_weight`, a `maxl-weighted` export): then [`GeneratedLabels::weights`] and
+    /// [`AuxLabel::weight`] are `Some`. False without a generator and for older exports.
+    pub fn has_sample_weight(&self) -> bool {
+        self.sample_weight
     }
 
     /// Sessions per graph (ONNX Runtime's pool size; 1 for tract, whose plan is shared).
@@ -490,10 +521,29 @@ impl MaxlModel {
                 .map_err(|_| bad(maxl_onnx::LABEL_SLOT))?,
             _ => return Err(bad(maxl_onnx::LABEL_SLOT)),
         };
+        let n = labels.len();
+        if probs.nrows() != n {
+            return Err(bad(maxl_onnx::LABEL_PROBS));
+        }
+        if slots.len() != n {
+            return Err(bad(maxl_onnx::LABEL_SLOT));
+        }
+        let weights = if self.sample_weight {
+            match out.remove(maxl_onnx::SAMPLE_WEIGHT) {
+                Some(Output::F32(a)) => match a.into_dimensionality::<Ix1>() {
+                    Ok(w) if w.len() == n => Some(w),
+                    _ => return Err(bad(maxl_onnx::SAMPLE_WEIGHT)),
+                },
+                _ => return Err(bad(maxl_onnx::SAMPLE_WEIGHT)),
+            }
+        } else {
+            None
+        };
         Ok(GeneratedLabels {
             probs,
             slots,
             logits: two_d(&mut out, maxl_onnx::GENERATOR_LOGITS),
+            weights,
         })
     }
 
@@ -571,6 +621,7 @@ impl MaxlModel {
                 label: self.manifest.aux_slots[slot].clone(),
                 probability: g.probs[[j, slot]],
                 distribution,
+                weight: g.weights.as_ref().map(|w| w[j]),
             });
         }
         Ok(results)

@@ -1,5 +1,6 @@
 //! Load-time checks that a manifest and its graphs agree: the class count, Σψ and ψ itself,
-//! the image input's C×H×W, and the input and output names both backends look up. A mismatch
+//! the image input's C×H×W, the input and output names both backends look up, and (for a
+//! `maxl-weighted` generator) the `sample_weight` output's shape `[N]`. A mismatch
 //! is a load error naming the manifest field, never a wrong answer or a panic later.
 //!
 //! A file that carries maxl metadata ([`maxl_onnx::metadata`]) must also say what the manifest
@@ -21,15 +22,23 @@ pub(crate) enum Role {
     Generator,
 }
 
+/// What a checked graph has beyond what the manifest lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// The graph declares `sample_weight` (checked to be an f32 vector `[N]`).
+    pub sample_weight: bool,
+}
+
 /// Checks one graph against the manifest, phase by phase: names, image input, output widths,
-/// (for the generator) the ψ mask, and the file's metadata. The first disagreement is the error.
+/// (for the generator) the ψ mask and `sample_weight`, and the file's metadata. The first
+/// disagreement is the error.
 pub(crate) fn check(
     dir: &Path,
     manifest: &Manifest,
     file: &ModelFile,
     role: Role,
     bytes: &[u8],
-) -> Result<(), InferError> {
+) -> Result<Checked, InferError> {
     let decl = maxl_onnx::describe(bytes).map_err(|message| InferError::Model {
         path: dir.join(&file.path),
         message,
@@ -43,14 +52,19 @@ pub(crate) fn check(
     };
     g.check_names()?;
     g.check_image()?;
+    let mut checked = Checked {
+        sample_weight: false,
+    };
     match role {
         Role::Primary => g.check_primary_widths()?,
         Role::Generator => {
             g.check_generator_widths()?;
             g.check_psi_mask()?;
+            checked.sample_weight = g.check_sample_weight()?;
         }
     }
-    g.check_metadata()
+    g.check_metadata()?;
+    Ok(checked)
 }
 
 /// The first field on which a file's metadata and the manifest disagree: the manifest field and
@@ -289,6 +303,36 @@ impl GraphCheck<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The label generator's `sample_weight`, when the graph declares it: an f32 vector `[N]`,
+    /// one weight per image. Returns whether the graph has it.
+    fn check_sample_weight(&self) -> Result<bool, InferError> {
+        let Some(t) = self
+            .decl
+            .outputs
+            .iter()
+            .find(|t| t.name == maxl_onnx::SAMPLE_WEIGHT)
+        else {
+            return Ok(false);
+        };
+        if t.is_f32() && t.dims.len() == 1 {
+            return Ok(true);
+        }
+        let dims: Vec<String> = t
+            .dims
+            .iter()
+            .map(|d| d.map_or("N".into(), |v| v.to_string()))
+            .collect();
+        Err(self.mismatch(
+            self.fields().1,
+            format!(
+                "the graph's `{}` is [{}] ({}); maxl reads an f32 vector [N], one weight per image",
+                maxl_onnx::SAMPLE_WEIGHT,
+                dims.join(", "),
+                if t.is_f32() { "f32" } else { "not f32" }
+            ),
+        ))
     }
 
     /// The label generator's ψ mask table must be the manifest's ψ.

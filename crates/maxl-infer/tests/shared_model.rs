@@ -154,6 +154,10 @@ fn close(a: &Classification, b: &Classification, what: &str) {
     assert_eq!(a.class.class, b.class.class, "{what}");
     let (aa, ba) = (a.aux.as_ref().unwrap(), b.aux.as_ref().unwrap());
     assert_eq!((aa.class, aa.slot), (ba.class, ba.slot), "{what}");
+    match (aa.weight, ba.weight) {
+        (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-6, "{what}: weight {x} vs {y}"),
+        (x, y) => assert_eq!(x, y, "{what}: weight"),
+    }
     let classes = |c: &Classification| c.top_k.iter().map(|t| t.class).collect::<Vec<_>>();
     assert_eq!(classes(a), classes(b), "{what}");
     for (x, y) in a
@@ -421,4 +425,236 @@ fn providers_are_reported_and_fallbacks_only_when_asked() {
         fallback.classify(x.view(), &Classify::default()).unwrap(),
         ort.classify(x.view(), &Classify::default()).unwrap()
     );
+}
+
+/// An untrained export with the committed model's classes, ψ and input, in `tmp`: a
+/// `maxl-weighted` one (with `sample_weight`) or a plain MAXL one.
+fn synthetic(tmp: &Path, weighted: bool) -> PathBuf {
+    let dir = tmp.join(if weighted { "weighted" } else { "plain" });
+    let template = maxl_core::manifest::Manifest::load(&models()).unwrap();
+    let m = maxl_onnx::synthetic::export(&dir, &template, weighted, 11).unwrap();
+    assert_eq!(
+        m.training.method,
+        if weighted { "maxl-weighted" } else { "maxl" }
+    );
+    dir
+}
+
+/// A float initialiser of an ONNX file.
+fn initializer(model: &tract_onnx::pb::ModelProto, name: &str) -> Vec<f32> {
+    let t = model
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no initializer `{name}`"));
+    t.raw_data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// 2·sigmoid(features·w + b) per image, by hand: the features from tract (the graph's own
+/// `features` node), w and b read from the file.
+fn weights_by_hand(dir: &Path, x: &Array4<f32>, labels: &[i64]) -> Vec<f64> {
+    use prost::Message;
+    use tract_onnx::prelude::*;
+    let bytes = std::fs::read(dir.join("label_generator.onnx")).unwrap();
+    let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let (w, b) = (
+        initializer(&proto, "weight_head.weight"),
+        initializer(&proto, "weight_head.bias")[0],
+    );
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(&bytes))
+        .and_then(|m| m.with_outputs_by_name(["features"]))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap();
+    let out = plan
+        .run(tvec![
+            Tensor::from(x.clone()).into(),
+            Tensor::from(ndarray::Array1::from_vec(labels.to_vec())).into()
+        ])
+        .unwrap();
+    let features = out[0].to_plain_array_view::<f32>().unwrap();
+    assert_eq!(features.shape(), [x.shape()[0], w.len()]);
+    features
+        .outer_iter()
+        .map(|f| {
+            let s: f64 = f
+                .iter()
+                .zip(&w)
+                .map(|(f, w)| *f as f64 * *w as f64)
+                .sum::<f64>()
+                + b as f64;
+            2.0 / (1.0 + (-s).exp())
+        })
+        .collect()
+}
+
+#[test]
+fn a_weighted_export_gives_every_image_its_weight_alike_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = synthetic(tmp.path(), true);
+    let x = images(12, 8);
+    let given: Vec<usize> = (0..12).map(|i| (i * 7) % 10).collect();
+    let labels: Vec<i64> = given.iter().map(|&k| k as i64).collect();
+    let want = weights_by_hand(&dir, &x, &labels);
+    // Untrained, yet spread over (0, 2): the comparison is not of constants.
+    let (lo, hi) = want
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &w| (l.min(w), h.max(w)));
+    assert!(lo > 0.0 && hi < 2.0 && hi - lo > 0.1, "{want:?}");
+    for backend in BACKENDS {
+        let model = MaxlModel::builder(&dir)
+            .with_backend(backend)
+            .build()
+            .unwrap();
+        assert!(model.has_sample_weight(), "{backend}");
+        let g = model
+            .generate_labels(x.view(), ndarray::ArrayView1::from(&labels))
+            .unwrap();
+        let weights = g.weights.expect("a weighted export has weights");
+        assert_eq!(weights.len(), 12);
+        for (i, (&got, &w)) in weights.iter().zip(&want).enumerate() {
+            assert!(
+                (got as f64 - w).abs() < 1e-5,
+                "{backend} image {i}: {got} vs {w} by hand"
+            );
+        }
+        let res = model
+            .classify(
+                x.view(),
+                &Classify {
+                    top_k: 1,
+                    aux: AuxFor::Given(&given),
+                },
+            )
+            .unwrap();
+        for (j, r) in res.iter().enumerate() {
+            let aux = r.aux.as_ref().unwrap();
+            assert_eq!(aux.weight, Some(weights[j]), "{backend} image {j}");
+            // The weight depends on the image alone: not on its batch, nor on its class.
+            let alone = classify_one(&model, &x, j, &Classify::default());
+            let w = alone.aux.unwrap().weight.unwrap();
+            assert!((w - weights[j]).abs() <= 1e-6, "{backend} image {j} alone");
+            // Serialised with the rest of the slot.
+            let json = serde_json::to_value(aux).unwrap();
+            assert_eq!(json["weight"].as_f64().unwrap() as f32, weights[j]);
+        }
+    }
+}
+
+#[test]
+fn exports_without_sample_weight_have_none_and_a_manifest_not_listing_it_still_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let x = images(4, 9);
+    let plain = synthetic(tmp.path(), false);
+    for backend in BACKENDS {
+        for dir in [models(), plain.clone()] {
+            let model = MaxlModel::builder(&dir)
+                .with_backend(backend)
+                .build()
+                .unwrap();
+            assert!(!model.has_sample_weight(), "{backend} {}", dir.display());
+            let labels = ndarray::Array1::from_vec(vec![0i64, 1, 2, 3]);
+            let g = model.generate_labels(x.view(), labels.view()).unwrap();
+            assert_eq!(g.weights, None);
+            let res = model.classify(x.view(), &Classify::default()).unwrap();
+            for r in &res {
+                let aux = r.aux.as_ref().unwrap();
+                assert_eq!(aux.weight, None);
+                let json = serde_json::to_value(aux).unwrap();
+                assert!(json.get("weight").is_none(), "{json}");
+            }
+        }
+    }
+    // A weighted export whose manifest does not list `sample_weight` (one written before the
+    // output existed): the file has it, so it is read all the same.
+    let weighted = synthetic(tmp.path(), true);
+    let yaml = std::fs::read_to_string(weighted.join("maxl.yaml")).unwrap();
+    assert!(yaml.contains("  - sample_weight\n"), "{yaml}");
+    let unlisted = tmp.path().join("unlisted");
+    std::fs::create_dir_all(&unlisted).unwrap();
+    for f in ["primary.onnx", "label_generator.onnx"] {
+        std::fs::copy(weighted.join(f), unlisted.join(f)).unwrap();
+    }
+    std::fs::write(
+        unlisted.join("maxl.yaml"),
+        yaml.replace("    - sample_weight\n", "")
+            .replace("  - sample_weight\n", ""),
+    )
+    .unwrap();
+    for backend in BACKENDS {
+        let listed = MaxlModel::builder(&weighted)
+            .with_backend(backend)
+            .build()
+            .unwrap();
+        let model = MaxlModel::builder(&unlisted)
+            .with_backend(backend)
+            .build()
+            .unwrap();
+        assert!(model.has_sample_weight(), "{backend}");
+        let opts = Classify::default();
+        assert_eq!(
+            model.classify(x.view(), &opts).unwrap(),
+            listed.classify(x.view(), &opts).unwrap(),
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn a_sample_weight_of_another_shape_is_refused_at_load() {
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = synthetic(tmp.path(), true);
+    let path = dir.join("label_generator.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    // Declare it [N, 1].
+    let out = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .output
+        .iter_mut()
+        .find(|o| o.name == maxl_onnx::SAMPLE_WEIGHT)
+        .unwrap();
+    let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
+        out.r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("not a tensor")
+    };
+    let dims = &mut t.shape.as_mut().unwrap().dim;
+    let mut one = dims[0].clone();
+    one.value = Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(1));
+    dims.push(one);
+    let edited = proto.encode_to_vec();
+    std::fs::write(&path, &edited).unwrap();
+    let yaml = std::fs::read_to_string(dir.join("maxl.yaml")).unwrap();
+    let yaml = yaml.replace(
+        &maxl_core::manifest::sha256_bytes(&bytes),
+        &maxl_core::manifest::sha256_bytes(&edited),
+    );
+    std::fs::write(dir.join("maxl.yaml"), yaml).unwrap();
+    for backend in BACKENDS {
+        let e = MaxlModel::builder(&dir)
+            .with_backend(backend)
+            .build()
+            .expect_err("a [N, 1] sample_weight loads");
+        assert_eq!(e.fault(), Fault::Model);
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        for n in [
+            "maxl.yaml: models.label_generator.outputs:",
+            "`sample_weight` is [N, 1]",
+            "label_generator.onnx",
+        ] {
+            assert!(s.contains(n), "{backend}: `{n}` missing in: {s}");
+        }
+    }
 }

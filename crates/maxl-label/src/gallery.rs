@@ -3,6 +3,12 @@
 //! the class and mean confidence), up to M thumbnails per row, most confident first, each with
 //! its probability — and an `index.html` that shows every sheet with the counts, so a person can
 //! see what each sub-class is and name it.
+//!
+//! For a `maxl-weighted` model (a CSV with `aux_weight`) every caption also shows the image's
+//! weight (`0.87 w=0.83`), each slot its mean weight, and each sheet ends with a tinted row of the
+//! class's lowest-weighted images (captioned with their sub-class, `#3 w=0.12`): the images whose
+//! auxiliary loss the generator turned down most. The index adds the weights' distribution, a
+//! mean-weight column and, per class, the lowest-weighted images by path.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::LabelError;
 use crate::input::Input;
-use crate::report::Tally;
+use crate::report::{Pick, Tally};
 
 /// Thumbnail side, pixels.
 const THUMB: u32 = 96;
@@ -94,13 +100,18 @@ struct ClassSheet<'a> {
     k: usize,
     /// The class's slots (indices among all Σψ slots), one row each.
     slots: Vec<usize>,
+    /// Whether the sheet shows weights, with a last row of the lowest-weighted images.
+    weighted: bool,
     per_row: usize,
     width: u32,
     height: u32,
 }
 
-/// A row's thumbnails with their probabilities, most confident first.
-type Thumbs = Vec<(f32, RgbImage)>;
+/// A row's thumbnails with what their captions show, in the row's order.
+type Thumbs = Vec<(Pick, RgbImage)>;
+
+/// The lowest-weighted row's band colour.
+const LOW_BAND: [u8; 3] = [252, 240, 238];
 
 /// The top of slot row `r`.
 fn row_y(r: usize) -> u32 {
@@ -115,13 +126,16 @@ fn cell_x(i: usize) -> u32 {
 impl<'a> ClassSheet<'a> {
     fn new(model: &'a MaxlModel, tally: &'a Tally, k: usize, per_row: usize) -> Self {
         let slots: Vec<usize> = model.hierarchy().slots(k).collect();
+        let weighted = tally.weighted();
+        let rows = slots.len() + weighted as usize;
         Self {
             width: LABEL_W + per_row.max(1) as u32 * (THUMB + GAP) + GAP,
-            height: TITLE_H + slots.len() as u32 * (ROW_H + GAP) + GAP,
+            height: TITLE_H + rows as u32 * (ROW_H + GAP) + GAP,
             model,
             tally,
             k,
             slots,
+            weighted,
             per_row,
         }
     }
@@ -130,6 +144,13 @@ impl<'a> ClassSheet<'a> {
     /// on top.
     fn write(&self, input: &Input, path: &Path) -> Result<(), LabelError> {
         let mut canvas = vec![255u8; (self.width * self.height * 3) as usize];
+        if self.weighted {
+            // The lowest-weighted row's band, under everything else.
+            let y0 = row_y(self.slots.len()) - GAP / 2;
+            for px in canvas[(y0 * self.width * 3) as usize..].chunks_exact_mut(3) {
+                px.copy_from_slice(&LOW_BAND);
+            }
+        }
         let thumbs = self.thumbnails(input);
         self.blit(&mut canvas, &thumbs);
         self.draw(&mut canvas, &thumbs)
@@ -149,17 +170,20 @@ impl<'a> ClassSheet<'a> {
         Ok(())
     }
 
-    /// Every row's thumbnails.
+    /// Every row's thumbnails: the slots' most confident images, then (weighted) the class's
+    /// lowest-weighted ones.
     fn thumbnails(&self, input: &Input) -> Vec<Thumbs> {
         let limits = *self.model.decode_limits();
-        self.slots
-            .par_iter()
-            .map(|&j| {
-                self.tally
-                    .best(j)
+        let mut rows: Vec<&[Pick]> = self.slots.iter().map(|&j| self.tally.best(j)).collect();
+        if self.weighted {
+            rows.push(self.tally.lowest(self.k));
+        }
+        rows.par_iter()
+            .map(|picks| {
+                picks
                     .iter()
                     .take(self.per_row)
-                    .map(|(p, rel)| (*p, thumbnail(&input.resolve(rel), &limits)))
+                    .map(|p| (p.clone(), thumbnail(&input.resolve(&p.path), &limits)))
                     .collect()
             })
             .collect()
@@ -187,18 +211,102 @@ impl<'a> ClassSheet<'a> {
         let area =
             BitMapBackend::with_buffer(canvas, (self.width, self.height)).into_drawing_area();
         let class = &self.model.manifest().classes[self.k];
-        let title = format!(
+        let mut title = format!(
             "{} — {} images in {} sub-classes ({})",
             class.display,
             self.tally.class_total(self.model, self.k),
             self.slots.len(),
             self.model.manifest().training.method
         );
+        if let Some(w) = self.tally.class_mean_weight(self.model, self.k) {
+            title.push_str(&format!(", mean weight {w:.2}"));
+        }
         text(&area, &title, 24.0, BLACK, (12, 14))?;
         for (r, (&j, row)) in self.slots.iter().zip(thumbs).enumerate() {
             self.draw_row(&area, r, j, row)?;
         }
+        if let Some(row) = thumbs.get(self.slots.len()) {
+            self.draw_lowest(&area, row)?;
+        }
         area.present().map_err(|e| e.to_string())
+    }
+
+    /// A rule above row `r`.
+    fn rule(&self, area: &Area<'_>, r: usize) -> Result<(), String> {
+        let y = row_y(r) as i32 - GAP as i32 / 2;
+        area.draw(&PathElement::new(
+            vec![(0, y), (self.width as i32, y)],
+            RGBColor(220, 220, 220),
+        ))
+        .map_err(|e| e.to_string())
+    }
+
+    /// Row `r`'s captions under its thumbnails, centred: `0.87` (the slot's probability), with
+    /// weights `0.87 w=0.83`; in the lowest-weighted row `#3 w=0.12` (sub-class 3).
+    fn captions(
+        &self,
+        area: &Area<'_>,
+        r: usize,
+        row: &Thumbs,
+        lowest: bool,
+    ) -> Result<(), String> {
+        let grey = RGBColor(110, 110, 110);
+        let y = row_y(r) as i32 + THUMB as i32 + 4;
+        let first_slot = self.slots.first().copied().unwrap_or(0);
+        for (i, (p, _)) in row.iter().enumerate() {
+            let caption = match (p.weight, lowest) {
+                (Some(w), true) => format!("#{} w={w:.2}", p.slot.saturating_sub(first_slot)),
+                (Some(w), false) => format!("{:.2} w={w:.2}", p.probability),
+                (None, _) => format!("{:.2}", p.probability),
+            };
+            let x = if p.weight.is_some() {
+                let style: TextStyle<'_> = ("sans-serif", 13.0).into_font().into();
+                let width = area
+                    .estimate_text_size(&caption, &style)
+                    .map_or(THUMB as i32, |(w, _)| w as i32);
+                cell_x(i) as i32 + (THUMB as i32 - width) / 2
+            } else {
+                // As it always was: a probability's four characters about the middle.
+                cell_x(i) as i32 + THUMB as i32 / 2 - 14
+            };
+            text(area, &caption, 13.0, grey, (x, y))?;
+        }
+        Ok(())
+    }
+
+    /// The last row (weighted sheets): the class's lowest-weighted images, whatever their slot.
+    fn draw_lowest(&self, area: &Area<'_>, row: &Thumbs) -> Result<(), String> {
+        let r = self.slots.len();
+        self.rule(area, r)?;
+        let y = row_y(r) as i32;
+        let grey = RGBColor(110, 110, 110);
+        text(
+            area,
+            "lowest weight",
+            20.0,
+            RGBColor(150, 40, 30),
+            (12, y + 10),
+        )?;
+        text(
+            area,
+            "auxiliary loss counted least",
+            15.0,
+            grey,
+            (12, y + 40),
+        )?;
+        let class = &self.model.manifest().classes[self.k].name;
+        let key = format!("#k = {class}.k");
+        text(area, &key, 13.0, grey, (12, y + 62))?;
+        if let Some(w) = self.tally.class_mean_weight(self.model, self.k) {
+            text(
+                area,
+                &format!("class mean w {w:.2}"),
+                15.0,
+                grey,
+                (12, y + 84),
+            )?;
+        }
+        self.captions(area, r, row, true)
     }
 
     /// Slot row `r` (slot `j`): a rule above it, the slot's name, count, share and mean
@@ -206,14 +314,7 @@ impl<'a> ClassSheet<'a> {
     fn draw_row(&self, area: &Area<'_>, r: usize, j: usize, row: &Thumbs) -> Result<(), String> {
         let grey = RGBColor(110, 110, 110);
         let y = row_y(r) as i32;
-        area.draw(&PathElement::new(
-            vec![
-                (0, y - GAP as i32 / 2),
-                (self.width as i32, y - GAP as i32 / 2),
-            ],
-            RGBColor(220, 220, 220),
-        ))
-        .map_err(|e| e.to_string())?;
+        self.rule(area, r)?;
         let n = self.tally.slot(j);
         let total = self.tally.class_total(self.model, self.k);
         let share = if total > 0 {
@@ -238,6 +339,9 @@ impl<'a> ClassSheet<'a> {
             (12, y + 40),
         )?;
         text(area, &self.mean(j), 15.0, grey, (12, y + 62))?;
+        if let Some(w) = self.tally.slot_mean_weight(j) {
+            text(area, &format!("mean w {w:.2}"), 15.0, grey, (12, y + 84))?;
+        }
         if n == 0 {
             text(
                 area,
@@ -247,17 +351,7 @@ impl<'a> ClassSheet<'a> {
                 (LABEL_W as i32 + 8, y + 40),
             )?;
         }
-        for (i, (p, _)) in row.iter().enumerate() {
-            let x = cell_x(i) as i32;
-            text(
-                area,
-                &format!("{p:.2}"),
-                13.0,
-                grey,
-                (x + THUMB as i32 / 2 - 14, y + THUMB as i32 + 4),
-            )?;
-        }
-        Ok(())
+        self.captions(area, r, row, false)
     }
 
     /// `top M: mean p 0.87` over the thumbnails shown in slot `j`'s row (empty without any).
@@ -270,7 +364,7 @@ impl<'a> ClassSheet<'a> {
         format!(
             "top {}: mean p {:.2}",
             shown.len(),
-            shown.iter().map(|b| b.0 as f64).sum::<f64>() / shown.len() as f64
+            shown.iter().map(|b| b.probability as f64).sum::<f64>() / shown.len() as f64
         )
     }
 }
@@ -325,13 +419,54 @@ pub fn write(
     Ok(sheets)
 }
 
-/// The index page: the run, a table of the counts per class and slot, and every sheet.
+/// The paragraph on `aux_weight` of a weighted index (empty without weights).
+fn weights_html(tally: &Tally) -> String {
+    let Some(w) = tally.weight_stats() else {
+        return String::new();
+    };
+    format!(
+        "<p>The label generator is <code>maxl-weighted</code>: it also gave every image a weight <code>aux_weight</code> in (0, 2), how strongly that image's auxiliary loss counted in training (1 as in plain MAXL, near 0 where the generator judged the image's auxiliary task unhelpful). Captions show it as <code>w=…</code>; each sheet's last, tinted row shows the class's lowest-weighted images (<code>#k</code>: sub-class <code>&lt;class&gt;.k</code>). Over all {} images: mean {:.3}, p10 {:.3}, median {:.3}, p90 {:.3} (min {:.3}, max {:.3}).</p>\n",
+        w.count, w.mean, w.p10, w.p50, w.p90, w.min, w.max
+    )
+}
+
+/// Class `k`'s lowest-weighted images as a table: path, sub-class, weight, probability.
+fn lowest_html(model: &MaxlModel, tally: &Tally, k: usize) -> String {
+    let low = tally.lowest(k);
+    if low.is_empty() {
+        return String::new();
+    }
+    let mut html = format!(
+        "<details open>\n<summary>The {} lowest-weighted images: their auxiliary loss counted least in training</summary>\n<table>\n<tr><th>path</th><th>sub-class</th><th>weight</th><th>probability</th></tr>\n",
+        low.len()
+    );
+    for p in low {
+        let label = model
+            .manifest()
+            .aux_slots
+            .get(p.slot)
+            .map_or(String::new(), |s| html_escape(s));
+        let _ = writeln!(
+            html,
+            "<tr><td><code>{}</code></td><td>{label}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            html_escape(&p.path),
+            p.weight.unwrap_or(f32::NAN),
+            p.probability
+        );
+    }
+    html.push_str("</table>\n</details>\n");
+    html
+}
+
+/// The index page: the run, a table of the counts per class and slot, and every sheet (with
+/// weights: their distribution, each class's mean and lowest-weighted images).
 fn index_html(model: &MaxlModel, tally: &Tally, sheets: &[Sheet], csv_name: &str) -> String {
     let m = model.manifest();
+    let weighted = tally.weighted();
     let mut html = String::new();
     let _ = write!(
         html,
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>MAXL sub-classes: {}</title>\n<style>\nbody {{ font-family: sans-serif; margin: 2em; color: #222; }}\ntable {{ border-collapse: collapse; margin-bottom: 2em; }}\ntd, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}\ntd:first-child, th:first-child {{ text-align: left; }}\nimg {{ max-width: 100%; border: 1px solid #ddd; }}\nsection {{ margin-bottom: 3em; }}\n</style>\n</head>\n<body>\n<h1>What the label generator found</h1>\n<p>{} labelled images from <code>{}</code>, model <code>{}</code> ({}, {} on {}, {} epochs). Each sheet shows one primary class; each row is one auxiliary slot (sub-class) with its most confident images first.</p>\n<table>\n<tr><th>class</th><th>images</th><th>per slot</th></tr>\n",
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>MAXL sub-classes: {}</title>\n<style>\nbody {{ font-family: sans-serif; margin: 2em; color: #222; }}\ntable {{ border-collapse: collapse; margin-bottom: 2em; }}\ntd, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}\ntd:first-child, th:first-child {{ text-align: left; }}\nimg {{ max-width: 100%; border: 1px solid #ddd; }}\nsection {{ margin-bottom: 3em; }}\n</style>\n</head>\n<body>\n<h1>What the label generator found</h1>\n<p>{} labelled images from <code>{}</code>, model <code>{}</code> ({}, {} on {}, {} epochs). Each sheet shows one primary class; each row is one auxiliary slot (sub-class) with its most confident images first.</p>\n",
         html_escape(csv_name),
         tally.rows,
         html_escape(csv_name),
@@ -341,6 +476,12 @@ fn index_html(model: &MaxlModel, tally: &Tally, sheets: &[Sheet], csv_name: &str
         html_escape(&m.training.dataset),
         m.training.epochs,
     );
+    html.push_str(&weights_html(tally));
+    html.push_str(if weighted {
+        "<table>\n<tr><th>class</th><th>images</th><th>per slot</th><th>mean weight</th></tr>\n"
+    } else {
+        "<table>\n<tr><th>class</th><th>images</th><th>per slot</th></tr>\n"
+    });
     for s in sheets {
         let Some(k) = m.classes.iter().position(|c| c.name == s.class) else {
             continue;
@@ -350,9 +491,16 @@ fn index_html(model: &MaxlModel, tally: &Tally, sheets: &[Sheet], csv_name: &str
             .slots(k)
             .map(|j| tally.slot(j).to_string())
             .collect();
+        let mean = if weighted {
+            tally
+                .class_mean_weight(model, k)
+                .map_or("<td></td>".to_string(), |w| format!("<td>{w:.3}</td>"))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             html,
-            "<tr><td><a href=\"#{0}\">{0}</a></td><td>{1}</td><td>{2}</td></tr>",
+            "<tr><td><a href=\"#{0}\">{0}</a></td><td>{1}</td><td>{2}</td>{mean}</tr>",
             html_escape(&s.class),
             s.images,
             per.join(" / ")
@@ -360,12 +508,18 @@ fn index_html(model: &MaxlModel, tally: &Tally, sheets: &[Sheet], csv_name: &str
     }
     html.push_str("</table>\n");
     for s in sheets {
+        let lowest = m
+            .classes
+            .iter()
+            .position(|c| c.name == s.class)
+            .map_or(String::new(), |k| lowest_html(model, tally, k));
         let _ = writeln!(
             html,
-            "<section id=\"{0}\">\n<h2>{0} ({1} images)</h2>\n<a href=\"{2}\"><img src=\"{2}\" alt=\"{0}: the sub-classes MAXL found\"></a>\n</section>",
+            "<section id=\"{0}\">\n<h2>{0} ({1} images)</h2>\n<a href=\"{2}\"><img src=\"{2}\" alt=\"{0}: the sub-classes MAXL found\"></a>\n{3}</section>",
             html_escape(&s.class),
             s.images,
-            html_escape(&s.file)
+            html_escape(&s.file),
+            lowest
         );
     }
     html.push_str("</body>\n</html>\n");

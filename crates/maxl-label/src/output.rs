@@ -4,7 +4,11 @@
 //! Label columns: `path, class, class_source, class_probability, aux_slot, aux_label,
 //! aux_probability` — the names `maxl-infer predict` uses, with `class_source` (folder, csv or
 //! predicted) after `class` — then `aux_distribution` with `--probs` (the probabilities of the
-//! class's ψ slots, `;`-separated, in slot order) and `flag` with `--min-confidence`.
+//! class's ψ slots, `;`-separated, in slot order) and `flag` with `--min-confidence`, then, last,
+//! `aux_weight` when the model is a `maxl-weighted` export (the label generator's weight of the
+//! image's auxiliary loss in training, in (0, 2)). Every column of the CSV without it keeps its
+//! place, so readers of older outputs (by name or by position) read a weighted one unchanged;
+//! other models' CSVs are byte-identical to before.
 
 use std::path::Path;
 
@@ -21,6 +25,8 @@ pub struct Columns {
     pub probs: bool,
     /// `flag`, set where a probability is below this.
     pub min_confidence: Option<f32>,
+    /// `aux_weight` (the model has `sample_weight`), the last column.
+    pub weight: bool,
 }
 
 impl Columns {
@@ -40,6 +46,9 @@ impl Columns {
         }
         if self.min_confidence.is_some() {
             h.push("flag");
+        }
+        if self.weight {
+            h.push(WEIGHT_COLUMN);
         }
         format!("{}\n", h.join(","))
     }
@@ -93,11 +102,17 @@ impl Columns {
         if let Some(f) = flag {
             fields.push(f);
         }
+        if self.weight {
+            fields.push(aux.weight.map_or(String::new(), |w| format!("{w:.6}")));
+        }
         let mut line = fields.join(",");
         line.push('\n');
         (line, flagged)
     }
 }
+
+/// The column of a `maxl-weighted` model's per-image weight, after all others.
+pub const WEIGHT_COLUMN: &str = "aux_weight";
 
 /// The errors file's header line.
 pub const ERRORS_HEADER: &str = "path,reason\n";
@@ -122,6 +137,8 @@ pub struct Row {
     pub aux_probability: f32,
     /// Whether `flag` is there and not empty.
     pub flagged: bool,
+    /// `aux_weight`, where the CSV has the column and the row a value.
+    pub aux_weight: Option<f32>,
 }
 
 /// Reads the label rows of a finished CSV, calling `each` for every row in file order.
@@ -149,6 +166,7 @@ pub fn read_rows(csv: &Path, mut each: impl FnMut(Row)) -> Result<(), LabelError
         col("aux_probability")?,
     );
     let flag = headers.iter().position(|h| h == "flag");
+    let weight = headers.iter().position(|h| h == WEIGHT_COLUMN);
     for rec in r.records() {
         let rec = rec.map_err(|e| bad(e.to_string()))?;
         let line = rec.position().map_or(0, |p| p.line());
@@ -160,6 +178,17 @@ pub fn read_rows(csv: &Path, mut each: impl FnMut(Row)) -> Result<(), LabelError
                 ))
             })
         };
+        let aux_weight = match weight.and_then(|i| rec.get(i)) {
+            None | Some("") => None,
+            Some(v) => match v.parse::<f32>() {
+                Ok(w) if w.is_finite() => Some(w),
+                _ => {
+                    return Err(bad(format!(
+                        "line {line}: `{v}` is not a number ({WEIGHT_COLUMN})"
+                    )));
+                }
+            },
+        };
         each(Row {
             path: rec.get(path).unwrap_or("").to_string(),
             class: rec.get(class).unwrap_or("").to_string(),
@@ -167,6 +196,7 @@ pub fn read_rows(csv: &Path, mut each: impl FnMut(Row)) -> Result<(), LabelError
             aux_slot: num(slot)? as usize,
             aux_probability: num(ap)? as f32,
             flagged: flag.is_some_and(|f| !rec.get(f).unwrap_or("").is_empty()),
+            aux_weight,
         });
     }
     Ok(())

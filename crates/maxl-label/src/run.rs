@@ -147,9 +147,10 @@ struct Outputs {
 /// Runs (or resumes) a labelling job to the end.
 pub(crate) fn run(plan: &Plan<'_>, observer: &mut dyn Observer) -> Result<Outcome, LabelError> {
     check_generator(plan.model)?;
-    let columns = Columns {
+    let mut columns = Columns {
         probs: plan.options.probs,
         min_confidence: plan.options.min_confidence,
+        weight: plan.model.has_sample_weight(),
     };
     let all = work_list(plan)?;
     let entries: Vec<&Entry> = all
@@ -164,14 +165,24 @@ pub(crate) fn run(plan: &Plan<'_>, observer: &mut dyn Observer) -> Result<Outcom
         errors: plan.options.errors.as_ref().map(|e| partial_path(e)),
     };
     let (mut job, mut outputs) = if plan.resume {
-        resume(&files, &fresh)?
+        let (job, outputs, weight) = resume(&files, &fresh, &columns)?;
+        columns.weight = weight;
+        (job, outputs)
     } else {
         (fresh.clone(), start(&files, &fresh, &header)?)
     };
     observer.start(job.entries, job.done);
     // A resumed job's `done` is at most its entries (checked when it was read).
     let todo = &entries[job.done as usize..];
-    label_all(plan, todo, &mut outputs, &mut job, &files.job, observer)?;
+    label_all(
+        plan,
+        columns,
+        todo,
+        &mut outputs,
+        &mut job,
+        &files.job,
+        observer,
+    )?;
     finish(plan, &files, job, outputs)
 }
 
@@ -250,9 +261,15 @@ fn start(files: &Files, job: &Job, header: &str) -> Result<Outputs, LabelError> 
     })
 }
 
-/// An interrupted run, if it is this one (`fresh`): its job file, and its partial files cut back
-/// to what the job file records.
-fn resume(files: &Files, fresh: &Job) -> Result<(Job, Outputs), LabelError> {
+/// An interrupted run, if it is this one (`fresh`): its job file, its partial files cut back
+/// to what the job file records, and whether its CSV has the `aux_weight` column. The rows go on
+/// under the header the partial CSV has: `columns`' with or without `aux_weight` (a run begun
+/// by a maxl-label that did not write it continues without it); any other header is refused.
+fn resume(
+    files: &Files,
+    fresh: &Job,
+    columns: &Columns,
+) -> Result<(Job, Outputs, bool), LabelError> {
     if !files.job.exists() {
         return Err(LabelError::Resume {
             path: files.job.clone(),
@@ -263,16 +280,44 @@ fn resume(files: &Files, fresh: &Job) -> Result<(Job, Outputs), LabelError> {
     job.check_continues(fresh, &files.job)?;
     // A run killed while finishing may have renamed its files already.
     let gone = |p: &Path| job.finished && !p.exists();
-    let csv = if gone(&files.csv) {
-        None
+    let (csv, weight) = if gone(&files.csv) {
+        (None, columns.weight)
     } else {
-        Some(Partial::reopen(&files.csv, job.csv_bytes)?)
+        let weight = partial_has_weight(&files.csv, columns)?;
+        (Some(Partial::reopen(&files.csv, job.csv_bytes)?), weight)
     };
     let errors = match &files.errors {
         Some(p) if !gone(p) => Some(Partial::reopen(p, job.errors_bytes)?),
         _ => None,
     };
-    Ok((job, Outputs { csv, errors }))
+    Ok((job, Outputs { csv, errors }, weight))
+}
+
+/// Whether the partial CSV's header is `columns`' with `aux_weight` (true) or without (false);
+/// a resume error for any other.
+fn partial_has_weight(csv: &Path, columns: &Columns) -> Result<bool, LabelError> {
+    use std::io::{BufRead, Read};
+    let f = std::fs::File::open(csv).map_err(io_err(csv))?;
+    let mut first = String::new();
+    std::io::BufReader::new(f)
+        .take(64 * 1024)
+        .read_line(&mut first)
+        .map_err(io_err(csv))?;
+    let with = |weight| Columns { weight, ..*columns }.header();
+    if first == with(true) {
+        Ok(true)
+    } else if first == with(false) {
+        Ok(false)
+    } else {
+        Err(LabelError::Resume {
+            path: csv.to_path_buf(),
+            message: format!(
+                "its header is `{}`, this run writes `{}`: not this job's partial output, start over",
+                first.trim_end(),
+                columns.header().trim_end()
+            ),
+        })
+    }
 }
 
 /// One batch of entries, prepared: per entry its pixels or why not (`None` for entries that are
@@ -283,6 +328,7 @@ type Prepared = Vec<Option<Result<Vec<f32>, String>>>;
 /// previous one is inferred and written.
 fn label_all(
     plan: &Plan<'_>,
+    columns: Columns,
     todo: &[&Entry],
     outputs: &mut Outputs,
     job: &mut Job,
@@ -304,10 +350,7 @@ fn label_all(
         };
         let mut sink = Sink {
             model,
-            columns: Columns {
-                probs: plan.options.probs,
-                min_confidence: plan.options.min_confidence,
-            },
+            columns,
             csv,
             errors,
             job,
@@ -518,4 +561,227 @@ fn finish(
         resumed: plan.resume,
         input: plan.input.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use maxl_core::manifest::Manifest;
+    use maxl_infer::{Backend, MaxlModel};
+
+    use super::*;
+    use crate::synthetic::{self, Case};
+    use crate::{LabelRequest, label, report};
+
+    const HEADER: &str =
+        "path,class,class_source,class_probability,aux_slot,aux_label,aux_probability";
+
+    fn committed() -> Manifest {
+        Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")).unwrap()
+    }
+
+    /// An untrained model like the committed one (weighted or not) and 30 generated images.
+    fn setup(tmp: &Path, weighted: bool) -> (PathBuf, PathBuf) {
+        let like = committed();
+        let name = if weighted { "weighted" } else { "plain" };
+        let dir = synthetic::model(&tmp.join(name), &like, weighted, 5).unwrap();
+        let classes: Vec<String> = like.classes.iter().map(|c| c.name.clone()).collect();
+        let images = synthetic::generate(tmp, Case::Png28, 30, &classes).unwrap();
+        (dir, images)
+    }
+
+    fn load(dir: &Path, backend: Backend) -> MaxlModel {
+        MaxlModel::builder(dir)
+            .with_backend(backend)
+            .build()
+            .unwrap()
+    }
+
+    /// path → the row's fields by column.
+    fn rows(csv: &Path) -> (String, BTreeMap<String, BTreeMap<String, String>>) {
+        let text = std::fs::read_to_string(csv).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap().to_string();
+        let names: Vec<&str> = header.split(',').collect();
+        let rows = lines
+            .map(|l| {
+                let row: BTreeMap<String, String> = names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .zip(l.split(',').map(str::to_string))
+                    .collect();
+                (row["path"].clone(), row)
+            })
+            .collect();
+        (header, rows)
+    }
+
+    #[test]
+    fn a_weighted_model_adds_aux_weight_last_equal_to_the_models_weights_on_both_backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, images) = setup(tmp.path(), true);
+        let mut by_backend = Vec::new();
+        for backend in [Backend::OrtCpu, Backend::Tract] {
+            let model = load(&dir, backend);
+            assert!(model.has_sample_weight());
+            let out = tmp.path().join(format!("{}.csv", backend.name()));
+            let request = LabelRequest {
+                jobs: 2,
+                batch_size: 7,
+                probs: true,
+                min_confidence: Some(0.5),
+                ..LabelRequest::new(&images, &out)
+            };
+            label(&model, &request, &mut ()).unwrap();
+            let (header, rows) = rows(&out);
+            assert_eq!(
+                header,
+                format!("{HEADER},aux_distribution,flag,aux_weight"),
+                "{backend}"
+            );
+            assert_eq!(rows.len(), 30);
+            // Each row's weight is the model's for that image alone, to the CSV's 6 decimals.
+            let mut weights = BTreeMap::new();
+            for (path, row) in &rows {
+                let px = model.preprocess_file(&images.join(path)).unwrap();
+                let k = model.class_index(&row["class"]).unwrap();
+                let c = model
+                    .classify(
+                        model.stack(&[px]).unwrap().view(),
+                        &maxl_infer::Classify {
+                            top_k: 1,
+                            aux: maxl_infer::AuxFor::Given(&[k]),
+                        },
+                    )
+                    .unwrap()
+                    .remove(0);
+                let want = c.aux.unwrap().weight.unwrap();
+                let got: f32 = row["aux_weight"].parse().unwrap();
+                assert!(
+                    (got - want).abs() < 2e-6,
+                    "{backend} {path}: {got} vs {want}"
+                );
+                assert!(got > 0.0 && got < 2.0);
+                weights.insert(path.clone(), got);
+            }
+            // Read back: the tally has every weight, the summary their distribution.
+            let t = report::tally(&out, &model, 3).unwrap();
+            assert!(t.weighted());
+            let stats = t.weight_stats().unwrap();
+            assert_eq!(stats.count, 30);
+            assert!(stats.p10 <= stats.p50 && stats.p50 <= stats.p90);
+            let summary = report::summary(&model, &t);
+            assert!(summary.contains("  aux_weight: mean "), "{summary}");
+            let lowest: Vec<f32> = (0..10)
+                .flat_map(|k| t.lowest(k).iter().map(|p| p.weight.unwrap()))
+                .collect();
+            assert_eq!(lowest.len(), 30, "3 kept per class");
+            let min = weights.values().cloned().fold(f32::MAX, f32::min);
+            assert!(lowest.contains(&min));
+            by_backend.push(weights);
+        }
+        for (path, w) in &by_backend[0] {
+            let t = by_backend[1][path];
+            assert!((w - t).abs() < 1e-5, "{path}: ort {w}, tract {t}");
+        }
+    }
+
+    #[test]
+    fn a_model_without_sample_weight_writes_the_csv_it_always_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, images) = setup(tmp.path(), false);
+        let model = load(&dir, Backend::Tract);
+        assert!(!model.has_sample_weight());
+        let out = tmp.path().join("plain.csv");
+        let request = LabelRequest {
+            jobs: 2,
+            probs: true,
+            ..LabelRequest::new(&images, &out)
+        };
+        label(&model, &request, &mut ()).unwrap();
+        let (header, rows) = rows(&out);
+        assert_eq!(header, format!("{HEADER},aux_distribution"));
+        assert!(rows.values().all(|r| !r.contains_key("aux_weight")));
+        let t = report::tally(&out, &model, 3).unwrap();
+        assert!(!t.weighted() && t.weight_stats().is_none());
+        assert!(!report::summary(&model, &t).contains("aux_weight"));
+    }
+
+    /// A weighted model's run interrupted after 14 of its 30 rows, those rows (and the header)
+    /// in its partial CSV as `edit` makes them, resumed.
+    fn resume_from(
+        tmp: &Path,
+        model: &MaxlModel,
+        images: &Path,
+        name: &str,
+        edit: impl Fn(&str) -> String,
+    ) -> Result<PathBuf, LabelError> {
+        let whole = tmp.join("whole.csv");
+        let request = |out: &Path| LabelRequest {
+            jobs: 1,
+            batch_size: 7,
+            ..LabelRequest::new(images, out)
+        };
+        if !whole.exists() {
+            label(model, &request(&whole), &mut ()).unwrap();
+        }
+        let text = std::fs::read_to_string(&whole).unwrap();
+        let partial: String = text
+            .lines()
+            .take(15)
+            .map(|l| format!("{}\n", edit(l)))
+            .collect();
+        let out = tmp.join(name);
+        std::fs::write(partial_path(&out), &partial).unwrap();
+        let mut job = Job::read(&meta_path(&whole)).unwrap();
+        // The work list: the generator's `.complete` marker (ignored), then the 30 images.
+        job.finished = false;
+        job.done = 15;
+        job.counts.labelled = 14;
+        job.csv_bytes = partial.len() as u64;
+        std::fs::write(job_path(&out), job.to_json()).unwrap();
+        label(
+            model,
+            &LabelRequest {
+                resume: true,
+                ..request(&out)
+            },
+            &mut (),
+        )?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_the_header_of_its_partial_csv() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, images) = setup(tmp.path(), true);
+        let model = load(&dir, Backend::Tract);
+        let whole = tmp.path().join("whole.csv");
+        // Interrupted by this maxl-label: resumed to the same bytes.
+        let same = resume_from(tmp.path(), &model, &images, "same.csv", str::to_string).unwrap();
+        let expected = std::fs::read_to_string(&whole).unwrap();
+        assert!(expected.starts_with(&format!("{HEADER},aux_weight\n")));
+        assert_eq!(std::fs::read_to_string(same).unwrap(), expected);
+        // Interrupted by a maxl-label that wrote no aux_weight: it goes on without the column.
+        let drop_weight = |l: &str| l.rsplit_once(',').unwrap().0.to_string();
+        let older = resume_from(tmp.path(), &model, &images, "older.csv", drop_weight).unwrap();
+        let without: String = expected
+            .lines()
+            .map(|l| format!("{}\n", drop_weight(l)))
+            .collect();
+        assert_eq!(std::fs::read_to_string(older).unwrap(), without);
+        // Any other header is not this job's: refused, one line naming the partial file.
+        let e = resume_from(tmp.path(), &model, &images, "other.csv", |l| {
+            l.replacen("aux_probability", "probability", 1)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("other.csv.partial: cannot resume: its header is `"),
+            "{e}"
+        );
+        assert!(e.contains("this run writes `"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
 }

@@ -1,13 +1,31 @@
 //! Generated datasets: N photo-like 256×256 RGB JPEGs or N 28×28 grey PNGs in class folders,
 //! deterministic for a given N (image `i` is drawn from seed `i`). `maxl-label bench` times
-//! labelling them; an example or a test labels a few without any real data.
+//! labelling them; an example or a test labels a few without any real data. [`model`] writes an
+//! untrained model (a `maxl-weighted` one with per-image weights, if asked) to label them with.
 
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 
+use maxl_core::manifest::Manifest;
+
 use crate::LabelError;
+
+/// Writes an untrained model into `dir` with the classes, ψ and input of `like` (a tiny network,
+/// random weights from `seed`): `maxl.yaml`, `primary.onnx` and `label_generator.onnx`, the
+/// generator with the weight head and `sample_weight` output of a `maxl-weighted` export when
+/// `weighted`. Returns `dir`. Its labels mean nothing; they exercise every code path.
+pub fn model(
+    dir: &Path,
+    like: &Manifest,
+    weighted: bool,
+    seed: u64,
+) -> Result<PathBuf, LabelError> {
+    maxl_onnx::synthetic::export(dir, like, weighted, seed)
+        .map_err(|message| LabelError::Invalid(format!("synthetic model: {message}")))?;
+    Ok(dir.to_path_buf())
+}
 
 /// A kind of generated dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

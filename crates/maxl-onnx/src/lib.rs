@@ -9,7 +9,10 @@
 //!   `aux_label_probs` [N, A] (the mask softmax inside the graph: the ψ mask is a constant K×A
 //!   table gathered by label; disallowed logits are replaced by −1e9, softmax, then multiplied by
 //!   the 0/1 mask so off-class slots are exactly 0 on every runtime), `aux_slot` i64 `[N]` (argmax)
-//!   and `generator_logits` [N, A].
+//!   and `generator_logits` [N, A]; for a `maxl-weighted` generator (weights with a weight head,
+//!   `weight_head.weight` [1, F] and `weight_head.bias` \[1\]) also `sample_weight` f32 `[N]`,
+//!   w = 2·sigmoid(features·Wᵀ + b) ∈ (0, 2): how strongly each image's auxiliary loss counted
+//!   in training (1 as in plain MAXL, near 0 where the generator judged it unhelpful).
 //!
 //! Batch norm is in inference form (running statistics), optionally folded into the convolution.
 //! Opset 17, IR version 8, batch dimension symbolic (`N`).
@@ -23,11 +26,13 @@
 #![warn(missing_docs)]
 
 pub mod metadata;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 
 use maxl_core::arch::{
     AUX_HEAD, Architecture, Conv, GENERATOR_HEAD, Op, PRIMARY_HEAD, ParamSpec, PerChannel,
+    WEIGHT_HEAD,
 };
 use maxl_core::hierarchy::Hierarchy;
 use prost::Message;
@@ -62,6 +67,11 @@ pub const LABEL_PROBS: &str = "aux_label_probs";
 pub const LABEL_SLOT: &str = "aux_slot";
 /// The label generator's logits before the mask, [N, A].
 pub const GENERATOR_LOGITS: &str = "generator_logits";
+/// The `maxl-weighted` label generator's per-image weight of the auxiliary loss, f32 `[N]`:
+/// w = 2·sigmoid(features·Wᵀ + b) ∈ (0, 2) (1 counts the image's auxiliary loss as plain MAXL
+/// does, near 0 means the generator judged the image's auxiliary task unhelpful). Only graphs
+/// exported from weights with a weight head have it.
+pub const SAMPLE_WEIGHT: &str = "sample_weight";
 /// The label generator's constant K × A ψ mask.
 pub const PSI_MASK_TABLE: &str = "psi_mask_table";
 
@@ -71,6 +81,16 @@ pub enum ExportError {
     /// A tensor the architecture needs is not among the weights.
     #[error("weights: missing tensor `{0}`")]
     Missing(String),
+    /// One tensor of the weight head without the other: `present` is there, `missing` is not.
+    #[error(
+        "weights: `{present}` without `{missing}`: a maxl-weighted label generator needs both tensors of its weight head"
+    )]
+    PartialWeightHead {
+        /// The weight-head tensor found.
+        present: String,
+        /// The weight-head tensor missing.
+        missing: String,
+    },
     /// A tensor has another shape than the architecture gives it.
     #[error("weights: tensor `{name}` has shape {got:?}, the architecture needs {want:?}")]
     Shape {
@@ -394,6 +414,45 @@ impl Graph {
         )
     }
 
+    /// The weight head: 2·Sigmoid(Gemm(features, W, b, transB)) [N, 1], flattened to
+    /// [`SAMPLE_WEIGHT`] `[N]`.
+    fn sample_weight(&mut self, w: &Weights, features: &str) -> String {
+        let weight = self.weight(w, &format!("{WEIGHT_HEAD}.weight"));
+        let bias = self.weight(w, &format!("{WEIGHT_HEAD}.bias"));
+        let score = self.node(
+            "Gemm",
+            &[features, &weight, &bias],
+            &format!("{WEIGHT_HEAD}.score"),
+            vec![int("transB", 1)],
+        );
+        let sig = self.node(
+            "Sigmoid",
+            &[&score],
+            &format!("{WEIGHT_HEAD}.sigmoid"),
+            vec![],
+        );
+        let two = self.init(&format!("{WEIGHT_HEAD}.two"), &[], &[2.0]);
+        let scaled = self.node(
+            "Mul",
+            &[&sig, &two],
+            &format!("{WEIGHT_HEAD}.scaled"),
+            vec![],
+        );
+        self.inits.push(pb::TensorProto {
+            name: format!("{WEIGHT_HEAD}.shape"),
+            dims: vec![1],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            raw_data: (-1i64).to_le_bytes().to_vec(),
+            ..Default::default()
+        });
+        self.node(
+            "Reshape",
+            &[&scaled, &format!("{WEIGHT_HEAD}.shape")],
+            SAMPLE_WEIGHT,
+            vec![],
+        )
+    }
+
     fn model(
         self,
         name: &str,
@@ -478,7 +537,28 @@ pub fn primary_model(
     ))
 }
 
+/// Whether `w` holds a `maxl-weighted` weight head (`weight_head.weight` and `weight_head.bias`):
+/// `Ok(true)` with both, `Ok(false)` with neither, an error naming the missing one with one alone.
+pub fn has_weight_head(w: &Weights) -> Result<bool, ExportError> {
+    let weight = format!("{WEIGHT_HEAD}.weight");
+    let bias = format!("{WEIGHT_HEAD}.bias");
+    match (w.contains_key(&weight), w.contains_key(&bias)) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (true, false) => Err(ExportError::PartialWeightHead {
+            present: weight,
+            missing: bias,
+        }),
+        (false, true) => Err(ExportError::PartialWeightHead {
+            present: bias,
+            missing: weight,
+        }),
+    }
+}
+
 /// The label generator's graph (`label_generator.onnx`), `metadata` in its `metadata_props`.
+/// Weights with a weight head ([`has_weight_head`], `maxl-weighted`) add the output
+/// [`SAMPLE_WEIGHT`] after the others.
 pub fn label_generator_model(
     arch: &Architecture,
     hierarchy: &Hierarchy,
@@ -487,7 +567,8 @@ pub fn label_generator_model(
     metadata: &ModelMetadata,
 ) -> Result<pb::ModelProto, ExportError> {
     let a = hierarchy.num_aux();
-    check(w, &arch.generator_params(a))?;
+    let weighted = has_weight_head(w)?;
+    check(w, &arch.generator_params_for(a, weighted))?;
     let mut g = Graph {
         nodes: Vec::new(),
         inits: Vec::new(),
@@ -526,11 +607,21 @@ pub fn label_generator_model(
         image_input(arch),
         value_info(PRIMARY_LABEL, pb::tensor_proto::DataType::Int64, &[None]),
     ];
-    let outputs = vec![
+    if weighted {
+        g.sample_weight(w, &feats);
+    }
+    let mut outputs = vec![
         float_output(LABEL_PROBS, a),
         value_info(LABEL_SLOT, pb::tensor_proto::DataType::Int64, &[None]),
         float_output(GENERATOR_LOGITS, a),
     ];
+    if weighted {
+        outputs.push(value_info(
+            SAMPLE_WEIGHT,
+            pb::tensor_proto::DataType::Float,
+            &[None],
+        ));
+    }
     Ok(g.model(
         "maxl_label_generator",
         inputs,
@@ -659,4 +750,200 @@ pub fn describe(bytes: &[u8]) -> Result<GraphDecl, String> {
         psi_mask,
         metadata,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use maxl_core::arch::InputSpec;
+    use maxl_core::manifest::{ClassName, ManifestInput};
+    use tract_onnx::prelude::*;
+
+    use super::*;
+
+    fn arch() -> Architecture {
+        synthetic::tiny_architecture(InputSpec {
+            channels: 1,
+            height: 12,
+            width: 12,
+            mean: 0.5.into(),
+            std: 0.2.into(),
+            resize: maxl_core::arch::Resize::Stretch,
+        })
+    }
+
+    fn hierarchy() -> Hierarchy {
+        Hierarchy::new(vec![2, 3]).unwrap()
+    }
+
+    fn metadata(arch: &Architecture) -> ModelMetadata {
+        let classes: Vec<ClassName> = ["a", "b"]
+            .iter()
+            .map(|n| ClassName {
+                name: n.to_string(),
+                display: n.to_string(),
+            })
+            .collect();
+        ModelMetadata {
+            producer: "test".into(),
+            aux_slots: hierarchy().slot_names(&["a", "b"]),
+            classes,
+            psi: vec![2, 3],
+            input: ManifestInput::of_spec(&arch.input),
+        }
+    }
+
+    fn generator(weighted: bool) -> Result<pb::ModelProto, ExportError> {
+        let a = arch();
+        let w = synthetic::random_weights(&a.generator_params_for(5, weighted), 7);
+        label_generator_model(
+            &a,
+            &hierarchy(),
+            &w,
+            ExportOptions::default(),
+            &metadata(&a),
+        )
+    }
+
+    fn output_names(m: &pb::ModelProto) -> Vec<String> {
+        describe(&to_bytes(m))
+            .unwrap()
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_weighted_generator_has_sample_weight_last_an_unweighted_one_does_not() {
+        let weighted = generator(true).unwrap();
+        assert_eq!(
+            output_names(&weighted),
+            [LABEL_PROBS, LABEL_SLOT, GENERATOR_LOGITS, SAMPLE_WEIGHT]
+        );
+        let decl = describe(&to_bytes(&weighted)).unwrap();
+        let sw = decl.outputs.last().unwrap();
+        assert!(sw.is_f32());
+        assert_eq!(sw.dims, [None], "sample_weight is [N], N symbolic");
+        let plain = generator(false).unwrap();
+        assert_eq!(
+            output_names(&plain),
+            [LABEL_PROBS, LABEL_SLOT, GENERATOR_LOGITS]
+        );
+        // The unweighted graph is the one this crate always wrote: no weight-head node in it.
+        let g = plain.graph.unwrap();
+        assert!(g.node.iter().all(|n| !n.name.contains("weight_head")
+            && n.output.iter().all(|o| !o.starts_with(WEIGHT_HEAD))));
+        assert!(
+            g.initializer
+                .iter()
+                .all(|t| !t.name.starts_with(WEIGHT_HEAD))
+        );
+    }
+
+    #[test]
+    fn a_lone_weight_head_tensor_is_refused_naming_the_missing_one() {
+        let a = arch();
+        for (drop, missing) in [
+            ("weight_head.bias", "weight_head.bias"),
+            ("weight_head.weight", "weight_head.weight"),
+        ] {
+            let mut w = synthetic::random_weights(&a.generator_params_for(5, true), 1);
+            w.remove(drop);
+            let e = label_generator_model(
+                &a,
+                &hierarchy(),
+                &w,
+                ExportOptions::default(),
+                &metadata(&a),
+            )
+            .unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(&e, ExportError::PartialWeightHead { missing: m, .. } if m == missing),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("without `{missing}`")),
+                "{message}"
+            );
+            assert_eq!(message.lines().count(), 1);
+        }
+        // A weight head of the wrong width is a shape error naming the tensor.
+        let mut w = synthetic::random_weights(&a.generator_params_for(5, true), 1);
+        w.insert(
+            "weight_head.weight".into(),
+            Array {
+                shape: vec![1, 3],
+                data: vec![0.0; 3],
+            },
+        );
+        let e = label_generator_model(
+            &a,
+            &hierarchy(),
+            &w,
+            ExportOptions::default(),
+            &metadata(&a),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`weight_head.weight` has shape [1, 3]"),
+            "{e}"
+        );
+    }
+
+    /// tract runs the weighted graph; `sample_weight` equals 2·sigmoid(features·w + b) computed
+    /// by hand from the graph's own `features`, within 1e-5, and lies in (0, 2).
+    #[test]
+    fn sample_weight_is_two_sigmoid_of_the_weight_heads_score() {
+        let a = arch();
+        let w = synthetic::random_weights(&a.generator_params_for(5, true), 3);
+        for fold in [false, true] {
+            let opts = ExportOptions {
+                fold_batch_norm: fold,
+            };
+            let m = label_generator_model(&a, &hierarchy(), &w, opts, &metadata(&a)).unwrap();
+            let plan = tract_onnx::onnx()
+                .model_for_read(&mut std::io::Cursor::new(to_bytes(&m)))
+                .and_then(|m| m.with_outputs_by_name(["features", SAMPLE_WEIGHT]))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .unwrap();
+            let n = 6;
+            let pixels: Vec<f32> = (0..n * 144)
+                .map(|i| ((i * 37 % 101) as f32 / 100.0).min(1.0))
+                .collect();
+            let image = tract_ndarray::Array4::from_shape_vec((n, 1, 12, 12), pixels).unwrap();
+            let labels = tract_ndarray::Array1::from_vec(vec![0i64, 1, 0, 1, 1, 0]);
+            let out = plan
+                .run(tvec![
+                    Tensor::from(image).into(),
+                    Tensor::from(labels).into()
+                ])
+                .unwrap();
+            let features = out[0].to_plain_array_view::<f32>().unwrap();
+            let sw = out[1].to_plain_array_view::<f32>().unwrap();
+            assert_eq!(sw.shape(), [n]);
+            let (head_w, head_b) = (&w["weight_head.weight"].data, w["weight_head.bias"].data[0]);
+            let mut seen = Vec::new();
+            for i in 0..n {
+                let s: f64 = features
+                    .index_axis(tract_ndarray::Axis(0), i)
+                    .iter()
+                    .zip(head_w)
+                    .map(|(f, w)| *f as f64 * *w as f64)
+                    .sum::<f64>()
+                    + head_b as f64;
+                let want = 2.0 / (1.0 + (-s).exp());
+                let got = sw[i] as f64;
+                assert!((got - want).abs() < 1e-5, "image {i}: {got} vs {want}");
+                assert!(got > 0.0 && got < 2.0);
+                seen.push(got);
+            }
+            // The random weight head spreads the weights (the check is not of constants).
+            let spread = seen.iter().cloned().fold(f64::MIN, f64::max)
+                - seen.iter().cloned().fold(f64::MAX, f64::min);
+            assert!(spread > 0.05, "{seen:?}");
+        }
+    }
 }

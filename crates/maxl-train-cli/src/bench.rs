@@ -1,7 +1,9 @@
 //! `maxl-train bench`: ms per single-task step and per MAXL iteration for each schedule ×
 //! meta-gradient mode, every mode in its own process (`bench --worker MODE` of this same
 //! executable) through the shared harness, repeated interleaved; medians, spread, ratios to the
-//! single-task step and peak memory. `--check-jvp` compares the two meta-gradient modes instead.
+//! single-task step and peak memory; `maxl-weighted`'s iterations (`weighted-*`) also as a ratio
+//! to the same MAXL iteration without weights (`× maxl`). `--check-jvp` compares the two
+//! meta-gradient modes instead.
 //! `--input-size` runs the preset at another input size; `--generator-preset` gives the label
 //! generator its own network (a preset, or a narrowed ResNet preset such as `resnet18-narrow`).
 //! `--nproc-per-node N` times each mode on one process and on N ranks of a Gloo (or NCCL)
@@ -49,7 +51,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Only these modes (comma-separated): single, reference-double-backward, reference-jvp,
-    /// interleaved-double-backward, interleaved-jvp, fused-double-backward, fused-jvp.
+    /// interleaved-double-backward, interleaved-jvp, fused-double-backward, fused-jvp, and
+    /// `maxl-weighted`'s weighted-interleaved-double-backward, weighted-interleaved-jvp,
+    /// weighted-fused-double-backward, weighted-fused-jvp.
     #[arg(long, value_name = "MODE,…", value_delimiter = ',')]
     modes: Option<Vec<String>>,
     /// Print one JSON object per mode (median ms, every repeat, peak RSS) instead of the table.
@@ -327,7 +331,11 @@ fn table(results: &[ModeResult]) -> Table {
         .find(|r| r.mode == BenchMode::Single)
         .map(|r| median(&r.ms));
     let gpu = results.iter().any(|r| r.peak_gpu_bytes.is_some());
+    let weighted = results.iter().any(|r| r.mode.unweighted().is_some());
     let mut header = vec!["step", "median ms", "× single", "spread", "peak RSS MiB"];
+    if weighted {
+        header.insert(3, "× maxl");
+    }
     if gpu {
         header.push("peak GPU MiB");
     }
@@ -338,9 +346,19 @@ fn table(results: &[ModeResult]) -> Table {
             r.mode.name(),
             format!("{m:.2}"),
             base.map_or("—".into(), |b| format!("{:.2}", m / b)),
+        ];
+        if weighted {
+            // maxl-weighted against the same MAXL iteration without weights, in the same run.
+            let maxl = r
+                .mode
+                .unweighted()
+                .and_then(|u| results.iter().find(|o| o.mode == u));
+            row.push(maxl.map_or("—".into(), |o| format!("{:.3}", m / median(&o.ms))));
+        }
+        row.extend([
             spread_text(&r.ms),
             format!("{:.0}", r.peak_rss_kib as f64 / 1024.0),
-        ];
+        ]);
         if gpu {
             row.push(
                 r.peak_gpu_bytes

@@ -19,8 +19,9 @@ pub struct TrainArgs {
     /// YAML config file; fields not given keep their defaults. Options below override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Training method: maxl, maxl-no-entropy (λ = 0 ablation), single (primary task only),
-    /// random (fixed random auxiliary labels), human (the dataset's fine labels).
+    /// Training method: maxl, maxl-no-entropy (λ = 0 ablation), maxl-weighted (MAXL with a
+    /// learned per-image weight of the auxiliary loss), single (primary task only), random
+    /// (fixed random auxiliary labels), human (the dataset's fine labels).
     #[arg(long, value_parser = choice::<Method>())]
     method: Option<Method>,
     /// When MAXL's two stages run: reference (stage 1 over the epoch, then stage 2 over the
@@ -66,6 +67,11 @@ pub struct TrainArgs {
     /// slots — together, the mutual information between image and slot.
     #[arg(long, value_name = "MU")]
     sample_entropy_weight: Option<f64>,
+    /// ν, weight of (mean per-image weight − 1)² in stage 2 (`--method maxl-weighted` only;
+    /// default 0): keeps the batch-mean weight of the auxiliary loss near 1, so the generator
+    /// cannot switch the auxiliary task off wholesale.
+    #[arg(long, value_name = "NU")]
+    weight_mean_penalty: Option<f64>,
     /// Number of epochs (with --resume: the new total).
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
@@ -120,7 +126,7 @@ pub struct TrainArgs {
     /// --fold-batch-norm, --quiet, --nproc-per-node, --dist-backend and --dist-timeout may be
     /// given with it). Under several ranks every rank reads the checkpoint; another number of
     /// ranks than the run started with is allowed (the state is global).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "sample_entropy_weight", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "method", "schedule", "meta_gradient", "preset", "input_size", "generator_preset", "init_from", "generator_init_from", "backbone_lr_scale", "freeze_backbone_epochs", "sample_entropy_weight", "weight_mean_penalty", "batch_size", "seed", "dataset", "data", "test_data", "train_limit", "test_limit", "no_shuffle", "no_augment", "stream", "memory_budget", "out"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
@@ -173,6 +179,7 @@ impl TrainArgs {
         c.sample_entropy_weight = self
             .sample_entropy_weight
             .unwrap_or(c.sample_entropy_weight);
+        c.weight_mean_penalty = self.weight_mean_penalty.unwrap_or(c.weight_mean_penalty);
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.batch_size = self.batch_size.unwrap_or(c.batch_size);
         c.seed = self.seed.unwrap_or(c.seed);
@@ -349,5 +356,20 @@ fn summary(o: &Outcome, last: &maxl_train::EpochMetrics) {
             "generator per-image entropy (1 = uniform noise): {:.3}",
             g.sample_entropy
         );
+        if let Some(w) = &g.weights {
+            let per: Vec<String> = names
+                .iter()
+                .zip(&w.class_means)
+                .map(|(n, m)| format!("{n} {m:.2}"))
+                .collect();
+            println!(
+                "generator per-image weight of the auxiliary loss (1 = as MAXL): mean {:.3}, p10 {:.3}, median {:.3}, p90 {:.3}; per class: {}",
+                w.mean,
+                w.p10,
+                w.p50,
+                w.p90,
+                per.join(", ")
+            );
+        }
     }
 }

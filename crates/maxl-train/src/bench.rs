@@ -59,6 +59,10 @@ pub enum BenchMode {
     Reference(MetaGradientMode),
     /// One gradient of L1 serves both stages.
     Fused(MetaGradientMode),
+    /// `maxl-weighted`'s interleaved iteration (the generator's weight head and the weighted L1).
+    InterleavedWeighted(MetaGradientMode),
+    /// `maxl-weighted`'s fused iteration.
+    FusedWeighted(MetaGradientMode),
 }
 
 const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];
@@ -71,10 +75,21 @@ impl BenchMode {
             BenchMode::Reference as fn(MetaGradientMode) -> BenchMode,
             BenchMode::Interleaved,
             BenchMode::Fused,
+            BenchMode::InterleavedWeighted,
+            BenchMode::FusedWeighted,
         ] {
             v.extend(MODES.map(make));
         }
         v
+    }
+
+    /// The MAXL mode a `maxl-weighted` mode adds its weights to (None for the others).
+    pub fn unweighted(self) -> Option<BenchMode> {
+        match self {
+            BenchMode::InterleavedWeighted(m) => Some(BenchMode::Interleaved(m)),
+            BenchMode::FusedWeighted(m) => Some(BenchMode::Fused(m)),
+            _ => None,
+        }
     }
 
     /// The mode's name (`single`, `fused-jvp`, …).
@@ -84,6 +99,8 @@ impl BenchMode {
             BenchMode::Interleaved(m) => format!("interleaved-{}", m.name()),
             BenchMode::Reference(m) => format!("reference-{}", m.name()),
             BenchMode::Fused(m) => format!("fused-{}", m.name()),
+            BenchMode::InterleavedWeighted(m) => format!("weighted-interleaved-{}", m.name()),
+            BenchMode::FusedWeighted(m) => format!("weighted-fused-{}", m.name()),
         }
     }
 
@@ -176,6 +193,7 @@ pub fn jvp_difference(c: &BenchConfig) -> Result<f64, TrainError> {
         gamma: 2.0,
         lambda: 0.2,
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     let batch = Batch::new(&x, &y);
     let grads = |mode| meta_gradient(&f, &g, batch, 0.01, losses, mode).map(|m| m.grads);
@@ -261,6 +279,7 @@ fn time_steps(
         gamma: 2.0,
         lambda: 0.2,
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     let lr = LearningRates { f: 0.01, g: 1e-3 };
     let batch = Batch::new(&x, &y);
@@ -272,8 +291,14 @@ fn time_steps(
         });
     }
     let f = MultiTaskNet::new(&c.arch, c.classes, h.num_aux(), kind, dev);
+    let weighted = mode.unweighted().is_some();
+    let net = if weighted {
+        LabelGenerator::new_weighted(&c.generator_arch, &h, kind, dev)
+    } else {
+        LabelGenerator::new(&c.generator_arch, &h, kind, dev)
+    };
     let mut g = Generator::new(
-        LabelGenerator::new(&c.generator_arch, &h, kind, dev),
+        net,
         OptimizerConfig {
             lr: lr.g,
             momentum: 0.0,
@@ -284,10 +309,12 @@ fn time_steps(
     let mut opt_f = Sgd::new(sgd, f.store.params.len());
     match mode {
         BenchMode::Single => unreachable!("timed above"),
-        BenchMode::Interleaved(m) => time(dev, c.warmup, c.iters, || {
-            interleaved_step_dp(&f, &mut opt_f, &mut g, batch, lr, losses, m, dp).map(drop)
-        }),
-        BenchMode::Fused(m) => time(dev, c.warmup, c.iters, || {
+        BenchMode::Interleaved(m) | BenchMode::InterleavedWeighted(m) => {
+            time(dev, c.warmup, c.iters, || {
+                interleaved_step_dp(&f, &mut opt_f, &mut g, batch, lr, losses, m, dp).map(drop)
+            })
+        }
+        BenchMode::Fused(m) | BenchMode::FusedWeighted(m) => time(dev, c.warmup, c.iters, || {
             fused_step_dp(&f, &mut opt_f, &mut g, batch, lr, losses, m, dp).map(drop)
         }),
         BenchMode::Reference(m) => {
@@ -335,7 +362,7 @@ mod tests {
         for m in BenchMode::all() {
             assert_eq!(BenchMode::parse(&m.name()), Some(m));
         }
-        assert_eq!(BenchMode::all().len(), 7);
+        assert_eq!(BenchMode::all().len(), 11);
     }
 
     #[test]

@@ -648,8 +648,8 @@ runs:
             }
         }
         assert_eq!(
-            n, 4,
-            "low-data-fmnist, low-data-fmnist-mi, coarse-fine-fmnist, vgg16-fmnist32"
+            n, 5,
+            "low-data-fmnist, low-data-fmnist-mi, coarse-fine-fmnist, coarse-fine-fmnist-mi, vgg16-fmnist32"
         );
     }
 

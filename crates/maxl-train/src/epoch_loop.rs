@@ -335,8 +335,18 @@ fn log_epoch(m: &EpochMetrics, epochs: usize) {
         .as_ref()
         .map(|g| {
             let mean = g.usage_entropy.iter().sum::<f64>() / g.usage_entropy.len() as f64;
+            let weights = g
+                .weights
+                .as_ref()
+                .map(|w| {
+                    format!(
+                        ", weights mean {:.3} (p10 {:.3}, p90 {:.3})",
+                        w.mean, w.p10, w.p90
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                ", slot usage entropy {mean:.3}, sample entropy {:.3}",
+                ", slot usage entropy {mean:.3}, sample entropy {:.3}{weights}",
                 g.sample_entropy
             )
         })

@@ -148,15 +148,19 @@ fn export_generator(
                 &out.join(LABEL_GENERATOR_FILE),
                 &maxl_onnx::to_bytes(&model),
             )?;
+            let mut outputs = vec![
+                maxl_onnx::LABEL_PROBS,
+                maxl_onnx::LABEL_SLOT,
+                maxl_onnx::GENERATOR_LOGITS,
+            ];
+            if g.weighted {
+                outputs.push(maxl_onnx::SAMPLE_WEIGHT);
+            }
             Ok(Some(model_file(
                 out,
                 LABEL_GENERATOR_FILE,
                 &[maxl_onnx::IMAGE, maxl_onnx::PRIMARY_LABEL],
-                &[
-                    maxl_onnx::LABEL_PROBS,
-                    maxl_onnx::LABEL_SLOT,
-                    maxl_onnx::GENERATOR_LOGITS,
-                ],
+                &outputs,
             )?))
         }
         None => {
@@ -281,7 +285,7 @@ pub fn export_checkpoint(
             .resolve_generator()
             .map_err(|e| TrainError::Invalid(format!("model: {e}")))?;
         let store = ParamStore::from_named(
-            g_arch.generator_params(hierarchy.num_aux()),
+            g_arch.generator_params_for(hierarchy.num_aux(), config.method.weighted()),
             &read(GENERATOR_FILE)?,
             Kind::Float,
             Device::Cpu,

@@ -6,9 +6,13 @@
 //! L1  = focal(f_pri(x; θ1), onehot(y)) + focal(f_aux(x; θ1), t)
 //! G   = ∂L1/∂θ1                                        (create_graph: G is a function of θ2)
 //! θ1⁺ = θ1 − α G
-//! L2  = focal(f_pri(x; θ1⁺), onehot(y)) + λ R(t)
+//! L2  = focal(f_pri(x; θ1⁺), onehot(y)) + λ R(t) [+ μ mean_i H(t_i)]
 //! ∇θ2 = ∂L2/∂θ2
 //! ```
+//!
+//! `maxl-weighted`: g also outputs a weight w_i = 2·sigmoid(s_i) per image, and L1's auxiliary
+//! target is u = w·t (row i scaled by w_i), so the auxiliary loss is mean_i w_i·L_aux,i. L1 stays
+//! linear in u, and everything below holds with u in t's place; L2 may add ν(mean_i w_i − 1)².
 //!
 //! Batch norm: the stage-1 forwards (of f and of g) update running statistics once per batch;
 //! everything in stage 2 normalises with batch statistics and leaves them untouched.
@@ -28,7 +32,7 @@ use crate::TrainError;
 use crate::dist::DataParallel;
 use crate::forward_ad::DualLevel;
 use crate::loss::{anti_collapse, anti_collapse_of_mean, focal_loss, mean_sample_entropy, one_hot};
-use crate::net::{BatchNorm, LabelGenerator, MultiTaskNet};
+use crate::net::{BatchNorm, GeneratorOutput, LabelGenerator, MultiTaskNet};
 use crate::optim::{Sgd, defined_or_zero};
 
 /// A batch: images x [N, C, H, W] and their primary labels y \[N\] (Int64), on one device.
@@ -89,18 +93,28 @@ pub struct LossConfig {
     pub lambda: f64,
     /// μ, weight of the per-image entropy term mean_i H(t_i) in stage 2 (0: the paper's L2).
     pub sample_entropy: f64,
+    /// ν, weight of (mean_i w_i − 1)² in stage 2 (`maxl-weighted`; 0: no penalty).
+    pub weight_mean_penalty: f64,
 }
 
 impl LossConfig {
-    /// Stage 2's regularisers of g's output `t` (with its graph), given R(t): λR, plus
-    /// μ·mean_i H(t_i) when μ > 0.
-    fn regularise(&self, t: &Tensor, r: &Tensor) -> Tensor {
-        let anti_collapse = r * self.lambda;
-        if self.sample_entropy == 0.0 {
-            return anti_collapse;
+    /// Stage 2's regularisers of g's output (with its graph), given R(t): λR, plus
+    /// μ·mean_i H(t_i) when μ > 0, plus ν(mean_i w_i − 1)² when ν > 0 and g outputs weights.
+    fn regularise(&self, out: &GeneratorOutput, r: &Tensor) -> Tensor {
+        let mut total = r * self.lambda;
+        if self.sample_entropy != 0.0 {
+            total += mean_sample_entropy(&out.labels) * self.sample_entropy;
         }
-        anti_collapse + mean_sample_entropy(t) * self.sample_entropy
+        if let (Some(w), true) = (&out.weights, self.weight_mean_penalty != 0.0) {
+            total += weight_mean_penalty(&w.mean(w.kind())) * self.weight_mean_penalty;
+        }
+        total
     }
+}
+
+/// (w̄ − 1)² of a batch-mean weight w̄.
+fn weight_mean_penalty(mean: &Tensor) -> Tensor {
+    (mean - 1.0).square()
 }
 
 /// The multi-task loss and its parts.
@@ -158,7 +172,7 @@ pub fn losses_from_output(
 pub struct MetaGradient {
     /// ∂L2/∂θ2, one tensor per generator parameter.
     pub grads: Vec<Tensor>,
-    /// L2 = primary loss at θ1⁺ + λ R.
+    /// L2 = primary loss at θ1⁺ + λ R (+ μ mean_i H(t_i) + ν (w̄ − 1)²).
     pub loss: Tensor,
     /// The primary focal loss at θ1⁺.
     pub primary_at_fast: Tensor,
@@ -191,9 +205,11 @@ pub fn meta_gradient(
     losses: LossConfig,
     path: impl Into<MetaPath>,
 ) -> Result<MetaGradient, TrainError> {
-    let t = g.forward(batch.x, batch.y, BatchNorm::Batch);
+    let out = g.outputs(batch.x, batch.y, BatchNorm::Batch);
+    let u = out.target();
     let inner = InnerStep {
-        t: &t,
+        out: &out,
+        u: &u,
         alpha,
         losses,
     };
@@ -210,7 +226,7 @@ fn meta_gradient_for(
     path: MetaPath,
     dp: Option<&DataParallel<'_>>,
 ) -> Result<MetaGradient, TrainError> {
-    let (theta1, InnerStep { t, losses, .. }) = (&f.store.params, inner);
+    let (theta1, InnerStep { u: t, losses, .. }) = (&f.store.params, inner);
     match (path, dp) {
         (MetaPath::Exact(mode), Some(dp)) => {
             let detached = mode == MetaGradientMode::Jvp;
@@ -240,11 +256,13 @@ fn meta_gradient_for(
     }
 }
 
-/// What both computations of the meta-gradient share: g's output t (with its graph to θ2),
-/// the inner step α of θ1⁺ = θ1 − αG, and the losses.
+/// What both computations of the meta-gradient share: g's output (with its graph to θ2), L1's
+/// auxiliary target u (t, or w·t with weights), the inner step α of θ1⁺ = θ1 − αG, and the
+/// losses.
 #[derive(Clone, Copy)]
 struct InnerStep<'a> {
-    t: &'a Tensor,
+    out: &'a GeneratorOutput,
+    u: &'a Tensor,
     alpha: f64,
     losses: LossConfig,
 }
@@ -279,14 +297,19 @@ fn by_double_backward(
     f: &MultiTaskNet,
     g: &LabelGenerator,
     Batch { x, y }: Batch<'_>,
-    InnerStep { t, alpha, losses }: InnerStep<'_>,
+    InnerStep {
+        out: g_out,
+        alpha,
+        losses,
+        ..
+    }: InnerStep<'_>,
     grad1: &[Tensor],
 ) -> MetaGradient {
     let fast = fast_weights(f, grad1, alpha);
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
-    let regulariser = anti_collapse(t);
-    let l2 = &primary_at_fast + losses.regularise(t, &regulariser);
+    let regulariser = anti_collapse(&g_out.labels);
+    let l2 = &primary_at_fast + losses.regularise(g_out, &regulariser);
     let theta2 = &g.store.params;
     MetaGradient {
         grads: defined_or_zero(Tensor::run_backward(&[&l2], theta2, false, false), theta2),
@@ -296,16 +319,22 @@ fn by_double_backward(
     }
 }
 
-/// The same meta-gradient without a second-order graph. L1 is linear in t:
-/// L1 = F_pri(θ1) + (1/N) Σ_n Σ_i t_ni c_ni(θ1), so with v = ∇F_pri(θ1⁺)
-/// ∂L2/∂t_ni = −(α/N) ⟨v, ∇c_ni(θ1)⟩ + λ ∂R/∂t_ni, and ⟨v, ∇c_ni(θ1)⟩ for every n, i is one
-/// forward-mode product of θ1 ↦ C(θ1) along v (batch statistics, as in L1). `grad1` = G is
+/// The same meta-gradient without a second-order graph. L1 is linear in its auxiliary target u
+/// (t, or w·t): L1 = F_pri(θ1) + (1/N) Σ_n Σ_i u_ni c_ni(θ1), so with v = ∇F_pri(θ1⁺)
+/// ∂L2/∂u_ni = −(α/N) ⟨v, ∇c_ni(θ1)⟩ (the regularisers add their own terms in t and w), and
+/// ⟨v, ∇c_ni(θ1)⟩ for every n, i is one forward-mode product of θ1 ↦ C(θ1) along v (batch
+/// statistics, as in L1); the chain rule through u = w·t reaches both heads. `grad1` = G is
 /// plain (no graph); θ1 is read from f's live parameters.
 fn by_jvp(
     f: &MultiTaskNet,
     g: &LabelGenerator,
     Batch { x, y }: Batch<'_>,
-    InnerStep { t, alpha, losses }: InnerStep<'_>,
+    InnerStep {
+        out: g_out,
+        u,
+        alpha,
+        losses,
+    }: InnerStep<'_>,
     grad1: &[Tensor],
 ) -> Result<MetaGradient, TrainError> {
     let fast: Vec<Tensor> = tch::no_grad(|| fast_weights(f, grad1, alpha))
@@ -321,10 +350,10 @@ fn by_jvp(
         .zip(&f.store.lr_scales)
         .map(|(v, &s)| if s == 1.0 { v } else { v * s })
         .collect();
-    let regulariser = anti_collapse(t);
-    let regularisers = losses.regularise(t, &regulariser);
-    // A surrogate whose gradient in θ2 is ∂L2/∂θ2: t enters linearly with the weight above.
-    let surrogate = slot_surrogate(f, x, t, &v, alpha, losses.gamma)? + &regularisers;
+    let regulariser = anti_collapse(&g_out.labels);
+    let regularisers = losses.regularise(g_out, &regulariser);
+    // A surrogate whose gradient in θ2 is ∂L2/∂θ2: u enters linearly with the weight above.
+    let surrogate = slot_surrogate(f, x, u, &v, alpha, losses.gamma)? + &regularisers;
     let theta2 = &g.store.params;
     let grads = defined_or_zero(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
@@ -339,8 +368,8 @@ fn by_jvp(
     })
 }
 
-/// Σ_n Σ_i t_ni · (−α/N) ⟨v, ∇c_ni(θ1)⟩: its gradient in θ2 (through t) is the meta-gradient's
-/// part through θ1⁺ (see [`by_jvp`]); N is the batch size on this process.
+/// Σ_n Σ_i u_ni · (−α/N) ⟨v, ∇c_ni(θ1)⟩: its gradient in θ2 (through L1's target u) is the
+/// meta-gradient's part through θ1⁺ (see [`by_jvp`]); N is the batch size on this process.
 fn slot_surrogate(
     f: &MultiTaskNet,
     x: &Tensor,
@@ -362,7 +391,12 @@ fn by_ranks(
     f: &MultiTaskNet,
     g: &LabelGenerator,
     Batch { x, y }: Batch<'_>,
-    InnerStep { t, alpha, losses }: InnerStep<'_>,
+    InnerStep {
+        out: g_out,
+        u,
+        alpha,
+        losses,
+    }: InnerStep<'_>,
     (grad1, for_fast): (&[Tensor], &[Tensor]),
     mode: MetaGradientMode,
     dp: &DataParallel<'_>,
@@ -374,10 +408,21 @@ fn by_ranks(
     let out = f.forward_with(x, &fast, BatchNorm::Batch, false);
     let primary_at_fast = primary_focal(f, &out.primary, y, losses.gamma);
     let mut local = gradient(&primary_at_fast, &fast, false);
-    // p̄ rides along with v: one collective for both.
+    let t = &g_out.labels;
+    // p̄ (and w̄ when ν penalises it) ride along with v: one collective for all.
     let mean_t = t.mean_dim(0, false, t.kind());
     local.push(mean_t.detach());
+    let mean_w = match &g_out.weights {
+        Some(w) if losses.weight_mean_penalty != 0.0 => Some(w.mean(w.kind()).reshape([1])),
+        _ => None,
+    };
+    if let Some(m) = &mean_w {
+        local.push(m.detach());
+    }
     let mut reduced = dp.mean(&local)?;
+    let w_bar = mean_w
+        .as_ref()
+        .map(|_| reduced.pop().expect("w̄ was pushed"));
     let p_bar = reduced.pop().expect("p̄ was pushed");
     // θ1⁺ = θ1 − α·s⊙G: the contraction is with s⊙v̄.
     let v: Vec<Tensor> = reduced
@@ -392,7 +437,7 @@ fn by_ranks(
     let d_r = gradient(&regulariser, std::slice::from_ref(&p_bar), false).remove(0);
     let reg_surrogate = (&mean_t * d_r).sum(t.kind());
     let through_fast = match mode {
-        MetaGradientMode::Jvp => slot_surrogate(f, x, t, &v, alpha, losses.gamma)?,
+        MetaGradientMode::Jvp => slot_surrogate(f, x, u, &v, alpha, losses.gamma)?,
         MetaGradientMode::DoubleBackward => {
             let dots: Vec<Tensor> = grad1
                 .iter()
@@ -408,6 +453,17 @@ fn by_ranks(
     if let Some(h) = &sample_entropy {
         surrogate += h * losses.sample_entropy;
     }
+    // ν(w̄ − 1)² through a surrogate linear in this rank's mean weight, as R's.
+    let weight_penalty = match (&mean_w, w_bar) {
+        (Some(mean_w), Some(w_bar)) => {
+            let w_bar = w_bar.set_requires_grad(true);
+            let penalty = weight_mean_penalty(&w_bar).sum(w_bar.kind());
+            let d = gradient(&penalty, std::slice::from_ref(&w_bar), false).remove(0);
+            surrogate += (mean_w * d).sum(t.kind()) * losses.weight_mean_penalty;
+            Some(penalty.detach())
+        }
+        _ => None,
+    };
     let theta2 = &g.store.params;
     let local = defined_or_zero(
         Tensor::run_backward(&[&surrogate], theta2, false, false),
@@ -418,6 +474,9 @@ fn by_ranks(
     let mut loss = &primary_at_fast + &regulariser * losses.lambda;
     if let Some(h) = sample_entropy {
         loss += h.detach() * losses.sample_entropy;
+    }
+    if let Some(p) = weight_penalty {
+        loss += p * losses.weight_mean_penalty;
     }
     Ok(MetaGradient {
         grads,
@@ -462,7 +521,7 @@ pub enum AuxTarget<'a> {
     None,
     /// Fixed labels (the `random` and `human` baselines), as a distribution [N, A].
     Fixed(Tensor),
-    /// The label generator's output, held constant in stage 1.
+    /// The label generator's output (w·t with a weight head), held constant in stage 1.
     Generator(&'a LabelGenerator),
 }
 
@@ -514,7 +573,9 @@ pub fn stage1_dp(
     let target = match target {
         AuxTarget::None => None,
         AuxTarget::Fixed(t) => Some(t),
-        AuxTarget::Generator(g) => Some(tch::no_grad(|| g.forward(x, y, BatchNorm::BatchUpdate))),
+        AuxTarget::Generator(g) => Some(tch::no_grad(|| {
+            g.outputs(x, y, BatchNorm::BatchUpdate).target()
+        })),
     };
     let out = f.forward_with(x, &f.store.params, BatchNorm::BatchUpdate, target.is_some());
     let l = losses_from_output(f, &out, y, target.as_ref(), losses.gamma);
@@ -552,9 +613,11 @@ pub fn stage2_dp(
     mode: MetaGradientMode,
     dp: Option<&DataParallel<'_>>,
 ) -> Result<MetaGradient, TrainError> {
-    let t = g.net.forward(batch.x, batch.y, BatchNorm::Batch);
+    let out = g.net.outputs(batch.x, batch.y, BatchNorm::Batch);
+    let u = out.target();
     let inner = InnerStep {
-        t: &t,
+        out: &out,
+        u: &u,
         alpha: lr.f,
         losses,
     };
@@ -616,11 +679,13 @@ pub fn interleaved_step_dp(
     mode: MetaGradientMode,
     dp: Option<&DataParallel<'_>>,
 ) -> Result<(StageOne, MetaGradient), TrainError> {
-    let t = g.net.forward(batch.x, batch.y, BatchNorm::BatchUpdate);
-    let target = AuxTarget::Fixed(t.detach());
+    let out = g.net.outputs(batch.x, batch.y, BatchNorm::BatchUpdate);
+    let u = out.target();
+    let target = AuxTarget::Fixed(u.detach());
     let s = stage1_dp(f, opt_f, target, batch, lr.f, losses, dp)?;
     let inner = InnerStep {
-        t: &t,
+        out: &out,
+        u: &u,
         alpha: lr.f,
         losses,
     };
@@ -664,10 +729,12 @@ pub fn fused_step_dp(
         ));
     }
     let (theta1, Batch { x, y }) = (&f.store.params, batch);
-    let t = g.net.forward(x, y, BatchNorm::BatchUpdate);
+    let g_out = g.net.outputs(x, y, BatchNorm::BatchUpdate);
+    let t = g_out.target();
     let out = f.forward_with(x, theta1, BatchNorm::BatchUpdate, true);
     let inner = InnerStep {
-        t: &t,
+        out: &g_out,
+        u: &t,
         alpha: lr.f,
         losses,
     };

@@ -5,7 +5,7 @@
 //! (`Architecture::multitask_params` / `generator_params`), so training, checkpoints and export
 //! cannot disagree about them.
 
-use maxl_core::arch::{Architecture, Op, ParamKind, ParamSpec};
+use maxl_core::arch::{Architecture, Op, ParamKind, ParamSpec, WEIGHT_HEAD};
 use maxl_core::hierarchy::Hierarchy;
 use tch::{Device, Kind, Tensor};
 
@@ -439,6 +439,42 @@ pub struct LabelGenerator {
     pub mask_table: Tensor,
     /// θ2 and the backbone's batch-norm running statistics.
     pub store: ParamStore,
+    /// Whether g also has the weight head (`maxl-weighted`): its two tensors follow the label
+    /// head's four in θ2.
+    pub weighted: bool,
+}
+
+/// What g outputs for a batch: the soft labels and, with a weight head, each image's weight of
+/// the auxiliary loss.
+pub struct GeneratorOutput {
+    /// t [N, A]: the mask softmax over each image's class's slots.
+    pub labels: Tensor,
+    /// w \[N\] = 2·sigmoid(s) ∈ (0, 2); None without a weight head (every image weighs 1).
+    pub weights: Option<Tensor>,
+}
+
+impl GeneratorOutput {
+    /// The auxiliary target of L1: u = w·t (each row scaled by its image's weight), or t itself
+    /// without weights. The focal loss is linear in its target, so focal(aux, u) is
+    /// mean_i w_i·L_aux,i.
+    ///
+    /// Without weights u is an alias of t, a node of its own in the graph: the gradient
+    /// contributions through L1 then sum in u before they meet the regularisers' in t, grouped
+    /// as they are with weights, so a weight head fixed at w ≡ 1 reproduces MAXL bit for bit.
+    pub fn target(&self) -> Tensor {
+        match &self.weights {
+            Some(w) => &self.labels * w.unsqueeze(-1),
+            None => self.labels.alias(),
+        }
+    }
+
+    /// Both tensors without their graphs.
+    pub fn detach(&self) -> Self {
+        Self {
+            labels: self.labels.detach(),
+            weights: self.weights.as_ref().map(Tensor::detach),
+        }
+    }
 }
 
 impl LabelGenerator {
@@ -453,9 +489,40 @@ impl LabelGenerator {
         Self::with_store(arch, hierarchy, store)
     }
 
+    /// A freshly initialised generator with the weight head of `maxl-weighted`: as
+    /// [`LabelGenerator::new`] (the same random draws), and the weight head's
+    /// weight and bias 0, so every image's weight starts at exactly 2·sigmoid(0) = 1 (the method
+    /// starts as MAXL).
+    pub fn new_weighted(
+        arch: &Architecture,
+        hierarchy: &Hierarchy,
+        kind: Kind,
+        device: Device,
+    ) -> Self {
+        let mut store = ParamStore::init(
+            arch.generator_params(hierarchy.num_aux()),
+            Init::XavierNormal,
+            kind,
+            device,
+        );
+        // Zeros, drawn from no random stream: the rest of the run sees MAXL's draws.
+        for spec in arch.weight_head_params() {
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            let t = Tensor::zeros(shape.as_slice(), (kind, device)).set_requires_grad(true);
+            store.params.push(t);
+            store.lr_scales.push(1.0);
+            store.specs.push(spec);
+        }
+        Self::with_store(arch, hierarchy, store)
+    }
+
     /// A generator with the given tensors (a checkpoint's); the mask table takes their kind and
-    /// device.
+    /// device. It has the weight head when the store holds its tensors.
     pub fn with_store(arch: &Architecture, hierarchy: &Hierarchy, store: ParamStore) -> Self {
+        let weighted = store
+            .specs
+            .iter()
+            .any(|s| s.name.starts_with(&format!("{WEIGHT_HEAD}.")));
         let (kind, device) = (store.params[0].kind(), store.params[0].device());
         let mask_table = Tensor::from_slice(&hierarchy.mask_table())
             .reshape([hierarchy.num_primary() as i64, hierarchy.num_aux() as i64])
@@ -466,7 +533,46 @@ impl LabelGenerator {
             hierarchy: hierarchy.clone(),
             mask_table,
             store,
+            weighted,
         }
+    }
+
+    /// The weight head's tensors in θ2 (weight [1, F], bias \[1\]); empty without one.
+    pub fn weight_head_params(&self) -> &[Tensor] {
+        if self.weighted {
+            let nb = num_backbone_params(&self.arch);
+            &self.store.params[nb + 4..nb + 6]
+        } else {
+            &[]
+        }
+    }
+
+    /// Labels and (with a weight head) weights at the given parameters, from one backbone
+    /// forward (which updates g's running statistics once under [`BatchNorm::BatchUpdate`]).
+    pub fn outputs_with(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        params: &[Tensor],
+        bn: BatchNorm,
+    ) -> GeneratorOutput {
+        let nb = num_backbone_params(&self.arch);
+        let feats = backbone(&self.arch, x, &params[..nb], &self.store.buffers, bn);
+        let logits = head(&feats, &params[nb..nb + 4]);
+        let mask = self.mask_table.index_select(0, y);
+        let weights = self.weighted.then(|| {
+            let s = feats.linear(&params[nb + 4], Some(&params[nb + 5]));
+            s.squeeze_dim(-1).sigmoid() * 2.0
+        });
+        GeneratorOutput {
+            labels: mask_softmax(&logits, &mask),
+            weights,
+        }
+    }
+
+    /// [`LabelGenerator::outputs_with`] at the live weights θ2.
+    pub fn outputs(&self, x: &Tensor, y: &Tensor, bn: BatchNorm) -> GeneratorOutput {
+        self.outputs_with(x, y, &self.store.params, bn)
     }
 
     /// Pre-softmax logits over all A slots.

@@ -1,6 +1,8 @@
 //! PNG plots of a run, redrawn after every epoch: `accuracy.png` and `loss.png` from
 //! `metrics.csv` (so a resumed run plots its whole history), and `slot_usage.png`, the share of
 //! validation images the label generator gives each auxiliary slot of each primary class.
+//! `maxl-weighted` runs add `weights.png` (the per-image weights' mean and 10/50/90th
+//! percentiles per epoch) and `weights_by_class.png` (each class's mean weight per epoch).
 //!
 //! Text is drawn with DejaVu Sans (Debian's fonts-dejavu-core, installed by scripts/setup.sh,
 //! or the file `MAXL_PLOT_FONT` names).
@@ -142,7 +144,33 @@ pub fn curves(run_dir: &Path) -> Result<(), TrainError> {
             ("auxiliary (focal)", m.series("aux_loss")),
             ("meta L2", m.series("meta_loss")),
         ],
-    )
+    )?;
+    if m.header.iter().any(|h| h == "weight_mean") {
+        line_chart(
+            &run_dir.join("weights.png"),
+            "Per-image weight of the auxiliary loss (validation)",
+            "w = 2·sigmoid(s)",
+            &[
+                ("90th percentile", m.series("weight_p90")),
+                ("median", m.series("weight_p50")),
+                ("mean", m.series("weight_mean")),
+                ("10th percentile", m.series("weight_p10")),
+            ],
+        )?;
+        let by_class: Vec<(&str, Vec<(f64, f64)>)> = m
+            .header
+            .iter()
+            .filter_map(|h| h.strip_prefix("weight_mean."))
+            .map(|class| (class, m.series(&format!("weight_mean.{class}"))))
+            .collect();
+        line_chart(
+            &run_dir.join("weights_by_class.png"),
+            "Mean weight of the auxiliary loss per class (validation)",
+            "mean w",
+            &by_class,
+        )?;
+    }
+    Ok(())
 }
 
 /// Draws slot_usage.png: one stacked bar per primary class, one segment per auxiliary slot, the

@@ -20,6 +20,8 @@ pub struct RunDir {
     metrics: File,
     /// Number of `usage_entropy.<class>` columns (0 without a generator).
     usage_columns: usize,
+    /// Number of `weight_*` columns (0 without a weight head).
+    weight_columns: usize,
 }
 
 /// How many per-class slot-usage columns a metrics.csv header has.
@@ -27,6 +29,14 @@ fn usage_columns(header: &str) -> usize {
     header
         .split(',')
         .filter(|h| h.starts_with("usage_entropy."))
+        .count()
+}
+
+/// How many weight columns (`weight_mean`, percentiles, `weight_mean.<class>`) a header has.
+fn weight_columns(header: &str) -> usize {
+    header
+        .split(',')
+        .filter(|h| h.starts_with("weight_"))
         .count()
 }
 
@@ -61,10 +71,17 @@ impl RunDir {
                 header.push_str(&format!(",usage_entropy.{name}"));
             }
         }
+        if trainer.generator().is_some_and(|g| g.weighted) {
+            header.push_str(",weight_mean,weight_p10,weight_p50,weight_p90");
+            for name in trainer.data.train.safe_class_names() {
+                header.push_str(&format!(",weight_mean.{name}"));
+            }
+        }
         writeln!(metrics, "{header}").map_err(|e| TrainError::output(&metrics_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             usage_columns: usage_columns(&header),
+            weight_columns: weight_columns(&header),
             metrics,
         })
     }
@@ -93,6 +110,7 @@ impl RunDir {
         Ok(Self {
             path: path.to_path_buf(),
             usage_columns: usage_columns(kept[0]),
+            weight_columns: weight_columns(kept[0]),
             metrics,
         })
     }
@@ -123,6 +141,14 @@ impl RunDir {
             }
             // No validation images to measure the generator on: the columns stay, empty of numbers.
             None => row.push_str(&",nan".repeat(1 + self.usage_columns)),
+        }
+        match m.generator.as_ref().and_then(|g| g.weights.as_ref()) {
+            Some(w) if self.weight_columns > 0 => {
+                for v in [w.mean, w.p10, w.p50, w.p90].iter().chain(&w.class_means) {
+                    row.push_str(&format!(",{v:.4}"));
+                }
+            }
+            _ => row.push_str(&",nan".repeat(self.weight_columns)),
         }
         let p = self.path.join("metrics.csv");
         writeln!(self.metrics, "{row}").map_err(|e| TrainError::output(&p, e))?;
@@ -186,6 +212,21 @@ impl RunDir {
                 .zip(&g.usage_entropy)
             {
                 s.push_str(&format!("  {name}: {e:.4}\n"));
+            }
+            if let Some(w) = &g.weights {
+                s.push_str(&format!(
+                    "generator_weights:\n  mean: {:.4}\n  p10: {:.4}\n  p50: {:.4}\n  p90: {:.4}\n  class_means:\n",
+                    w.mean, w.p10, w.p50, w.p90
+                ));
+                for (name, m) in trainer
+                    .data
+                    .train
+                    .safe_class_names()
+                    .iter()
+                    .zip(&w.class_means)
+                {
+                    s.push_str(&format!("    {name}: {m:.4}\n"));
+                }
             }
         }
         Ok(write_atomic(&self.path.join("summary.yaml"), s.as_bytes())?)

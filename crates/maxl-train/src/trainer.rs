@@ -92,6 +92,95 @@ pub struct GeneratorStats {
     pub sample_entropy: f64,
     /// How many images got each slot as their argmax, per slot (A entries).
     pub usage_counts: Vec<usize>,
+    /// The distribution of the per-image weights (`maxl-weighted`); None without a weight head.
+    pub weights: Option<WeightStats>,
+}
+
+/// The distribution of g's per-image weights w ∈ (0, 2) of the auxiliary loss over the images
+/// measured (percentiles to [`WEIGHT_BIN`], from a histogram that ranks sum exactly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightStats {
+    /// Mean weight.
+    pub mean: f64,
+    /// 10th, 50th and 90th percentile.
+    pub p10: f64,
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// Mean weight per primary class (NaN for a class without images).
+    pub class_means: Vec<f64>,
+}
+
+/// Width of the histogram bins the weight percentiles are read from.
+pub const WEIGHT_BIN: f64 = 1e-3;
+const WEIGHT_BINS: usize = 2000;
+
+/// Sums of the weights seen so far: a histogram over (0, 2), and per class the sum and count.
+#[derive(Debug, Clone)]
+struct WeightTally {
+    histogram: Vec<f64>,
+    class_sums: Vec<f64>,
+    class_counts: Vec<f64>,
+}
+
+impl WeightTally {
+    fn new(classes: usize) -> Self {
+        Self {
+            histogram: vec![0.0; WEIGHT_BINS],
+            class_sums: vec![0.0; classes],
+            class_counts: vec![0.0; classes],
+        }
+    }
+
+    fn add(&mut self, w: f64, class: usize) {
+        let bin = ((w / WEIGHT_BIN) as usize).min(WEIGHT_BINS - 1);
+        self.histogram[bin] += 1.0;
+        self.class_sums[class] += w;
+        self.class_counts[class] += 1.0;
+    }
+
+    /// Every count in one vector (to be summed across ranks) and back.
+    fn flat(&self) -> Vec<f64> {
+        [&self.histogram[..], &self.class_sums, &self.class_counts].concat()
+    }
+
+    fn from_flat(v: &[f64], classes: usize) -> Self {
+        Self {
+            histogram: v[..WEIGHT_BINS].to_vec(),
+            class_sums: v[WEIGHT_BINS..WEIGHT_BINS + classes].to_vec(),
+            class_counts: v[WEIGHT_BINS + classes..].to_vec(),
+        }
+    }
+
+    fn stats(&self) -> Option<WeightStats> {
+        let n: f64 = self.class_counts.iter().sum();
+        if n == 0.0 {
+            return None;
+        }
+        let percentile = |q: f64| {
+            let mut seen = 0.0;
+            for (i, c) in self.histogram.iter().enumerate() {
+                seen += c;
+                if seen >= q * n {
+                    return (i as f64 + 0.5) * WEIGHT_BIN;
+                }
+            }
+            2.0
+        };
+        Some(WeightStats {
+            mean: self.class_sums.iter().sum::<f64>() / n,
+            p10: percentile(0.1),
+            p50: percentile(0.5),
+            p90: percentile(0.9),
+            class_means: self
+                .class_sums
+                .iter()
+                .zip(&self.class_counts)
+                .map(|(s, &c)| if c == 0.0 { f64::NAN } else { s / c })
+                .collect(),
+        })
+    }
 }
 
 /// One training run's state: the config, the prepared data, f(θ1) and its optimiser, g(θ2) with
@@ -209,7 +298,11 @@ impl Trainer {
             .map_err(|e| crate::TrainError::Invalid(format!("model: {e}")))?;
         let f = MultiTaskNet::new(&arch, data.hierarchy.num_primary(), num_aux, kind, device);
         let g = config.method.uses_generator().then(|| {
-            let net = LabelGenerator::new(&g_arch, &data.hierarchy, kind, device);
+            let net = if config.method.weighted() {
+                LabelGenerator::new_weighted(&g_arch, &data.hierarchy, kind, device)
+            } else {
+                LabelGenerator::new(&g_arch, &data.hierarchy, kind, device)
+            };
             Generator::new(net, config.generator_optimizer)
         });
         let opt_f = Sgd::new(config.multitask_optimizer, f.store.params.len());
@@ -598,6 +691,9 @@ impl Trainer {
         let mut counts = vec![0usize; h.num_aux()];
         let mut sample_entropy = 0.0;
         let mut counted = 0usize;
+        let mut tally = g
+            .filter(|g| g.weighted)
+            .map(|_| WeightTally::new(h.num_primary()));
         tch::no_grad(|| {
             self.eval_batches(split, |start, x, y| {
                 if accuracy {
@@ -612,7 +708,14 @@ impl Trainer {
                 let Some(g) = g else {
                     return;
                 };
-                let p = g.forward(&x, &y, BatchNorm::Running).to_kind(Kind::Double);
+                let out = g.outputs(&x, &y, BatchNorm::Running);
+                if let (Some(tally), Some(w)) = (tally.as_mut(), &out.weights) {
+                    let w = Vec::<f64>::try_from(&w.to_kind(Kind::Double)).expect("weights");
+                    for (i, w) in (start..).zip(w) {
+                        tally.add(w, ds.labels[i]);
+                    }
+                }
+                let p = out.labels.to_kind(Kind::Double);
                 let argmax = Vec::<i64>::try_from(&p.argmax(-1, false)).expect("argmax");
                 let ent = Vec::<f64>::try_from(&-(&p * (&p + 1e-30).log()).sum_dim_intlist(
                     -1,
@@ -634,6 +737,11 @@ impl Trainer {
             // Counts of every rank's share; the sums are exact in f64 below 2^53.
             let mut all: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
             all.extend([right as f64, sample_entropy, counted as f64]);
+            if let Some(t) = tally.as_mut() {
+                let mut flat = t.flat();
+                sum_f64(Some(group), &mut flat)?;
+                *t = WeightTally::from_flat(&flat, h.num_primary());
+            }
             sum_f64(Some(group), &mut all)?;
             counted = all.pop().expect("counted") as usize;
             sample_entropy = all.pop().expect("entropy");
@@ -655,6 +763,7 @@ impl Trainer {
             } else {
                 sample_entropy / counted as f64
             },
+            weights: tally.as_ref().and_then(WeightTally::stats),
         });
         Ok((acc, stats))
     }
@@ -689,6 +798,7 @@ impl<'a> Nets<'a> {
             gamma: self.config.focal_gamma,
             lambda: self.config.effective_entropy_weight(),
             sample_entropy: self.config.effective_sample_entropy_weight(),
+            weight_mean_penalty: self.config.effective_weight_mean_penalty(),
         }
     }
 
@@ -722,7 +832,7 @@ impl<'a> Nets<'a> {
                 let slots = b.slots.as_ref().expect("fixed labels for random/human");
                 AuxTarget::Fixed(one_hot(slots, self.data.hierarchy.num_aux(), self.kind))
             }
-            (Method::Maxl | Method::MaxlNoEntropy, g) => {
+            (Method::Maxl | Method::MaxlNoEntropy | Method::MaxlWeighted, g) => {
                 AuxTarget::Generator(&g.expect("MAXL's methods have a generator").net)
             }
         };

@@ -27,7 +27,7 @@ use maxl_train::data::PreparedData;
 use maxl_train::dist::{Backend, Group, Launch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Tests of this file share the process-wide ghost batch-norm setting and tch's seed.
 static TURN: Mutex<()> = Mutex::new(());
@@ -93,16 +93,19 @@ struct Case {
     control: bool,
     /// μ, the per-image entropy weight.
     mu: f64,
+    /// ν, the weight-mean penalty (`maxl-weighted`).
+    nu: f64,
 }
 
 impl Case {
     fn name(&self) -> String {
         format!(
-            "{}-{}-{}{}{}",
+            "{}-{}-{}{}{}{}",
             self.method.name(),
             self.schedule.name(),
             self.mode.name(),
             if self.mu > 0.0 { "-mu" } else { "" },
+            if self.nu > 0.0 { "-nu" } else { "" },
             if self.control { "-control" } else { "" }
         )
     }
@@ -116,6 +119,7 @@ fn cases() -> Vec<Case> {
         mode,
         control: false,
         mu: 0.0,
+        nu: 0.0,
     };
     let mut all = vec![case(Method::Single, Schedule::Interleaved, DoubleBackward)];
     for schedule in [Schedule::Interleaved, Schedule::Reference, Schedule::Fused] {
@@ -129,6 +133,17 @@ fn cases() -> Vec<Case> {
             mu: 0.5,
             ..case(Method::Maxl, Schedule::Fused, mode)
         });
+    }
+    // The weighted generator, its weights spread (see `trainer`) so that w̄'s penalty has a
+    // gradient.
+    for schedule in [Schedule::Interleaved, Schedule::Fused] {
+        for mode in [DoubleBackward, Jvp] {
+            all.push(Case {
+                mu: 0.5,
+                nu: 0.5,
+                ..case(Method::MaxlWeighted, schedule, mode)
+            });
+        }
     }
     for mode in [DoubleBackward, Jvp] {
         all.push(Case {
@@ -172,6 +187,7 @@ fn config(case: &Case, batch: usize) -> TrainConfig {
         },
         seed: 7,
         sample_entropy_weight: case.mu,
+        weight_mean_penalty: case.nu,
         ..TrainConfig::default()
     };
     c.dataset.shuffle = false;
@@ -204,7 +220,19 @@ fn trainer(c: &TrainConfig, n: usize) -> Trainer {
         fixed_aux,
         train,
     };
-    Trainer::new(c.clone(), data, Device::Cpu).unwrap()
+    let t = Trainer::new(c.clone(), data, Device::Cpu).unwrap();
+    if let Some(g) = t.generator() {
+        // A fresh weight head gives every image w = 1; spread the weights (the same values in
+        // every process) so that they and their penalty take part in the step.
+        tch::no_grad(|| {
+            for p in g.weight_head_params() {
+                let n = p.numel() as i64;
+                let v = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.7).sin() * 0.05 + 0.3;
+                p.shallow_clone().copy_(&v.view_as(p));
+            }
+        });
+    }
+    t
 }
 
 /// θ1, θ2 and both networks' running statistics, copied.
@@ -430,6 +458,7 @@ fn long_config() -> TrainConfig {
         mode: MetaGradientMode::Jvp,
         control: false,
         mu: 0.0,
+        nu: 0.0,
     };
     let mut c = config(&case, 16);
     c.epochs = 8;

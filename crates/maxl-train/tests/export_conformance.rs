@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use maxl_core::arch::Architecture;
-use maxl_core::config::TrainConfig;
+use maxl_core::config::{Method, TrainConfig};
 use maxl_core::hierarchy::Hierarchy;
 use maxl_core::manifest::Manifest;
 use maxl_infer::{Backend, MaxlModel};
@@ -126,6 +126,8 @@ struct Reference {
     aux: Option<(Array2<f32>, Array2<f32>)>,
     /// The generator's logits and masked probabilities, when there is one.
     generator: Option<(Array2<f32>, Array2<f32>)>,
+    /// The generator's per-image weights, when it has a weight head.
+    weights: Option<Array1<f32>>,
 }
 
 fn reference(
@@ -146,6 +148,9 @@ fn reference(
             let gp = mask_softmax(&gl, &g.mask_table.index_select(0, &y));
             (to_array2(&gl), to_array2(&gp))
         });
+        let weights = g
+            .and_then(|g| g.outputs(&x, &y, BatchNorm::Running).weights)
+            .map(|w| Array1::from_vec(Vec::<f32>::try_from(&w).unwrap()));
         Reference {
             primary_probs: to_array2(&out.primary.softmax(-1, Kind::Float)),
             primary_logits: to_array2(&out.primary),
@@ -153,6 +158,7 @@ fn reference(
                 .aux
                 .map(|a| (to_array2(&a), to_array2(&a.softmax(-1, Kind::Float)))),
             generator,
+            weights,
         }
     })
 }
@@ -200,6 +206,23 @@ fn compare(
                     max_logit_diff(l.logits.as_ref().unwrap(), gen_logits),
                 ));
                 checks.push(("aux_label_probs", max_diff(&l.probs, gen_probs)));
+                assert_eq!(
+                    l.weights.is_some(),
+                    r.weights.is_some(),
+                    "{what}, {backend:?}: sample_weight present in one only"
+                );
+                assert_eq!(model.has_sample_weight(), r.weights.is_some(), "{what}");
+                if let (Some(got), Some(want)) = (&l.weights, &r.weights) {
+                    let d = got
+                        .iter()
+                        .zip(want)
+                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    // The acceptance bound: 1e-5 on (0, 2).
+                    assert!(
+                        d <= 1e-5,
+                        "{what}, {backend:?}, batch {n}: sample_weight differs by {d:e}"
+                    );
+                }
                 let argmax: Vec<i64> = gen_probs
                     .rows()
                     .into_iter()
@@ -233,19 +256,21 @@ fn compare(
 }
 
 fn export_random(dir: &Path, opts: ExportOptions) -> (MultiTaskNet, LabelGenerator) {
-    let (f, g) = export_random_with(dir, opts, "small", true, 1.0);
+    let (f, g) = export_random_with(dir, opts, "small", Method::Maxl, 1.0);
     (f, g.unwrap())
 }
 
-/// Random weights for `preset`, exported with (`generator`) or without a label generator
-/// (the `single` baseline: no auxiliary head either).
+/// Random weights for `preset`, exported as `method` trains them: with a label generator (with
+/// its weight head, randomised too, for `maxl-weighted`) or without one (the `single` baseline:
+/// no auxiliary head either).
 fn export_random_with(
     dir: &Path,
     opts: ExportOptions,
     preset: &str,
-    generator: bool,
+    method: Method,
     generator_head_scale: f64,
 ) -> (MultiTaskNet, Option<LabelGenerator>) {
+    let generator = method.uses_generator();
     tch::manual_seed(11);
     let arch = Architecture::preset(preset).unwrap();
     let h = Hierarchy::new(vec![2, 1, 3]).unwrap();
@@ -256,9 +281,17 @@ fn export_random_with(
         Kind::Float,
         Device::Cpu,
     );
-    let g = LabelGenerator::new(&arch, &h, Kind::Float, Device::Cpu);
+    let g = if method.weighted() {
+        LabelGenerator::new_weighted(&arch, &h, Kind::Float, Device::Cpu)
+    } else {
+        LabelGenerator::new(&arch, &h, Kind::Float, Device::Cpu)
+    };
     randomise(&f.store);
     randomise(&g.store);
+    if let [w, _] = g.weight_head_params() {
+        // Weights spread over (0, 2) rather than all 1.
+        tch::no_grad(|| w.shallow_clone().copy_(&(Tensor::randn_like(w) * 0.05)));
+    }
     let y = Tensor::zeros([32], (Kind::Int64, Device::Cpu));
     calibrate_and_perturb(
         |x| drop(f.forward(x, BatchNorm::BatchUpdate)),
@@ -285,10 +318,10 @@ fn export_random_with(
             }
         });
     }
-    let mut config = TrainConfig::default();
-    if !generator {
-        config.method = maxl_core::config::Method::Single;
-    }
+    let config = TrainConfig {
+        method,
+        ..TrainConfig::default()
+    };
     let names = vec!["T-shirt/top".to_string(), "Bag".into(), "Ankle boot".into()];
     let info = ExportInfo {
         config: &config,
@@ -334,17 +367,58 @@ fn random_weights_match_in_tch_ort_and_tract() {
 }
 
 #[test]
+fn a_weighted_generators_sample_weight_matches_in_tch_ort_and_tract() {
+    for fold in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ExportOptions {
+            fold_batch_norm: fold,
+        };
+        let (f, g) = export_random_with(dir.path(), opts, "small", Method::MaxlWeighted, 1.0);
+        let g = g.unwrap();
+        let m = Manifest::load(dir.path()).unwrap();
+        let outputs = &m.models.label_generator.as_ref().unwrap().outputs;
+        assert_eq!(outputs.last().map(String::as_str), Some("sample_weight"));
+        // The weights are spread, not all 1.
+        let (images, labels) = inputs(64, &f.arch, 3, 2);
+        let w = reference(&f, Some(&g), &images, &labels).weights.unwrap();
+        let (lo, hi) = w
+            .iter()
+            .fold((2.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(lo < 0.8 && hi > 1.2, "weights {lo}..{hi}");
+        compare(
+            dir.path(),
+            &f,
+            Some(&g),
+            &format!("maxl-weighted random weights (fold_batch_norm = {fold})"),
+            &[1, 3, 64],
+        );
+    }
+}
+
+#[test]
 fn a_random_vgg16_export_matches_in_tch_ort_and_tract() {
     // RGB input, multi-conv blocks, randomised batch-norm statistics.
     let dir = tempfile::tempdir().unwrap();
-    let (f, g) = export_random_with(dir.path(), ExportOptions::default(), "vgg16", true, 1.0);
+    let (f, g) = export_random_with(
+        dir.path(),
+        ExportOptions::default(),
+        "vgg16",
+        Method::Maxl,
+        1.0,
+    );
     compare(dir.path(), &f, g.as_ref(), "vgg16 random weights", &[1, 4]);
 }
 
 #[test]
 fn a_single_task_export_without_a_generator_matches_in_tch_ort_and_tract() {
     let dir = tempfile::tempdir().unwrap();
-    let (f, g) = export_random_with(dir.path(), ExportOptions::default(), "small", false, 1.0);
+    let (f, g) = export_random_with(
+        dir.path(),
+        ExportOptions::default(),
+        "small",
+        Method::Single,
+        1.0,
+    );
     assert!(g.is_none());
     assert!(!dir.path().join("label_generator.onnx").exists());
     compare(
@@ -394,7 +468,13 @@ fn generated_labels_are_exactly_zero_off_class_even_for_extreme_logits() {
     // Logits of a usual size, and ×1000 (the generator's output layer scaled before export).
     for scale in [1.0f64, 1e3] {
         let dir = tempfile::tempdir().unwrap();
-        let (f, _) = export_random_with(dir.path(), ExportOptions::default(), "small", true, scale);
+        let (f, _) = export_random_with(
+            dir.path(),
+            ExportOptions::default(),
+            "small",
+            Method::Maxl,
+            scale,
+        );
         for backend in [Backend::OrtCpu, Backend::Tract] {
             let model = MaxlModel::builder(dir.path())
                 .with_backend(backend)
@@ -449,6 +529,7 @@ fn generated_labels_are_exactly_zero_off_class_even_for_extreme_logits() {
 fn exported_files_pass_the_onnx_checker() {
     let dir = tempfile::tempdir().unwrap();
     let (plain, folded) = (dir.path().join("plain"), dir.path().join("folded"));
+    let weighted = dir.path().join("weighted");
     export_random(&plain, ExportOptions::default());
     export_random(
         &folded,
@@ -456,11 +537,18 @@ fn exported_files_pass_the_onnx_checker() {
             fold_batch_norm: true,
         },
     );
+    export_random_with(
+        &weighted,
+        ExportOptions::default(),
+        "small",
+        Method::MaxlWeighted,
+        1.0,
+    );
     let python =
         std::env::var_os("MAXL_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
     let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    m = onnx.load(p)\n    onnx.checker.check_model(m, full_check=True)\n    assert m.opset_import[0].version == 17\n    print('ok', p)\n";
     let mut files: Vec<PathBuf> = Vec::new();
-    for d in [&plain, &folded, &models_dir()] {
+    for d in [&plain, &folded, &weighted, &models_dir()] {
         files.push(d.join("primary.onnx"));
         files.push(d.join("label_generator.onnx"));
     }
@@ -506,7 +594,13 @@ fn exported_files_carry_the_manifest_in_their_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let (maxl, single) = (dir.path().join("maxl"), dir.path().join("single"));
     export_random(&maxl, ExportOptions::default());
-    export_random_with(&single, ExportOptions::default(), "small", false, 1.0);
+    export_random_with(
+        &single,
+        ExportOptions::default(),
+        "small",
+        Method::Single,
+        1.0,
+    );
     for d in [&maxl, &single] {
         let m = Manifest::load(d).unwrap();
         let want = ModelMetadata::of_manifest(&m);

@@ -43,6 +43,7 @@ fn meta_gradient_matches_pytorch_for_lambda_0_and_0_2() {
                     gamma: 2.0,
                     lambda,
                     sample_entropy: 0.0,
+                    weight_mean_penalty: 0.0,
                 },
                 mode,
             )
@@ -80,6 +81,7 @@ fn jvp_equals_double_backward_to_rounding_in_f64() {
                 gamma,
                 lambda,
                 sample_entropy: 0.0,
+                weight_mean_penalty: 0.0,
             };
             let db = meta_gradient(
                 &f,
@@ -126,6 +128,7 @@ fn meta_loss(
             gamma: 2.0,
             lambda,
             sample_entropy: 0.0,
+            weight_mean_penalty: 0.0,
         },
         MetaGradientMode::DoubleBackward,
     )
@@ -144,6 +147,7 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
         gamma: 2.0,
         lambda: 0.0,
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     let analytic = meta_gradient(
         &f,
@@ -219,6 +223,7 @@ fn create_graph_is_what_carries_the_meta_gradient() {
         gamma: 2.0,
         lambda: 0.0,
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     let without = meta_gradient(
         &f,
@@ -285,6 +290,7 @@ fn stage1_then_stage2_match_pytorch() {
                 gamma: 2.0,
                 lambda: 0.0,
                 sample_entropy: 0.0,
+                weight_mean_penalty: 0.0,
             },
         );
         let want = fx.get("expected.stage1.loss").double_value(&[0]);
@@ -319,6 +325,7 @@ fn stage1_then_stage2_match_pytorch() {
                 gamma: 2.0,
                 lambda: 0.2,
                 sample_entropy: 0.0,
+                weight_mean_penalty: 0.0,
             },
             mode,
         )
@@ -357,6 +364,7 @@ fn batch_norm_running_statistics_follow_the_method() {
                 gamma: 2.0,
                 lambda: 0.2,
                 sample_entropy: 0.0,
+                weight_mean_penalty: 0.0,
             },
             mode,
         )
@@ -402,6 +410,7 @@ fn batch_norm_running_statistics_follow_the_method() {
             gamma: 2.0,
             lambda: 0.0,
             sample_entropy: 0.0,
+            weight_mean_penalty: 0.0,
         },
     );
     let want = &f0[0] * 0.9 + &batch_mean * 0.1;
@@ -476,6 +485,7 @@ fn meta_gradient_on_residual_nets_matches_finite_differences() {
         gamma: 2.0,
         lambda: 0.0,
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     let grads = |f: &MultiTaskNet, mode| {
         meta_gradient(f, &g, Batch::new(&x, &y), alpha, losses, mode)
@@ -545,6 +555,7 @@ fn the_per_image_entropy_term_matches_finite_differences_in_both_modes() {
         gamma: 2.0,
         lambda: 0.2,
         sample_entropy: 0.5,
+        weight_mean_penalty: 0.0,
     };
     let run = |losses: LossConfig, mode| {
         meta_gradient(&f, &g, Batch::new(&x, &y), alpha, losses, mode).unwrap()
@@ -564,6 +575,7 @@ fn the_per_image_entropy_term_matches_finite_differences_in_both_modes() {
     let paper = run(
         LossConfig {
             sample_entropy: 0.0,
+            weight_mean_penalty: 0.0,
             ..losses
         },
         MetaGradientMode::DoubleBackward,

@@ -180,6 +180,7 @@ fn losses(c: &TrainConfig) -> LossConfig {
         gamma: c.focal_gamma,
         lambda: c.effective_entropy_weight(),
         sample_entropy: c.effective_sample_entropy_weight(),
+        weight_mean_penalty: c.effective_weight_mean_penalty(),
     }
 }
 
@@ -331,6 +332,7 @@ fn iterations_match_pytorch(name: &str, step: Iteration) {
         gamma: fx.scalar("gamma"),
         lambda: fx.scalar("lambda"),
         sample_entropy: 0.0,
+        weight_mean_penalty: 0.0,
     };
     for mode in [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp] {
         let (f, g) = fx.nets();
