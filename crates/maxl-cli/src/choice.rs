@@ -40,7 +40,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("possible values: maxl, maxl-no-entropy, single"),
+            e.contains("possible values: maxl, maxl-no-entropy, maxl-weighted, single"),
             "{e}"
         );
     }

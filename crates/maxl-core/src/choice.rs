@@ -47,7 +47,14 @@ mod tests {
         let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(
             names,
-            ["maxl", "maxl-no-entropy", "single", "random", "human"]
+            [
+                "maxl",
+                "maxl-no-entropy",
+                "maxl-weighted",
+                "single",
+                "random",
+                "human"
+            ]
         );
     }
 }

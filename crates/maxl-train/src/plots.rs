@@ -148,7 +148,7 @@ pub fn curves(run_dir: &Path) -> Result<(), TrainError> {
     if m.header.iter().any(|h| h == "weight_mean") {
         line_chart(
             &run_dir.join("weights.png"),
-            "Per-image weight of the auxiliary loss (validation)",
+            "Per-image weight of the auxiliary loss",
             "w = 2·sigmoid(s)",
             &[
                 ("90th percentile", m.series("weight_p90")),
@@ -165,7 +165,7 @@ pub fn curves(run_dir: &Path) -> Result<(), TrainError> {
             .collect();
         line_chart(
             &run_dir.join("weights_by_class.png"),
-            "Mean weight of the auxiliary loss per class (validation)",
+            "Mean weight of the auxiliary loss per class",
             "mean w",
             &by_class,
         )?;
