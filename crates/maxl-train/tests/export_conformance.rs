@@ -378,13 +378,14 @@ fn a_weighted_generators_sample_weight_matches_in_tch_ort_and_tract() {
         let m = Manifest::load(dir.path()).unwrap();
         let outputs = &m.models.label_generator.as_ref().unwrap().outputs;
         assert_eq!(outputs.last().map(String::as_str), Some("sample_weight"));
-        // The weights are spread, not all 1.
+        // The weights are spread over (0, 2), not all 1 (where they lie depends on the random
+        // weights, drawn from the RNG the tests running in parallel share).
         let (images, labels) = inputs(64, &f.arch, 3, 2);
         let w = reference(&f, Some(&g), &images, &labels).weights.unwrap();
         let (lo, hi) = w
             .iter()
             .fold((2.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
-        assert!(lo < 0.8 && hi > 1.2, "weights {lo}..{hi}");
+        assert!(0.0 < lo && hi < 2.0 && hi - lo > 0.1, "weights {lo}..{hi}");
         compare(
             dir.path(),
             &f,

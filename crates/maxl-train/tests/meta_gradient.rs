@@ -4,7 +4,7 @@
 
 mod fixture;
 
-use fixture::{Fixture, META_STEP, assert_close, max_abs_diff};
+use fixture::{Fixture, META_STEP, assert_close, finite_difference_error, max_abs_diff};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_train::meta::{
     AuxTarget, Batch, Generator, LearningRates, LossConfig, MetaPath, meta_gradient,
@@ -179,39 +179,6 @@ fn meta_gradient_matches_central_finite_differences_at_lambda_0() {
         rel < 1e-5,
         "relative error against finite differences: {rel:e}"
     );
-}
-
-/// ‖FD − analytic‖ / ‖analytic‖ over every `stride`-th entry of every tensor of `params`, with
-/// central differences (step 1e-6) of `loss`.
-fn finite_difference_error(
-    params: &[Tensor],
-    analytic: &[Tensor],
-    stride: usize,
-    loss: impl Fn() -> f64,
-) -> f64 {
-    let step = 1e-6;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (p, a) in params.iter().zip(analytic) {
-        let flat = p.view([-1]);
-        let a = Vec::<f64>::try_from(&a.view([-1])).unwrap();
-        for (j, &aj) in a.iter().enumerate().step_by(stride) {
-            let bump = |delta: f64| {
-                tch::no_grad(|| {
-                    let _ = flat.narrow(0, j as i64, 1).f_add_scalar_(delta).unwrap();
-                })
-            };
-            bump(step);
-            let up = loss();
-            bump(-2.0 * step);
-            let down = loss();
-            bump(step);
-            let fd = (up - down) / (2.0 * step);
-            num += (fd - aj).powi(2);
-            den += aj.powi(2);
-        }
-    }
-    assert!(den > 0.0, "the gradient must not vanish");
-    (num / den).sqrt()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 mod fixture;
 
-use fixture::{Fixture, SCHEDULE_STEP, assert_close};
+use fixture::{Fixture, SCHEDULE_STEP};
 use maxl_core::arch::{Architecture, ConvBlock, InputSpec, Resize};
 use maxl_core::config::{
     CoarseGroup, DatasetKind, LrStep, MetaGradientMode, Method, ModelConfig, OptimizerConfig,
@@ -19,8 +19,8 @@ use maxl_data::batch::{Normalize, assemble};
 use maxl_train::Trainer;
 use maxl_train::data::PreparedData;
 use maxl_train::meta::{
-    AuxTarget, Batch, Generator, Iteration, LearningRates, LossConfig, fused_step,
-    interleaved_step, meta_gradient, stage1, stage2,
+    AuxTarget, Batch, Iteration, LearningRates, LossConfig, fused_step, interleaved_step,
+    meta_gradient, stage1, stage2,
 };
 use maxl_train::net::BatchNorm;
 use maxl_train::optim::Sgd;
@@ -311,62 +311,26 @@ fn the_fused_schedule_steps_theta1_by_the_same_gradient_its_meta_step_used() {
     c.validate().expect("baselines ignore the schedule");
 }
 
-/// Two iterations of `step` on the fixture's two batches in float64, from the fixture's
-/// weights, against the PyTorch reference's iterations of the schedule `name`: f's and g's
-/// weights and running statistics after each iteration, stage 1's L1 and the meta-loss L2.
-/// The second iteration starts from the optimisers' state after the first (momentum buffers).
-fn iterations_match_pytorch(name: &str, step: Iteration) {
+/// [`fixture::iterations_match_pytorch`] on the schedule fixture: MAXL's schedules.
+fn schedule_matches_pytorch(name: &str, step: Iteration) {
     let fx = Fixture::load(SCHEDULE_STEP);
-    let opt = |net: &str| OptimizerConfig {
-        lr: fx.scalar(&format!("{name}.opt_{net}.lr")),
-        momentum: fx.scalar(&format!("{name}.opt_{net}.momentum")),
-        weight_decay: fx.scalar(&format!("{name}.opt_{net}.weight_decay")),
-        backbone_lr_scale: 1.0,
-    };
-    let (opt_f, opt_g) = (opt("f"), opt("g"));
-    let lr = LearningRates {
-        f: opt_f.lr,
-        g: opt_g.lr,
-    };
     let losses = LossConfig {
         gamma: fx.scalar("gamma"),
         lambda: fx.scalar("lambda"),
         sample_entropy: 0.0,
         weight_mean_penalty: 0.0,
     };
-    for mode in [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp] {
-        let (f, g) = fx.nets();
-        let mut opt_f = Sgd::new(opt_f, f.store.params.len());
-        let mut g = Generator::new(g, opt_g);
-        for i in 1..=2 {
-            let (x, y) = (fx.get(&format!("x{i}")), fx.get(&format!("y{i}")));
-            let (s, mg) = step(&f, &mut opt_f, &mut g, Batch::new(&x, &y), lr, losses, mode)
-                .unwrap_or_else(|e| panic!("{name} ({}): {e}", mode.name()));
-            let at = format!("{name}.{i}.");
-            assert_close(&f.store.named(), &fx, &format!("{at}f."), 1e-10);
-            assert_close(&g.net.store.named(), &fx, &format!("{at}g."), 1e-10);
-            let l1 = s.primary_loss.double_value(&[]) + s.aux_loss.unwrap().double_value(&[]);
-            let l2 = mg.loss.double_value(&[]);
-            for (what, got) in [("l1", l1), ("l2", l2)] {
-                let want = fx.scalar(&format!("{at}{what}"));
-                assert!(
-                    (got - want).abs() < 1e-12,
-                    "{at}{what} ({}): {got} vs {want}",
-                    mode.name()
-                );
-            }
-        }
-    }
+    fixture::iterations_match_pytorch(&fx, name, step, || fx.nets(), losses);
 }
 
 #[test]
 fn two_interleaved_iterations_match_pytorch() {
-    iterations_match_pytorch("interleaved", interleaved_step);
+    schedule_matches_pytorch("interleaved", interleaved_step);
 }
 
 #[test]
 fn two_fused_iterations_match_pytorch() {
-    iterations_match_pytorch("fused", fused_step);
+    schedule_matches_pytorch("fused", fused_step);
 }
 
 /// An IDX dataset on disk (the generic `idx` kind) with 6 classes.

@@ -6,7 +6,9 @@
 
 mod fixture;
 
-use fixture::{Fixture, WEIGHTED_STEP, assert_close, max_abs_diff};
+use fixture::{
+    Fixture, WEIGHTED_STEP, assert_close, finite_difference_error, max_abs_diff, schedule_opt,
+};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_train::meta::{
     AuxTarget, Batch, Generator, Iteration, LearningRates, LossConfig, MetaGradient, StageOne,
@@ -61,38 +63,6 @@ fn the_weighted_meta_gradient_matches_pytorch_in_both_modes() {
             );
         }
     }
-}
-
-/// √(Σ (fd − analytic)²) / √(Σ analytic²) over every `stride`-th entry of `params`.
-fn finite_difference_error(
-    params: &[Tensor],
-    analytic: &[Tensor],
-    stride: usize,
-    loss: impl Fn() -> f64,
-) -> f64 {
-    let step = 1e-6;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (p, a) in params.iter().zip(analytic) {
-        let flat = p.view([-1]);
-        let a = Vec::<f64>::try_from(&a.view([-1])).unwrap();
-        for (j, &aj) in a.iter().enumerate().step_by(stride) {
-            let bump = |delta: f64| {
-                tch::no_grad(|| {
-                    let _ = flat.narrow(0, j as i64, 1).f_add_scalar_(delta).unwrap();
-                })
-            };
-            bump(step);
-            let up = loss();
-            bump(-2.0 * step);
-            let down = loss();
-            bump(step);
-            let fd = (up - down) / (2.0 * step);
-            num += (fd - aj).powi(2);
-            den += aj.powi(2);
-        }
-    }
-    assert!(den > 0.0, "the gradient must not vanish");
-    (num / den).sqrt()
 }
 
 #[test]
@@ -198,12 +168,7 @@ fn a_weight_head_frozen_at_one_gives_maxls_steps_bit_for_bit() {
     for (name, step) in schedules {
         for mode in MODES {
             let at = format!("{name} ({})", mode.name());
-            let opt = |net: &str| OptimizerConfig {
-                lr: fx.scalar(&format!("{name}.opt_{net}.lr")),
-                momentum: fx.scalar(&format!("{name}.opt_{net}.momentum")),
-                weight_decay: fx.scalar(&format!("{name}.opt_{net}.weight_decay")),
-                backbone_lr_scale: 1.0,
-            };
+            let opt = |net: &str| schedule_opt(&fx, name, net);
             let lr = LearningRates {
                 f: opt("f").lr,
                 g: opt("g").lr,
@@ -272,43 +237,13 @@ fn a_weight_head_frozen_at_one_gives_maxls_steps_bit_for_bit() {
     }
 }
 
-/// Two iterations of `step` from the fixture's `sched.*` weights against the PyTorch reference's
-/// iterations of the schedule `name` with weights: both networks' tensors, L1 and L2.
+/// [`fixture::iterations_match_pytorch`] on the weighted fixture's `sched.*` networks (with the
+/// weight head) and losses (λ, μ, ν).
 fn weighted_iterations_match_pytorch(name: &str, step: Iteration) {
     let fx = Fixture::load(WEIGHTED_STEP);
-    let opt = |net: &str| OptimizerConfig {
-        lr: fx.scalar(&format!("{name}.opt_{net}.lr")),
-        momentum: fx.scalar(&format!("{name}.opt_{net}.momentum")),
-        weight_decay: fx.scalar(&format!("{name}.opt_{net}.weight_decay")),
-        backbone_lr_scale: 1.0,
-    };
-    let lr = LearningRates {
-        f: opt("f").lr,
-        g: opt("g").lr,
-    };
     let losses = losses_of(&fx, "sched");
-    for mode in MODES {
-        let (f, g) = fx.nets_at("sched.f.", "sched.g.", true);
-        let mut opt_f = Sgd::new(opt("f"), f.store.params.len());
-        let mut g = Generator::new(g, opt("g"));
-        for i in 1..=2 {
-            let (x, y) = (fx.get(&format!("x{i}")), fx.get(&format!("y{i}")));
-            let (s, mg) = step(&f, &mut opt_f, &mut g, Batch::new(&x, &y), lr, losses, mode)
-                .unwrap_or_else(|e| panic!("{name} ({}): {e}", mode.name()));
-            let at = format!("{name}.{i}.");
-            assert_close(&f.store.named(), &fx, &format!("{at}f."), 1e-10);
-            assert_close(&g.net.store.named(), &fx, &format!("{at}g."), 1e-10);
-            let l1 = s.primary_loss.double_value(&[]) + s.aux_loss.unwrap().double_value(&[]);
-            for (what, got) in [("l1", l1), ("l2", mg.loss.double_value(&[]))] {
-                let want = fx.scalar(&format!("{at}{what}"));
-                assert!(
-                    (got - want).abs() < 1e-12,
-                    "{at}{what} ({}): {got} vs {want}",
-                    mode.name()
-                );
-            }
-        }
-    }
+    let nets = || fx.nets_at("sched.f.", "sched.g.", true);
+    fixture::iterations_match_pytorch(&fx, name, step, nets, losses);
 }
 
 #[test]
