@@ -730,20 +730,20 @@ pub fn fused_step_dp(
     }
     let (theta1, Batch { x, y }) = (&f.store.params, batch);
     let g_out = g.net.outputs(x, y, BatchNorm::BatchUpdate);
-    let t = g_out.target();
+    let u = g_out.target();
     let out = f.forward_with(x, theta1, BatchNorm::BatchUpdate, true);
     let inner = InnerStep {
         out: &g_out,
-        u: &t,
+        u: &u,
         alpha: lr.f,
         losses,
     };
     if let Some(dp) = dp {
         let detached = mode == MetaGradientMode::Jvp;
         let target = if detached {
-            t.detach()
+            u.detach()
         } else {
-            t.shallow_clone()
+            u.shallow_clone()
         };
         let l1 = losses_from_output(f, &out, y, Some(&target), losses.gamma);
         let grad1 = gradient(&l1.total, theta1, !detached);
@@ -756,13 +756,13 @@ pub fn fused_step_dp(
     }
     let (l1, grad1, mg) = match mode {
         MetaGradientMode::Jvp => {
-            let l1 = losses_from_output(f, &out, y, Some(&t.detach()), losses.gamma);
+            let l1 = losses_from_output(f, &out, y, Some(&u.detach()), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, false);
             let mg = by_jvp(f, &g.net, batch, inner, &grad1)?;
             (l1, grad1, mg)
         }
         MetaGradientMode::DoubleBackward => {
-            let l1 = losses_from_output(f, &out, y, Some(&t), losses.gamma);
+            let l1 = losses_from_output(f, &out, y, Some(&u), losses.gamma);
             let grad1 = gradient(&l1.total, theta1, true);
             let mg = by_double_backward(f, &g.net, batch, inner, &grad1);
             (l1, grad1.iter().map(Tensor::detach).collect(), mg)

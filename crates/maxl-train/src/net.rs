@@ -467,14 +467,6 @@ impl GeneratorOutput {
             None => self.labels.alias(),
         }
     }
-
-    /// Both tensors without their graphs.
-    pub fn detach(&self) -> Self {
-        Self {
-            labels: self.labels.detach(),
-            weights: self.weights.as_ref().map(Tensor::detach),
-        }
-    }
 }
 
 impl LabelGenerator {

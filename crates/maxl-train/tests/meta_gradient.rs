@@ -4,7 +4,9 @@
 
 mod fixture;
 
-use fixture::{Fixture, META_STEP, assert_close, finite_difference_error, max_abs_diff};
+use fixture::{
+    Fixture, META_STEP, assert_close, finite_difference_error, grads_named, max_abs_diff,
+};
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_train::meta::{
     AuxTarget, Batch, Generator, LearningRates, LossConfig, MetaPath, meta_gradient,
@@ -13,15 +15,6 @@ use maxl_train::meta::{
 use maxl_train::net::{BatchNorm, LabelGenerator, MultiTaskNet, ParamStore};
 use maxl_train::optim::Sgd;
 use tch::{Kind, Tensor};
-
-fn grads_named(g: &LabelGenerator, grads: &[Tensor]) -> Vec<(String, Tensor)> {
-    g.store
-        .param_names()
-        .into_iter()
-        .map(String::from)
-        .zip(grads.iter().map(Tensor::shallow_clone))
-        .collect()
-}
 
 /// Both ways of computing the exact meta-gradient; every test that checks it runs both.
 const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];

@@ -7,7 +7,8 @@
 mod fixture;
 
 use fixture::{
-    Fixture, WEIGHTED_STEP, assert_close, finite_difference_error, max_abs_diff, schedule_opt,
+    Fixture, WEIGHTED_STEP, assert_close, finite_difference_error, grads_named, max_abs_diff,
+    schedule_opt,
 };
 use maxl_core::config::{MetaGradientMode, OptimizerConfig};
 use maxl_train::meta::{
@@ -19,15 +20,6 @@ use maxl_train::optim::Sgd;
 use tch::{Kind, Tensor};
 
 const MODES: [MetaGradientMode; 2] = [MetaGradientMode::DoubleBackward, MetaGradientMode::Jvp];
-
-fn grads_named(g: &LabelGenerator, grads: &[Tensor]) -> Vec<(String, Tensor)> {
-    g.store
-        .param_names()
-        .into_iter()
-        .map(String::from)
-        .zip(grads.iter().map(Tensor::shallow_clone))
-        .collect()
-}
 
 fn losses_of(fx: &Fixture, prefix: &str) -> LossConfig {
     LossConfig {
